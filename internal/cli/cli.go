@@ -1,0 +1,150 @@
+// Package cli holds what the three podlease commands share on the command
+// line: flag sets whose every flag also reads a PODLEASE_* environment
+// variable, the logger, and the mapping from errors to exit codes.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// Exit codes shared by every podlease command.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// UsageError marks an error caused by bad flags or configuration: the
+// command prints it with a hint to --help and exits with ExitUsage.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef builds a UsageError from a format string.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// IsUsage reports whether err is, or wraps, a UsageError.
+func IsUsage(err error) bool {
+	var u *UsageError
+	return errors.As(err, &u)
+}
+
+// EnvName is the environment variable that stands in for a flag:
+// "secrets-dir" reads PODLEASE_SECRETS_DIR.
+func EnvName(flag string) string {
+	return "PODLEASE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// NewFlagSet returns a flag set that reports errors instead of exiting and
+// prints its usage to w.
+func NewFlagSet(name, summary string, w io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n\nFlags (each also read from PODLEASE_<FLAG>, e.g. --state-dir from PODLEASE_STATE_DIR; flag > environment > default):\n", name, summary)
+		fmt.Fprint(w, fs.FlagUsages())
+	}
+	return fs
+}
+
+// Parse parses args, then fills every flag not given on the command line
+// from its PODLEASE_* variable. Repeatable flags take several values from
+// one variable, separated by newlines or commas. The returned error is a
+// UsageError naming the flag or variable; pflag.ErrHelp is passed through.
+func Parse(fs *pflag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return &UsageError{Err: err}
+	}
+	if fs.NArg() > 0 {
+		return Usagef("unexpected argument %q: %s takes flags only", fs.Arg(0), fs.Name())
+	}
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		env := EnvName(f.Name)
+		v := getenv(env)
+		if v == "" {
+			return
+		}
+		values := []string{v}
+		if isRepeatable(f) {
+			values = strings.FieldsFunc(v, func(r rune) bool { return r == '\n' || r == ',' })
+		}
+		for _, one := range values {
+			if err := fs.Set(f.Name, strings.TrimSpace(one)); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+				return
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return &UsageError{Err: err}
+	}
+	return nil
+}
+
+func isRepeatable(f *pflag.Flag) bool {
+	t := f.Value.Type()
+	return strings.HasSuffix(t, "Array") || strings.HasSuffix(t, "Slice")
+}
+
+// LogFlags are the logging flags every command takes.
+type LogFlags struct {
+	Format string
+	Level  string
+}
+
+// Register adds --log-format and --log-level to fs.
+func (l *LogFlags) Register(fs *pflag.FlagSet) {
+	fs.StringVar(&l.Format, "log-format", "text", "log format: text or json")
+	fs.StringVar(&l.Level, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// Logger builds the slog logger the flags describe, writing to w.
+func (l *LogFlags) Logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		return nil, Usagef("--log-level %q: want debug, info, warn or error", l.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.Format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, Usagef("--log-format %q: want text or json", l.Format)
+	}
+}
+
+// Report prints err once, the way every command ends, and returns the exit
+// code that goes with it.
+func Report(w io.Writer, name string, err error) int {
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, pflag.ErrHelp):
+		return ExitOK
+	case IsUsage(err):
+		fmt.Fprintf(w, "%s: %v\nRun '%s --help' for usage.\n", name, err, name)
+		return ExitUsage
+	default:
+		fmt.Fprintf(w, "%s: %v\n", name, err)
+		return ExitFailure
+	}
+}

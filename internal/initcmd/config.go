@@ -1,0 +1,151 @@
+package initcmd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/podlease/podlease/internal/cli"
+	"github.com/podlease/podlease/internal/login"
+	"github.com/podlease/podlease/internal/render"
+	"github.com/podlease/podlease/internal/state"
+)
+
+// Config is vault-init's parsed command line.
+type Config struct {
+	VaultAddr  string
+	Namespace  string
+	Auth       state.Auth
+	Secrets    []string // NAME=PATH
+	Formats    []string // NAME=FORMAT
+	Templates  []string // NAME=FILE
+	SecretsDir string
+	StateDir   string
+	FileMode   string
+	Timeout    time.Duration
+	Log        cli.LogFlags
+	Version    bool
+}
+
+func (c *Config) register(fs *pflag.FlagSet) {
+	fs.StringVar(&c.VaultAddr, "vault-addr", "", "Vault address (default $VAULT_ADDR)")
+	fs.StringVar(&c.Namespace, "namespace", "", "Vault Enterprise namespace (default $VAULT_NAMESPACE)")
+	fs.StringVar(&c.Auth.Method, "auth-method", login.Kubernetes, "how to log in: kubernetes, jwt, approle or token")
+	fs.StringVar(&c.Auth.Mount, "auth-mount", "", "path the auth method is mounted at (default: the method's name)")
+	fs.StringVar(&c.Auth.Role, "role", "", "Vault role to log in as (kubernetes, jwt)")
+	fs.StringVar(&c.Auth.JWTFile, "jwt-file", login.DefaultJWTFile, "service-account token file (kubernetes, jwt)")
+	fs.StringVar(&c.Auth.RoleIDFile, "role-id-file", "", "file holding the AppRole role_id (approle)")
+	fs.StringVar(&c.Auth.SecretIDFile, "secret-id-file", "", "file holding the AppRole secret_id (approle)")
+	fs.StringVar(&c.Auth.TokenFile, "token-file", "", "file holding a Vault token (token; default $VAULT_TOKEN)")
+	fs.StringArrayVar(&c.Secrets, "secret", nil, "NAME=PATH: write the secret read from Vault PATH to SECRETS_DIR/NAME (repeatable, at least one)")
+	fs.StringArrayVar(&c.Formats, "format", nil, "NAME=json|env|yaml: the file format of secret NAME (default json)")
+	fs.StringArrayVar(&c.Templates, "template", nil, "NAME=FILE: render secret NAME with the Go text/template in FILE instead of a format")
+	fs.StringVar(&c.SecretsDir, "secrets-dir", "/vault/secrets", "directory for the rendered secret files (shared with the app)")
+	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory for the token and state.json (never shared with the app)")
+	fs.StringVar(&c.FileMode, "file-mode", "0440", "permissions of the secret files")
+	fs.DurationVar(&c.Timeout, "timeout", 2*time.Minute, "give up after this long; transient failures are retried with backoff until then")
+	c.Log.Register(fs)
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+}
+
+// validName is a secret name that is also a safe file name.
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Spec is one secret the user asked for.
+type Spec struct {
+	Name, Path, Format string
+	TemplateFile, Text string
+	Template           *render.Template
+}
+
+// Validate checks the configuration and returns the secrets it asks for.
+// Every error names the flag to fix.
+func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
+	if c.VaultAddr == "" {
+		c.VaultAddr = getenv("VAULT_ADDR")
+	}
+	if c.VaultAddr == "" {
+		return nil, fmt.Errorf("--vault-addr (or VAULT_ADDR) is required")
+	}
+	if c.Namespace == "" {
+		c.Namespace = getenv("VAULT_NAMESPACE")
+	}
+	if err := login.Validate(&c.Auth, getenv); err != nil {
+		return nil, err
+	}
+	if c.Timeout <= 0 {
+		return nil, fmt.Errorf("--timeout %s: want a positive duration such as 2m", c.Timeout)
+	}
+	if _, err := state.ParseMode(c.FileMode); err != nil {
+		return nil, fmt.Errorf("--file-mode: %w", err)
+	}
+	if c.SecretsDir == "" || c.StateDir == "" {
+		return nil, fmt.Errorf("--secrets-dir and --state-dir must not be empty")
+	}
+	if filepath.Clean(c.SecretsDir) == filepath.Clean(c.StateDir) {
+		return nil, fmt.Errorf("--secrets-dir and --state-dir are both %s: the state dir holds the token and must be a separate volume the app never mounts", c.StateDir)
+	}
+	if len(c.Secrets) == 0 {
+		return nil, fmt.Errorf("--secret NAME=PATH is required at least once, e.g. --secret db=database/creds/app")
+	}
+	var specs []*Spec
+	byName := map[string]*Spec{}
+	for _, kv := range c.Secrets {
+		name, path, ok := strings.Cut(kv, "=")
+		path = strings.Trim(strings.TrimSpace(path), "/")
+		if !ok || path == "" {
+			return nil, fmt.Errorf("--secret %q: want NAME=PATH, e.g. db=database/creds/app", kv)
+		}
+		if !validName.MatchString(name) {
+			return nil, fmt.Errorf("--secret %q: name %q must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit (it is the file name)", kv, name)
+		}
+		if byName[name] != nil {
+			return nil, fmt.Errorf("--secret %q: name %q is given twice", kv, name)
+		}
+		s := &Spec{Name: name, Path: path, Format: render.JSON}
+		byName[name] = s
+		specs = append(specs, s)
+	}
+	for _, kv := range c.Formats {
+		name, f, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("--format %q: want NAME=json|env|yaml", kv)
+		}
+		s := byName[name]
+		if s == nil {
+			return nil, fmt.Errorf("--format %q: no --secret is named %q", kv, name)
+		}
+		if !render.ValidFormat(f) {
+			return nil, fmt.Errorf("--format %q: format %q is not json, env or yaml", kv, f)
+		}
+		s.Format = f
+	}
+	for _, kv := range c.Templates {
+		name, file, ok := strings.Cut(kv, "=")
+		if !ok || file == "" {
+			return nil, fmt.Errorf("--template %q: want NAME=FILE", kv)
+		}
+		s := byName[name]
+		if s == nil {
+			return nil, fmt.Errorf("--template %q: no --secret is named %q", kv, name)
+		}
+		if s.TemplateFile != "" {
+			return nil, fmt.Errorf("--template %q: secret %q already has a template", kv, name)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--template %q: %w", kv, err)
+		}
+		t, err := render.ParseTemplate(file, string(b))
+		if err != nil {
+			return nil, fmt.Errorf("--template %q: %w", kv, err)
+		}
+		s.TemplateFile, s.Text, s.Template = file, string(b), t
+	}
+	return specs, nil
+}

@@ -1,0 +1,222 @@
+// Package initcmd is vault-init: log in to Vault as the pod, read every
+// requested secret, and write the secret files, the token and state.json,
+// all or nothing.
+package initcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/podlease/podlease/internal/cli"
+	"github.com/podlease/podlease/internal/login"
+	"github.com/podlease/podlease/internal/render"
+	"github.com/podlease/podlease/internal/secrets"
+	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
+	"github.com/podlease/podlease/internal/version"
+)
+
+const name = "vault-init"
+
+const summary = `Log in to Vault with the pod's identity, read each --secret, and write one
+file per secret into --secrets-dir plus the token and state.json into
+--state-dir for vault-renew and vault-revoke.`
+
+// Run is vault-init's main: it returns the process exit code.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	var c Config
+	fs := cli.NewFlagSet(name, summary, stderr)
+	c.register(fs)
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return cli.Report(stderr, name, err)
+	}
+	if c.Version {
+		fmt.Fprintln(stdout, name, version.Version)
+		return cli.ExitOK
+	}
+	specs, err := c.Validate(getenv)
+	if err != nil {
+		return cli.Report(stderr, name, &cli.UsageError{Err: err})
+	}
+	log, err := c.Log.Logger(stderr)
+	if err != nil {
+		return cli.Report(stderr, name, err)
+	}
+	err = run(ctx, &c, specs, getenv, log)
+	if err != nil {
+		log.Error("vault-init failed", "err", err)
+	}
+	return cli.Report(io.Discard, name, err)
+}
+
+func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) string, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	start := time.Now()
+
+	for _, dir := range []struct {
+		path string
+		perm os.FileMode
+	}{{c.SecretsDir, 0o755}, {c.StateDir, 0o700}} {
+		if err := os.MkdirAll(dir.path, dir.perm); err != nil {
+			return fmt.Errorf("create %s: %w", dir.path, err)
+		}
+	}
+	if old, err := state.Load(c.StateDir); err == nil && old.RevokedAt == nil {
+		log.Warn("state dir already holds live state from an earlier run; replacing it (its leases expire at their TTL)", "state_dir", c.StateDir, "token_accessor", old.Token.Accessor)
+	}
+
+	client, err := vaultclient.New(c.VaultAddr, c.Namespace, min(c.Timeout, 15*time.Second), log)
+	if err != nil {
+		return err
+	}
+	var res *login.Result
+	err = vaultclient.Retry(ctx, log, "log in", func(ctx context.Context) error {
+		var err error
+		res, err = login.Login(ctx, client, c.Auth, getenv)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("vault %s: %w", client.Address(), err)
+	}
+	now := time.Now()
+	res.Info.IssuedAt = now.UTC().Truncate(time.Second)
+	res.Info.ExpiresAt = now.Add(time.Duration(res.Info.TTL) * time.Second).UTC().Truncate(time.Second)
+	log.Info("logged in", "method", c.Auth.Method, "mount", c.Auth.Mount, "role", c.Auth.Role,
+		"token_accessor", res.Info.Accessor, "token_ttl", time.Duration(res.Info.TTL)*time.Second, "policies", strings.Join(res.Info.Policies, ","))
+	client.SetToken(res.Token)
+
+	st := &state.State{
+		VaultAddr:  client.Address(),
+		Namespace:  c.Namespace,
+		Auth:       c.Auth,
+		Token:      res.Info,
+		SecretsDir: c.SecretsDir,
+	}
+	if err := issueAll(ctx, client, c, specs, st, res.Token, log); err != nil {
+		if res.Info.Owned {
+			revokeToken(client, log)
+		}
+		return err
+	}
+	for _, s := range st.Secrets {
+		if s.Kind == state.KindLeased && s.LeaseDuration > res.Info.TTL && !res.Info.Renewable {
+			log.Warn("the token expires before this lease and cannot be renewed: Vault will revoke the lease with it", "secret", s.Name, "lease_ttl", time.Duration(s.LeaseDuration)*time.Second, "token_ttl", time.Duration(res.Info.TTL)*time.Second)
+		}
+	}
+	log.Info("vault-init done", "secrets", len(st.Secrets), "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// issueAll reads every secret, renders every file in memory, then writes
+// the files, the token and the state, removing what it wrote if a later
+// write fails.
+func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec, st *state.State, token string, log *slog.Logger) error {
+	fetched := map[string]*secrets.Fetched{}
+	for _, sp := range specs {
+		if fetched[sp.Path] != nil {
+			continue
+		}
+		f, err := secrets.Read(ctx, client, log, sp.Path)
+		if err != nil {
+			var re *secrets.ReadError
+			if errors.As(err, &re) && vaultclient.StatusCode(err) == 403 {
+				re.Hint = policyHint(c.Auth, st.Token.Policies)
+			}
+			return fmt.Errorf("vault %s: %w", client.Address(), err)
+		}
+		fetched[sp.Path] = f
+		log.Info("read secret", "path", sp.Path, "kind", f.Kind, "lease_id", f.Resp.LeaseID, "ttl", f.TTL(), "renewable", f.Resp.Renewable)
+	}
+	lookup := func(path string) (*render.Secret, error) {
+		f := fetched[path]
+		if f == nil {
+			return nil, fmt.Errorf("%q is not a path given with --secret", path)
+		}
+		if f.Kind == state.KindLeased {
+			return nil, fmt.Errorf("%q is a leased secret of another --secret: give each lease its own file so it can be rotated on its own", path)
+		}
+		return f.Template(), nil
+	}
+	mode := c.FileMode
+	type out struct {
+		sec     state.Secret
+		content []byte
+	}
+	var outs []out
+	for _, sp := range specs {
+		s := state.Secret{
+			Name: sp.Name, Path: sp.Path,
+			File: c.SecretsDir + "/" + sp.Name, FileMode: mode,
+			Format: sp.Format, Template: sp.Text, TemplateFile: sp.TemplateFile,
+		}
+		if sp.Template != nil {
+			s.Format = ""
+		}
+		content, err := secrets.Render(&s, fetched[sp.Path], lookup)
+		if err != nil {
+			return &cli.UsageError{Err: err}
+		}
+		secrets.Record(&s, fetched[sp.Path], content)
+		outs = append(outs, out{s, content})
+	}
+
+	var written []string
+	cleanup := func() {
+		for _, p := range written {
+			os.Remove(p)
+		}
+	}
+	for _, o := range outs {
+		if err := secrets.WriteFile(&o.sec, o.content); err != nil {
+			cleanup()
+			return err
+		}
+		written = append(written, o.sec.File)
+		st.Secrets = append(st.Secrets, o.sec)
+		log.Info("wrote secret file", "secret", o.sec.Name, "file", o.sec.File, "mode", o.sec.FileMode)
+	}
+	unlock, err := state.Lock(ctx, c.StateDir)
+	if err != nil {
+		cleanup()
+		return err
+	}
+	defer unlock()
+	if err := state.WriteToken(c.StateDir, token); err != nil {
+		cleanup()
+		return err
+	}
+	written = append(written, c.StateDir+"/"+state.TokenName)
+	if err := state.Save(c.StateDir, st); err != nil {
+		cleanup()
+		return err
+	}
+	return nil
+}
+
+func policyHint(a state.Auth, policies []string) string {
+	if a.Role != "" {
+		return fmt.Sprintf("check the policy bound to role %q (token policies: %s)", a.Role, strings.Join(policies, ", "))
+	}
+	return fmt.Sprintf("check the token's policies (%s)", strings.Join(policies, ", "))
+}
+
+// revokeToken revokes the token vault-init just created, and with it every
+// lease it obtained, so that a failed start leaves no live credential.
+func revokeToken(client *api.Client, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+		log.Warn("could not revoke the token after the failure; its leases expire at their TTL", "err", vaultclient.Cause(err))
+		return
+	}
+	log.Info("revoked the token and its leases after the failure")
+}

@@ -1,0 +1,255 @@
+// Package login obtains a Vault token for the pod: kubernetes (the
+// default), jwt, approle or a given token. Every login reads its
+// credential files afresh, because projected service-account tokens
+// rotate.
+package login
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/hashicorp/vault/api/auth/kubernetes"
+
+	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
+)
+
+// Auth methods.
+const (
+	Kubernetes = "kubernetes"
+	JWT        = "jwt"
+	AppRole    = "approle"
+	Token      = "token"
+)
+
+// DefaultJWTFile is where Kubernetes mounts the pod's service-account token.
+const DefaultJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+// Validate checks an auth configuration and fills the default mount. Its
+// errors name the flag to fix.
+func Validate(a *state.Auth, getenv func(string) string) error {
+	switch a.Method {
+	case Kubernetes, JWT:
+		if a.Role == "" {
+			return fmt.Errorf("--role is required with --auth-method %s", a.Method)
+		}
+		if a.JWTFile == "" {
+			return fmt.Errorf("--jwt-file is required with --auth-method %s", a.Method)
+		}
+	case AppRole:
+		if a.RoleIDFile == "" || a.SecretIDFile == "" {
+			return errors.New("--role-id-file and --secret-id-file are required with --auth-method approle")
+		}
+	case Token:
+		if a.TokenFile == "" && getenv("VAULT_TOKEN") == "" {
+			return errors.New("--auth-method token needs VAULT_TOKEN or --token-file")
+		}
+	default:
+		return fmt.Errorf("--auth-method %q: want kubernetes, jwt, approle or token", a.Method)
+	}
+	if a.Mount == "" {
+		a.Mount = a.Method
+	}
+	a.Mount = strings.Trim(a.Mount, "/")
+	return nil
+}
+
+// Result is a fresh token and what Vault said about it.
+type Result struct {
+	Token string
+	Info  state.Token
+}
+
+// Login authenticates to Vault as a says and returns the token. The
+// client's own token is left unset. Errors name the mount, role and file
+// involved and are permanent unless vaultclient.Transient says otherwise.
+func Login(ctx context.Context, c *api.Client, a state.Auth, getenv func(string) string) (*Result, error) {
+	c = c.WithNamespace(c.Namespace()) // a shallow clone we may set a token on
+	c.ClearToken()
+	var (
+		secret *api.Secret
+		err    error
+	)
+	where := fmt.Sprintf("log in with %s auth at auth/%s", a.Method, a.Mount)
+	if a.Role != "" {
+		where += fmt.Sprintf(" as role %q", a.Role)
+	}
+	switch a.Method {
+	case Kubernetes:
+		var jwt string
+		if jwt, err = ReadJWT(a.JWTFile); err != nil {
+			return nil, err
+		}
+		var k *kubernetes.KubernetesAuth
+		k, err = kubernetes.NewKubernetesAuth(a.Role, kubernetes.WithServiceAccountToken(jwt), kubernetes.WithMountPath(a.Mount))
+		if err == nil {
+			secret, err = c.Auth().Login(ctx, k)
+		}
+	case JWT:
+		var jwt string
+		if jwt, err = ReadJWT(a.JWTFile); err != nil {
+			return nil, err
+		}
+		secret, err = c.Logical().WriteWithContext(ctx, "auth/"+a.Mount+"/login", map[string]any{"role": a.Role, "jwt": jwt})
+	case AppRole:
+		var roleID string
+		if roleID, err = readSmallFile(a.RoleIDFile, "--role-id-file"); err != nil {
+			return nil, err
+		}
+		if _, err = readSmallFile(a.SecretIDFile, "--secret-id-file"); err != nil {
+			return nil, err
+		}
+		var r *approle.AppRoleAuth
+		r, err = approle.NewAppRoleAuth(roleID, &approle.SecretID{FromFile: a.SecretIDFile}, approle.WithMountPath(a.Mount))
+		if err == nil {
+			secret, err = c.Auth().Login(ctx, r)
+		}
+	case Token:
+		tok := getenv("VAULT_TOKEN")
+		if a.TokenFile != "" {
+			if tok, err = readSmallFile(a.TokenFile, "--token-file"); err != nil {
+				return nil, err
+			}
+		}
+		c.SetToken(tok)
+		secret, err = c.Auth().Token().LookupSelfWithContext(ctx)
+		where = "look up the token from " + tokenSource(a)
+		if err == nil {
+			return tokenResult(tok, secret, false)
+		}
+	default:
+		return nil, fmt.Errorf("unknown auth method %q", a.Method)
+	}
+	if err != nil {
+		return nil, &Error{Where: where, Err: err, Hint: hint(a, err)}
+	}
+	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
+		return nil, fmt.Errorf("%s: Vault returned no token", where)
+	}
+	return &Result{Token: secret.Auth.ClientToken, Info: InfoFromAuth(secret.Auth)}, nil
+}
+
+// Error is a failed login. It is transient when Vault's error is.
+type Error struct {
+	Where string
+	Err   error
+	Hint  string
+}
+
+func (e *Error) Error() string {
+	s := e.Where + ": " + vaultclient.Cause(e.Err)
+	if e.Hint != "" {
+		s += ": " + e.Hint
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func hint(a state.Auth, err error) string {
+	switch code := vaultclient.StatusCode(err); {
+	case code == 400 && (a.Method == Kubernetes || a.Method == JWT):
+		return fmt.Sprintf("check that role %q exists at auth/%s and is bound to this service account, and that the token's audience and issuer match the role", a.Role, a.Mount)
+	case code == 403 || code == 401:
+		return fmt.Sprintf("Vault refused the credential: check the role's bindings (service account, namespace, audience) at auth/%s", a.Mount)
+	case code == 0 && vaultclient.Transient(err):
+		return "is Vault reachable at this address?"
+	}
+	return ""
+}
+
+func tokenSource(a state.Auth) string {
+	if a.TokenFile != "" {
+		return a.TokenFile
+	}
+	return "VAULT_TOKEN"
+}
+
+// InfoFromAuth turns a login response into the state's token description.
+func InfoFromAuth(auth *api.SecretAuth) state.Token {
+	return state.Token{
+		Accessor:  auth.Accessor,
+		TTL:       auth.LeaseDuration,
+		Renewable: auth.Renewable,
+		Policies:  auth.Policies,
+		Owned:     true,
+	}
+}
+
+func tokenResult(tok string, lookup *api.Secret, owned bool) (*Result, error) {
+	if lookup == nil {
+		return nil, errors.New("look up token: Vault returned nothing")
+	}
+	acc, _ := lookup.TokenAccessor()
+	ttl, _ := lookup.TokenTTL()
+	ren, _ := lookup.TokenIsRenewable()
+	pol, _ := lookup.TokenPolicies()
+	return &Result{Token: tok, Info: state.Token{
+		Accessor:  acc,
+		TTL:       int(ttl.Seconds()),
+		Renewable: ren,
+		Policies:  pol,
+		Owned:     owned,
+	}}, nil
+}
+
+// ReadJWT reads a service-account token file and checks that it looks
+// like a JWT, so that a wrong path or a garbage file is reported with the
+// file's name instead of Vault's generic refusal.
+func ReadJWT(path string) (string, error) {
+	jwt, err := readSmallFile(path, "--jwt-file")
+	if err != nil {
+		return "", err
+	}
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return "", fmt.Errorf("--jwt-file %s does not hold a JWT (want header.payload.signature): mount the pod's projected service-account token there", path)
+	}
+	for i, p := range parts[:2] {
+		raw, err := base64.RawURLEncoding.DecodeString(p)
+		if err != nil || !json.Valid(raw) {
+			what := [...]string{"header", "payload"}[i]
+			return "", fmt.Errorf("--jwt-file %s does not hold a JWT (its %s is not base64url JSON): mount the pod's projected service-account token there", path, what)
+		}
+	}
+	return jwt, nil
+}
+
+// readSmallFile reads a credential file, trimmed; errors name the flag and
+// the file but never the content.
+func readSmallFile(path, flag string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", flag, path, unwrapPathError(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s %s: not a regular file", flag, path)
+	}
+	if fi.Size() > 64<<10 {
+		return "", fmt.Errorf("%s %s: %d bytes is too large for a credential file", flag, path, fi.Size())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", flag, path, unwrapPathError(err))
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s %s: file is empty", flag, path)
+	}
+	return s, nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,192 @@
+// Package render turns a secret's data into the bytes of its file: JSON,
+// env or YAML, or a Go text/template compatible with consul-template's
+// {{ with secret "PATH" }} idiom.
+package render
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"text/template"
+)
+
+// Formats a secret file can take.
+const (
+	JSON = "json"
+	Env  = "env"
+	YAML = "yaml"
+)
+
+// ValidFormat reports whether f names a format.
+func ValidFormat(f string) bool { return f == JSON || f == Env || f == YAML }
+
+// Format renders data (a secret's fields) in format f. Keys are sorted so
+// the same data always gives the same bytes.
+func Format(f string, data map[string]any) ([]byte, error) {
+	switch f {
+	case JSON:
+		b, err := json.MarshalIndent(data, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		return append(b, '\n'), nil
+	case Env:
+		return lines(data, func(k string, v any) (string, error) {
+			s, err := scalar(v)
+			return envKey(k) + "=" + envQuote(s), err
+		})
+	case YAML:
+		return lines(data, func(k string, v any) (string, error) {
+			b, err := json.Marshal(v) // JSON is valid YAML flow style, fully quoted
+			return yamlKey(k) + ": " + string(b), err
+		})
+	}
+	return nil, fmt.Errorf("unknown format %q", f)
+}
+
+func lines(data map[string]any, line func(string, any) (string, error)) ([]byte, error) {
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var buf bytes.Buffer
+	for _, k := range keys {
+		l, err := line(k, data[k])
+		if err != nil {
+			return nil, fmt.Errorf("field %q: %w", k, err)
+		}
+		buf.WriteString(l)
+		buf.WriteByte('\n')
+	}
+	return buf.Bytes(), nil
+}
+
+// scalar is a value as env text: strings as they are, anything else as JSON.
+func scalar(v any) (string, error) {
+	if s, ok := v.(string); ok {
+		return s, nil
+	}
+	b, err := json.Marshal(v)
+	return string(b), err
+}
+
+var notEnvChar = regexp.MustCompile(`[^A-Z0-9_]`)
+
+// envKey upper-cases k and replaces what a shell variable name cannot hold.
+func envKey(k string) string {
+	k = notEnvChar.ReplaceAllString(strings.ToUpper(k), "_")
+	if k == "" || (k[0] >= '0' && k[0] <= '9') {
+		k = "_" + k
+	}
+	return k
+}
+
+// envQuote double-quotes s the way shells and dotenv readers agree on,
+// escaping what could end the quote, expand, or start a new line.
+func envQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch r {
+		case '"', '\\', '$', '`':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		default:
+			if r < 0x20 || r == 0x7f {
+				fmt.Fprintf(&b, `\x%02x`, r)
+				continue
+			}
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+var plainYAMLKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+
+var yamlReserved = map[string]bool{"y": true, "n": true, "yes": true, "no": true, "on": true, "off": true, "true": true, "false": true, "null": true}
+
+func yamlKey(k string) string {
+	if plainYAMLKey.MatchString(k) && !yamlReserved[strings.ToLower(k)] {
+		return k
+	}
+	b, _ := json.Marshal(k)
+	return string(b)
+}
+
+// Secret is what a template sees of a secret: the fields of Vault's
+// response, as consul-template shows them (for KV v2, .Data.data holds the
+// fields and .Data.metadata the version).
+type Secret struct {
+	Data          map[string]any
+	LeaseID       string
+	LeaseDuration int
+	Renewable     bool
+}
+
+// Lookup returns the secret at a Vault path for {{ secret "PATH" }}.
+type Lookup func(path string) (*Secret, error)
+
+// Template is a parsed secret template.
+type Template struct {
+	name string
+	text string
+}
+
+// ParseTemplate checks text and returns the template. name is used in
+// errors (the --template value).
+func ParseTemplate(name, text string) (*Template, error) {
+	if _, err := newTemplate(name, text, nil); err != nil {
+		return nil, err
+	}
+	return &Template{name: name, text: text}, nil
+}
+
+func newTemplate(name, text string, lookup Lookup) (*template.Template, error) {
+	secretFn := func(path string, params ...string) (*Secret, error) {
+		if len(params) > 0 {
+			return nil, fmt.Errorf("secret %q: writing parameters is not supported; give the path with --secret", path)
+		}
+		if lookup == nil {
+			return nil, fmt.Errorf("secret %q: no lookup", path)
+		}
+		return lookup(path)
+	}
+	return template.New(name).Option("missingkey=error").Funcs(template.FuncMap{
+		"secret":       secretFn,
+		"toJSON":       func(v any) (string, error) { b, err := json.Marshal(v); return string(b), err },
+		"toJSONPretty": func(v any) (string, error) { b, err := json.MarshalIndent(v, "", "  "); return string(b), err },
+		"toUpper":      strings.ToUpper,
+		"toLower":      strings.ToLower,
+		"trimSpace":    strings.TrimSpace,
+		"base64Encode": func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
+		"base64Decode": func(s string) (string, error) {
+			b, err := base64.StdEncoding.DecodeString(s)
+			return string(b), err
+		},
+	}).Parse(text)
+}
+
+// Execute renders the template with self as the dot, resolving
+// {{ secret "PATH" }} through lookup.
+func (t *Template) Execute(self *Secret, lookup Lookup) ([]byte, error) {
+	tmpl, err := newTemplate(t.name, t.text, lookup)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := tmpl.Execute(&buf, self); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

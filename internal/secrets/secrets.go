@@ -1,0 +1,193 @@
+// Package secrets reads a secret from Vault, works out what kind it is
+// (leased, database static credential, or plain KV data), renders its
+// file and records the lease in the state. vault-init uses it for the
+// first issue, vault-renew for every rotation and re-read.
+package secrets
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/podlease/podlease/internal/atomicfile"
+	"github.com/podlease/podlease/internal/render"
+	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
+)
+
+// Fetched is one read of a Vault path.
+type Fetched struct {
+	Path   string
+	Kind   string
+	Resp   *api.Secret
+	Fields map[string]any // what the formats render: KV v2's inner data, else the response data
+	At     time.Time
+}
+
+// ReadError is a failed read of a Vault path; its message says what to
+// check. Hint is added by the caller (for example the role whose policy
+// should allow the path).
+type ReadError struct {
+	Path string
+	Err  error
+	Hint string
+}
+
+func (e *ReadError) Error() string {
+	var s string
+	switch code := vaultclient.StatusCode(e.Err); code {
+	case 403:
+		s = "permission denied reading " + e.Path
+	case 404:
+		s = "no secret at " + e.Path + ": check the path (KV v2 reads look like secret/data/NAME, database credentials like database/creds/ROLE)"
+	default:
+		s = "read " + e.Path + ": " + vaultclient.Cause(e.Err)
+	}
+	if e.Hint != "" {
+		s += ": " + e.Hint
+	}
+	return s
+}
+
+func (e *ReadError) Unwrap() error { return e.Err }
+
+// errNotFound stands for Vault's empty 404 answer.
+var errNotFound = &api.ResponseError{StatusCode: 404, Errors: []string{"no secret at this path"}}
+
+// Read reads path with c, retrying transient failures until ctx ends.
+func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*Fetched, error) {
+	var resp *api.Secret
+	err := vaultclient.Retry(ctx, log, "read "+path, func(ctx context.Context) error {
+		var err error
+		resp, err = c.Logical().ReadWithContext(ctx, path)
+		if err == nil && resp == nil {
+			err = errNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return nil, &ReadError{Path: path, Err: err}
+	}
+	return classify(path, resp, time.Now()), nil
+}
+
+func classify(path string, resp *api.Secret, now time.Time) *Fetched {
+	f := &Fetched{Path: path, Resp: resp, Fields: resp.Data, At: now}
+	switch {
+	case resp.LeaseID != "":
+		f.Kind = state.KindLeased
+	case strings.Contains(path, "/static-creds/"):
+		f.Kind = state.KindStatic
+	default:
+		f.Kind = state.KindKV
+		if inner, ok := kv2Data(path, resp.Data); ok {
+			f.Fields = inner
+		}
+	}
+	if f.Fields == nil {
+		f.Fields = map[string]any{}
+	}
+	return f
+}
+
+// kv2Data returns the inner data of a KV v2 read (path MOUNT/data/...,
+// response {"data": {...}, "metadata": {...}}).
+func kv2Data(path string, data map[string]any) (map[string]any, bool) {
+	if !strings.Contains(path, "/data/") {
+		return nil, false
+	}
+	inner, ok := data["data"].(map[string]any)
+	if _, hasMeta := data["metadata"]; !ok || !hasMeta {
+		return nil, false
+	}
+	return inner, true
+}
+
+// Template returns what a template sees of f.
+func (f *Fetched) Template() *render.Secret {
+	return &render.Secret{Data: f.Resp.Data, LeaseID: f.Resp.LeaseID, LeaseDuration: f.Resp.LeaseDuration, Renewable: f.Resp.Renewable}
+}
+
+// TTL is how long this read stays valid: the lease duration for a leased
+// secret, the time to the next rotation for a static credential, and 0
+// (no expiry) for KV data.
+func (f *Fetched) TTL() time.Duration {
+	switch f.Kind {
+	case state.KindLeased:
+		return time.Duration(f.Resp.LeaseDuration) * time.Second
+	case state.KindStatic:
+		if n, ok := f.Resp.Data["ttl"].(json.Number); ok {
+			if secs, err := n.Int64(); err == nil {
+				return time.Duration(secs) * time.Second
+			}
+		}
+	}
+	return 0
+}
+
+// Render produces the file content of s from f. lookup resolves other
+// paths a template names; nil allows only s's own path.
+func Render(s *state.Secret, f *Fetched, lookup render.Lookup) ([]byte, error) {
+	if s.Template == "" {
+		b, err := render.Format(s.Format, f.Fields)
+		if err != nil {
+			return nil, fmt.Errorf("render secret %q as %s: %w", s.Name, s.Format, err)
+		}
+		return b, nil
+	}
+	t, err := render.ParseTemplate(s.TemplateFile, s.Template)
+	if err != nil {
+		return nil, fmt.Errorf("template for secret %q: %w", s.Name, err)
+	}
+	b, err := t.Execute(f.Template(), func(path string) (*render.Secret, error) {
+		if path == s.Path {
+			return f.Template(), nil
+		}
+		if lookup == nil {
+			return nil, fmt.Errorf("%q is not a path given with --secret", path)
+		}
+		return lookup(path)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("template %s for secret %q: %w", s.TemplateFile, s.Name, err)
+	}
+	return b, nil
+}
+
+// Checksum fingerprints rendered content so a re-read can tell whether
+// the file must change, without keeping the secret.
+func Checksum(content []byte) string {
+	sum := sha256.Sum256(content)
+	return hex.EncodeToString(sum[:])
+}
+
+// Record updates s with the lease of f and the checksum of its file.
+func Record(s *state.Secret, f *Fetched, content []byte) {
+	s.Kind = f.Kind
+	s.LeaseID = f.Resp.LeaseID
+	s.Renewable = f.Resp.Renewable
+	ttl := f.TTL()
+	s.LeaseDuration = int(ttl / time.Second)
+	s.IssuedAt = f.At.UTC().Truncate(time.Second)
+	s.ExpiresAt = time.Time{}
+	if ttl > 0 {
+		s.ExpiresAt = f.At.Add(ttl).UTC().Truncate(time.Second)
+	}
+	s.Checksum = Checksum(content)
+}
+
+// WriteFile writes content to s.File atomically with s's mode.
+func WriteFile(s *state.Secret, content []byte) error {
+	mode, err := s.Mode()
+	if err != nil {
+		return fmt.Errorf("secret %q: %w", s.Name, err)
+	}
+	return atomicfile.Write(s.File, content, mode)
+}

@@ -1,0 +1,230 @@
+// Package state is the contract between vault-init, vault-renew and
+// vault-revoke: the token file and state.json in the state directory. It
+// holds no secret value; the token lives in its own file, like
+// ~/.vault-token.
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/podlease/podlease/internal/atomicfile"
+)
+
+// Version is the state.json format this build reads and writes.
+const Version = 1
+
+// File names inside the state directory.
+const (
+	FileName  = "state.json"
+	TokenName = "token"
+	lockName  = ".lock"
+)
+
+// ErrNotExist is returned by Load when the state directory holds no state:
+// vault-init has not run, or vault-revoke already cleaned up.
+var ErrNotExist = errors.New("no state")
+
+// State is the content of state.json.
+type State struct {
+	Version    int      `json:"version"`
+	VaultAddr  string   `json:"vault_addr"`
+	Namespace  string   `json:"namespace,omitempty"`
+	Auth       Auth     `json:"auth"`
+	Token      Token    `json:"token"`
+	SecretsDir string   `json:"secrets_dir"`
+	Secrets    []Secret `json:"secrets"`
+	// Retiring are leases replaced by a rotation, kept alive for a grace
+	// period so connection pools can drain, then revoked by vault-renew
+	// (or by vault-revoke, if the pod ends first).
+	Retiring  []Retiring `json:"retiring,omitempty"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	// RevokedAt is set by vault-revoke; after it, nobody renews or issues.
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// Auth says how to log in again.
+type Auth struct {
+	Method       string `json:"method"`
+	Mount        string `json:"mount"`
+	Role         string `json:"role,omitempty"`
+	JWTFile      string `json:"jwt_file,omitempty"`
+	RoleIDFile   string `json:"role_id_file,omitempty"`
+	SecretIDFile string `json:"secret_id_file,omitempty"`
+	TokenFile    string `json:"token_file,omitempty"`
+}
+
+// Token describes the Vault token in the token file (never the token
+// itself).
+type Token struct {
+	Accessor  string    `json:"accessor"`
+	TTL       int       `json:"ttl"` // seconds, as Vault reports it
+	Renewable bool      `json:"renewable"`
+	Policies  []string  `json:"policies,omitempty"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Orphan tokens supplied by the user (auth method "token") are not
+	// revoked by vault-revoke unless podlease created them.
+	Owned bool `json:"owned"`
+}
+
+// Retiring is a replaced lease waiting for revocation.
+type Retiring struct {
+	Secret   string    `json:"secret"`
+	LeaseID  string    `json:"lease_id"`
+	RevokeAt time.Time `json:"revoke_at"`
+}
+
+// Kinds of secret, which decide how vault-renew keeps them fresh.
+const (
+	KindLeased = "leased" // has a lease id: renew, then rotate before max TTL
+	KindStatic = "static" // database/static-creds: re-read before its ttl ends
+	KindKV     = "kv"     // KV and other unleased data: re-read on an interval
+)
+
+// Secret is one rendered secret file and the lease behind it.
+type Secret struct {
+	Name          string    `json:"name"`
+	Path          string    `json:"path"`
+	Kind          string    `json:"kind"`
+	LeaseID       string    `json:"lease_id,omitempty"`
+	LeaseDuration int       `json:"lease_duration"` // seconds
+	Renewable     bool      `json:"renewable"`
+	IssuedAt      time.Time `json:"issued_at"`
+	ExpiresAt     time.Time `json:"expires_at,omitempty"`
+	File          string    `json:"file"`
+	FileMode      string    `json:"file_mode"` // octal, e.g. "0440"
+	Format        string    `json:"format"`
+	Template      string    `json:"template,omitempty"`      // template text
+	TemplateFile  string    `json:"template_file,omitempty"` // where it came from
+	Checksum      string    `json:"checksum"`                // sha256 of the rendered file
+}
+
+// Mode parses FileMode.
+func (s *Secret) Mode() (os.FileMode, error) {
+	return ParseMode(s.FileMode)
+}
+
+// ParseMode parses an octal permission such as "0440".
+func ParseMode(s string) (os.FileMode, error) {
+	var m uint32
+	if _, err := fmt.Sscanf(s, "%o", &m); err != nil || m > 0o777 || strings.TrimLeft(s, "01234567") != "" {
+		return 0, fmt.Errorf("file mode %q: want octal permissions such as 0440", s)
+	}
+	return os.FileMode(m), nil
+}
+
+// Lookup returns the secret called name, or nil.
+func (s *State) Lookup(name string) *Secret {
+	for i := range s.Secrets {
+		if s.Secrets[i].Name == name {
+			return &s.Secrets[i]
+		}
+	}
+	return nil
+}
+
+// Load reads dir/state.json. It returns ErrNotExist (wrapped) when there
+// is none, and a clear error for a corrupt file or a newer format.
+func Load(dir string) (*State, error) {
+	path := filepath.Join(dir, FileName)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", path, ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	return Decode(path, b)
+}
+
+// Decode parses state.json content; path only names the file in errors.
+func Decode(path string, b []byte) (*State, error) {
+	var probe struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return nil, fmt.Errorf("%s is not valid state (%v): run vault-init again", path, err)
+	}
+	if probe.Version != Version {
+		return nil, fmt.Errorf("%s has format version %d, this build reads version %d: use the same podlease version for every container", path, probe.Version, Version)
+	}
+	var s State
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%s is not valid state (%v): run vault-init again", path, err)
+	}
+	if s.VaultAddr == "" {
+		return nil, fmt.Errorf("%s has no vault_addr: run vault-init again", path)
+	}
+	return &s, nil
+}
+
+// Save writes dir/state.json atomically with mode 0600.
+func Save(dir string, s *State) error {
+	s.Version = Version
+	s.UpdatedAt = time.Now().UTC().Truncate(time.Second)
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return atomicfile.Write(filepath.Join(dir, FileName), append(b, '\n'), 0o600)
+}
+
+// ReadToken reads the token file.
+func ReadToken(dir string) (string, error) {
+	path := filepath.Join(dir, TokenName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("token file %s is empty: run vault-init again", path)
+	}
+	return tok, nil
+}
+
+// WriteToken writes the token file atomically with mode 0600.
+func WriteToken(dir, token string) error {
+	return atomicfile.Write(filepath.Join(dir, TokenName), []byte(token), 0o600)
+}
+
+// Lock takes an exclusive lock on the state directory so that the three
+// binaries never interleave a read-modify-write of state.json. It waits
+// for the lock until ctx is done; the returned function releases it.
+func Lock(ctx context.Context, dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock state dir: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock state dir %s: %w", dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock state dir %s: held by another podlease process: %w", dir, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

@@ -1,0 +1,172 @@
+// Package vaultclient builds Vault API clients the way the vault CLI does
+// (every VAULT_* variable honoured), sorts Vault errors into transient and
+// permanent, and retries the transient ones with backoff.
+package vaultclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/hashicorp/vault/api"
+)
+
+// New returns a client for addr (empty: VAULT_ADDR) in namespace (empty:
+// VAULT_NAMESPACE). The client's own retries are off: callers retry with
+// Retry so that one deadline bounds everything. requestTimeout bounds each
+// HTTP request.
+func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, fmt.Errorf("vault client: %w", cfg.Error)
+	}
+	if err := cfg.ReadEnvironment(); err != nil {
+		return nil, fmt.Errorf("vault client environment: %w", err)
+	}
+	if addr != "" {
+		cfg.Address = addr
+	}
+	if u, err := url.Parse(cfg.Address); err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("vault address %q: want a URL such as https://vault.vault.svc:8200", cfg.Address)
+	}
+	cfg.MaxRetries = 0
+	if requestTimeout > 0 {
+		cfg.Timeout = requestTimeout
+	}
+	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok && t.TLSClientConfig != nil && t.TLSClientConfig.InsecureSkipVerify && log != nil {
+		log.Warn("TLS verification of Vault's certificate is off (VAULT_SKIP_VERIFY): use VAULT_CACERT instead in production", "vault_addr", cfg.Address)
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	// A VAULT_TOKEN in the environment is only used by the token auth
+	// method, which sets it explicitly.
+	c.ClearToken()
+	if namespace != "" {
+		c.SetNamespace(namespace)
+	}
+	return c, nil
+}
+
+// Transient reports whether err is worth retrying: network failures,
+// timeouts, 5xx and 429 (and 412, Vault's "not yet replicated").
+func Transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusPreconditionFailed
+	}
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ue *url.Error
+	return errors.As(err, &ue)
+}
+
+// StatusCode returns the HTTP status of a Vault error response, or 0.
+func StatusCode(err error) int {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode
+	}
+	return 0
+}
+
+// Cause renders a Vault error briefly: Vault's own messages for an error
+// response (never the request body, which may hold a secret), the network
+// error otherwise.
+func Cause(err error) string {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		msg := strings.Join(re.Errors, "; ")
+		if msg == "" {
+			msg = http.StatusText(re.StatusCode)
+		}
+		return fmt.Sprintf("%s (HTTP %d)", msg, re.StatusCode)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// Backoff is the retry schedule: exponential from 250ms, doubling, with
+// ±50% jitter, capped at 10s between tries. Unbounded in time: the
+// context's deadline ends it.
+func Backoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 250 * time.Millisecond
+	b.RandomizationFactor = 0.5
+	b.Multiplier = 2
+	b.MaxInterval = 10 * time.Second
+	b.MaxElapsedTime = 0
+	return b
+}
+
+// Retry runs op until it succeeds, fails permanently (not Transient) or ctx
+// ends. what names the operation in logs ("read database/creds/app"). On
+// ctx's end it returns the last error seen, wrapped with the context's.
+func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.Context) error) error {
+	var last error
+	attempt := 0
+	err := backoff.RetryNotify(func() error {
+		attempt++
+		err := op(ctx)
+		if err == nil {
+			return nil
+		}
+		// Keep the error that explains the outage, not the deadline that
+		// cut the last attempt short.
+		if last == nil || ctx.Err() == nil {
+			last = err
+		}
+		if !Transient(err) || ctx.Err() != nil {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(Backoff(), ctx), func(err error, wait time.Duration) {
+		log.Warn("transient failure, retrying", "op", what, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", Cause(err))
+	})
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil && last != nil {
+		return &GaveUpError{Op: what, Last: last, Ctx: ctx.Err()}
+	}
+	return err
+}
+
+// GaveUpError is returned by Retry when the deadline passed while the
+// operation was still failing transiently.
+type GaveUpError struct {
+	Op   string
+	Last error
+	Ctx  error
+}
+
+func (e *GaveUpError) Error() string {
+	reason := "gave up"
+	if errors.Is(e.Ctx, context.DeadlineExceeded) {
+		reason = "timed out"
+	} else if errors.Is(e.Ctx, context.Canceled) {
+		reason = "interrupted"
+	}
+	return fmt.Sprintf("%s: %s while Vault kept failing: %s", e.Op, reason, Cause(e.Last))
+}
+
+func (e *GaveUpError) Unwrap() []error { return []error{e.Last, e.Ctx} }
