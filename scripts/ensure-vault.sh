@@ -5,7 +5,8 @@
 # cached outside the clone so fresh clones on this machine reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(sed -n 's/^\s*github.com\/hashicorp\/vault v\([0-9.]*\).*/\1/p' tools/vault/go.mod | head -1)
+version=$(awk '$1 == "github.com/hashicorp/vault" { print $2 } $1 == "require" && $2 == "github.com/hashicorp/vault" { print $3 }' tools/vault/go.mod | head -1)
+[[ -n "$version" ]] || { echo "ensure-vault: no github.com/hashicorp/vault requirement in tools/vault/go.mod" >&2; exit 1; }
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/podlease/vault-$version"
 mkdir -p bin
 if path=$(command -v vault 2>/dev/null); then

@@ -95,6 +95,7 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 	}
 	var specs []*Spec
 	byName := map[string]*Spec{}
+	byPath := map[string]string{}
 	for _, kv := range c.Secrets {
 		name, path, ok := strings.Cut(kv, "=")
 		path = strings.Trim(strings.TrimSpace(path), "/")
@@ -107,6 +108,10 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		if byName[name] != nil {
 			return nil, fmt.Errorf("--secret %q: name %q is given twice", kv, name)
 		}
+		if other, dup := byPath[path]; dup {
+			return nil, fmt.Errorf("--secret %q: path %s is already read for secret %q: read each path once (a template can render it into another shape)", kv, path, other)
+		}
+		byPath[path] = name
 		s := &Spec{Name: name, Path: path, Format: render.JSON}
 		byName[name] = s
 		specs = append(specs, s)

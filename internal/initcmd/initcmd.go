@@ -122,9 +122,6 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec, st *state.State, token string, log *slog.Logger) error {
 	fetched := map[string]*secrets.Fetched{}
 	for _, sp := range specs {
-		if fetched[sp.Path] != nil {
-			continue
-		}
 		f, err := secrets.Read(ctx, client, log, sp.Path)
 		if err != nil {
 			var re *secrets.ReadError

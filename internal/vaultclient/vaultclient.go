@@ -69,12 +69,12 @@ func Transient(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false
 	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
+	// Transport failures reach us as *url.Error from the HTTP client or
+	// *net.OpError; a bare net.Error test would also match syscall.Errno,
+	// such as a missing credential file.
 	var ue *url.Error
-	return errors.As(err, &ue)
+	var oe *net.OpError
+	return errors.As(err, &ue) || errors.As(err, &oe) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // StatusCode returns the HTTP status of a Vault error response, or 0.
@@ -146,7 +146,7 @@ func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.C
 		return nil
 	}
 	if ctx.Err() != nil && last != nil {
-		return &GaveUpError{Op: what, Last: last, Ctx: ctx.Err()}
+		return &GaveUpError{Op: what, Last: last, Ctx: ctx.Err(), Attempts: attempt}
 	}
 	return err
 }
@@ -154,9 +154,10 @@ func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.C
 // GaveUpError is returned by Retry when the deadline passed while the
 // operation was still failing transiently.
 type GaveUpError struct {
-	Op   string
-	Last error
-	Ctx  error
+	Op       string
+	Last     error
+	Ctx      error
+	Attempts int
 }
 
 func (e *GaveUpError) Error() string {
@@ -166,7 +167,7 @@ func (e *GaveUpError) Error() string {
 	} else if errors.Is(e.Ctx, context.Canceled) {
 		reason = "interrupted"
 	}
-	return fmt.Sprintf("%s: %s while Vault kept failing: %s", e.Op, reason, Cause(e.Last))
+	return fmt.Sprintf("%s: %s after %d attempts, Vault kept failing: %s", e.Op, reason, e.Attempts, Cause(e.Last))
 }
 
 func (e *GaveUpError) Unwrap() []error { return []error{e.Last, e.Ctx} }
