@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/podlease/podlease/internal/version.Version=$(VERS
 BINARIES := vault-init vault-renew vault-revoke
 GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: help build test unit e2e vault postgres lint fmt clean
+.PHONY: help build test unit e2e testbed vault postgres lint fmt clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ unit: ## unit tests of the product module
 
 e2e: vault postgres ## end-to-end tests: the built binaries against real Vault and PostgreSQL
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go test -count=1 -timeout 20m ./...
+
+testbed: vault postgres ## run the test bed (Vault, PostgreSQL, Kubernetes stand-ins) until Ctrl-C, to try the binaries by hand
+	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go run ./cmd/testbed
 
 vault: ## make sure bin/vault is a Vault dev server (PATH, cache, or built from the Go module)
 	@scripts/ensure-vault.sh
