@@ -1,14 +1,399 @@
-// Package revoke is vault-revoke (not implemented yet).
+// Package revoke is vault-revoke: when the pod ends, revoke every lease
+// and the token recorded in the state directory, then remove the
+// credential files. It is idempotent and bounded by --timeout, so it fits
+// in a pod's termination grace period and a second run exits 0.
 package revoke
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/spf13/pflag"
+
+	"github.com/podlease/podlease/internal/cli"
+	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
+	"github.com/podlease/podlease/internal/version"
 )
+
+const name = "vault-revoke"
+
+const summary = `Revoke every lease and the token that vault-init and vault-renew recorded in
+--state-dir, then remove the secret files and the token file. Safe to run
+twice; gives up after --timeout.`
+
+// Config is vault-revoke's parsed command line.
+type Config struct {
+	StateDir string
+	Timeout  time.Duration
+	Log      cli.LogFlags
+	Version  bool
+}
+
+func (c *Config) register(fs *pflag.FlagSet) {
+	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory holding the token and state.json")
+	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "give up after this long (keep it well under the pod's termination grace period)")
+	c.Log.Register(fs)
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+}
+
+// Validate checks the configuration; its errors name the flag to fix.
+func (c *Config) Validate() error {
+	if c.StateDir == "" {
+		return errors.New("--state-dir must not be empty")
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("--timeout %s: want a positive duration such as 10s", c.Timeout)
+	}
+	return nil
+}
 
 // Run is vault-revoke's main: it returns the process exit code.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "vault-revoke: not implemented")
-	return 2
+	var c Config
+	fs := cli.NewFlagSet(name, summary, stderr)
+	c.register(fs)
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return cli.Report(stderr, name, err)
+	}
+	if c.Version {
+		fmt.Fprintln(stdout, name, version.Version)
+		return cli.ExitOK
+	}
+	if err := c.Validate(); err != nil {
+		return cli.Report(stderr, name, &cli.UsageError{Err: err})
+	}
+	log, err := c.Log.Logger(stderr)
+	if err != nil {
+		return cli.Report(stderr, name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	err = Revoke(ctx, c.StateDir, log)
+	if err != nil {
+		log.Error("vault-revoke failed", "err", err)
+	}
+	return cli.Report(io.Discard, name, err)
+}
+
+// maxRequest bounds one HTTP request, so that a stalled connection leaves
+// time for another try before the deadline.
+const maxRequest = 5 * time.Second
+
+// Revoke revokes the leases and the token recorded in dir, then removes
+// the secret files and, once nothing is left to revoke, the token file.
+// It marks state.json revoked first, so that vault-renew stops renewing
+// and re-issuing. ctx bounds everything. vault-revoke runs it; vault-renew
+// may run it on SIGTERM.
+func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
+	start := time.Now()
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		log.Info("nothing to revoke: no state dir", "state_dir", dir)
+		return nil
+	}
+	// Held to the end: a concurrent vault-revoke waits and then finds
+	// the work done; vault-renew sees RevokedAt as soon as it gets in.
+	unlock, err := state.Lock(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	st, err := state.Load(dir)
+	if errors.Is(err, state.ErrNotExist) {
+		log.Info("nothing to revoke: no state in the state dir", "state_dir", dir)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(dir, state.TokenName)
+	if st.RevokedAt != nil {
+		if _, err := os.Stat(tokenFile); errors.Is(err, os.ErrNotExist) {
+			log.Info("nothing to revoke: already revoked", "state_dir", dir, "revoked_at", st.RevokedAt.Format(time.RFC3339))
+			return nil
+		}
+		log.Info("an earlier run left work undone; trying again", "revoked_at", st.RevokedAt.Format(time.RFC3339))
+	} else {
+		now := time.Now().UTC().Truncate(time.Second)
+		st.RevokedAt = &now
+		if err := state.Save(dir, st); err != nil {
+			return fmt.Errorf("mark the state revoked: %w", err)
+		}
+	}
+
+	r := &revoker{st: st, log: log, leases: leasesOf(st)}
+	token, err := state.ReadToken(dir)
+	if err == nil {
+		var client *api.Client
+		client, err = vaultclient.New(st.VaultAddr, st.Namespace, requestTimeout(ctx), log)
+		if err == nil {
+			client.SetToken(token)
+			r.client = client
+			r.revokeAll(ctx)
+		}
+	}
+	if err != nil {
+		// Without a token or a client nothing can be revoked, and a
+		// retry would fail the same way.
+		if what := describe(r.leases, st.Token.Owned, st.Token.Accessor); what != "" {
+			err = fmt.Errorf("%w: cannot revoke %s", err, what)
+		}
+		r.failed = []error{err}
+	}
+
+	cleanupErr := r.removeFiles(tokenFile)
+	if err := r.result(dir); err != nil {
+		return errors.Join(err, cleanupErr)
+	}
+	if cleanupErr != nil {
+		return cleanupErr
+	}
+	log.Info("vault-revoke done", "leases", len(r.leases), "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func requestTimeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(min(time.Until(dl), maxRequest), time.Millisecond)
+	}
+	return maxRequest
+}
+
+// lease is a lease to revoke and the secret it belongs to.
+type lease struct {
+	id, secret string
+}
+
+// leasesOf lists the live leases of s and the retiring ones, each once.
+func leasesOf(s *state.State) []lease {
+	var out []lease
+	seen := map[string]bool{}
+	add := func(id, secret string) {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, lease{id: id, secret: secret})
+		}
+	}
+	for _, sec := range s.Secrets {
+		add(sec.LeaseID, sec.Name)
+	}
+	for _, r := range s.Retiring {
+		add(r.LeaseID, r.Secret)
+	}
+	return out
+}
+
+// revoker carries one revocation and what it achieved.
+type revoker struct {
+	client *api.Client
+	st     *state.State
+	log    *slog.Logger
+	leases []lease
+
+	left         []lease // not revoked because Vault could not be reached in time
+	tokenLeft    bool    // the token is still alive for the same reason
+	unreachable  error   // why
+	failed       []error // permanent failures
+	tokenRevoked bool    // the token is dead, by us or before us
+}
+
+func (r *revoker) revokeAll(ctx context.Context) {
+	for i, l := range r.leases {
+		err := vaultclient.Retry(ctx, r.log, "revoke lease "+l.id, func(ctx context.Context) error {
+			return r.client.Sys().RevokeWithContext(ctx, l.id)
+		})
+		switch {
+		case err == nil:
+			r.log.Info("revoked lease", "secret", l.secret, "lease_id", l.id)
+		case leaseGone(err):
+			r.log.Info("lease already gone", "secret", l.secret, "lease_id", l.id, "vault_said", vaultclient.Cause(err))
+		case gaveUp(err):
+			r.left, r.tokenLeft, r.unreachable = r.leases[i:], r.st.Token.Owned, err
+			return
+		case vaultclient.StatusCode(err) == 403:
+			// Every other lease would get the same answer.
+			r.fallback(ctx, r.leases[i:])
+			return
+		default:
+			r.failed = append(r.failed, fmt.Errorf("revoke lease %s (secret %q): %s", l.id, l.secret, vaultclient.Cause(err)))
+		}
+	}
+	r.revokeToken(ctx)
+}
+
+// fallback handles a 403 from sys/leases/revoke: the token's policy does
+// not allow it, or the token is already dead.
+func (r *revoker) fallback(ctx context.Context, rest []lease) {
+	acc := r.st.Token.Accessor
+	if !r.st.Token.Owned {
+		err := vaultclient.Retry(ctx, r.log, "look up the token", func(ctx context.Context) error {
+			_, err := r.client.Auth().Token().LookupSelfWithContext(ctx)
+			return err
+		})
+		switch {
+		case tokenDead(err):
+			r.tokenRevoked = true
+			r.log.Info("the token is no longer valid (expired or revoked): Vault revoked its leases with it", "token_accessor", acc)
+		case gaveUp(err):
+			r.left, r.unreachable = rest, err
+		case err == nil:
+			r.failed = append(r.failed, fmt.Errorf("permission denied revoking %s: the token was supplied by the user (--auth-method token), so vault-revoke does not revoke it; allow \"update\" on sys/leases/revoke in its policy", describe(rest, false, "")))
+		default:
+			r.failed = append(r.failed, fmt.Errorf("look up the token after a permission denied on sys/leases/revoke: %s", vaultclient.Cause(err)))
+		}
+		return
+	}
+	r.log.Info("sys/leases/revoke refused (permission denied): revoking the token instead, which revokes every lease it created", "token_accessor", acc, "leases", len(rest))
+	r.revokeToken(ctx)
+	switch {
+	case r.tokenRevoked:
+	case r.tokenLeft:
+		r.left = rest
+	default:
+		r.failed = append(r.failed, fmt.Errorf("not revoked: %s", describe(rest, false, "")))
+	}
+}
+
+func (r *revoker) revokeToken(ctx context.Context) {
+	acc := r.st.Token.Accessor
+	if !r.st.Token.Owned {
+		r.log.Info("the token was supplied by the user (--auth-method token): not revoking it", "token_accessor", acc)
+		return
+	}
+	err := vaultclient.Retry(ctx, r.log, "revoke the token", func(ctx context.Context) error {
+		return r.client.Auth().Token().RevokeSelfWithContext(ctx, "")
+	})
+	switch {
+	case err == nil:
+		r.tokenRevoked = true
+		r.log.Info("revoked the token", "token_accessor", acc)
+	case tokenDead(err):
+		r.tokenRevoked = true
+		r.log.Info("the token was already invalid (expired or revoked): Vault revoked its leases with it", "token_accessor", acc, "vault_said", vaultclient.Cause(err))
+	case gaveUp(err):
+		r.tokenLeft, r.unreachable = true, err
+	default:
+		r.failed = append(r.failed, fmt.Errorf("revoke the token (accessor %s): %s", acc, vaultclient.Cause(err)))
+	}
+}
+
+// removeFiles removes every secret file and, unless a later run could
+// still revoke something with it, the token file.
+func (r *revoker) removeFiles(tokenFile string) error {
+	var errs []error
+	for _, s := range r.st.Secrets {
+		if s.File == "" {
+			continue
+		}
+		switch err := os.Remove(s.File); {
+		case err == nil:
+			r.log.Info("removed secret file", "secret", s.Name, "file", s.File)
+		case !errors.Is(err, os.ErrNotExist):
+			errs = append(errs, fmt.Errorf("remove secret file: %w", err))
+		}
+	}
+	if r.retryable() {
+		return errors.Join(errs...)
+	}
+	if err := os.Remove(tokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove token file: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// retryable says whether running vault-revoke again could still revoke
+// something: the token may be alive and a lease or the token is left.
+func (r *revoker) retryable() bool {
+	return r.client != nil && !r.tokenRevoked && (len(r.left) > 0 || r.tokenLeft || len(r.failed) > 0)
+}
+
+// result is the error that says what is left, or nil.
+func (r *revoker) result(dir string) error {
+	var parts []string
+	if r.unreachable != nil {
+		s := fmt.Sprintf("vault %s: %v", r.st.VaultAddr, r.unreachable)
+		if len(r.left) > 0 || r.tokenLeft {
+			s += fmt.Sprintf(": not revoked: %s; they stay valid until their TTL runs out", describe(r.left, r.tokenLeft, r.st.Token.Accessor))
+		}
+		parts = append(parts, s)
+	}
+	for _, err := range r.failed {
+		parts = append(parts, err.Error())
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	msg := strings.Join(parts, "; ")
+	switch {
+	case r.retryable():
+		msg += fmt.Sprintf(" (the token file stays in %s so that running vault-revoke again can finish)", dir)
+	case r.tokenRevoked:
+		msg += " (the token is revoked, so Vault keeps trying to revoke the leases it created in the background)"
+	default:
+		msg += " (whatever was not revoked expires at its TTL)"
+	}
+	return errors.New(msg)
+}
+
+// describe names leases (the first few) and the token for a message.
+func describe(leases []lease, token bool, accessor string) string {
+	var parts []string
+	if n := len(leases); n > 0 {
+		const show = 5
+		ids := make([]string, 0, show)
+		for _, l := range leases[:min(n, show)] {
+			ids = append(ids, l.id)
+		}
+		s := fmt.Sprintf("%d lease", n)
+		if n > 1 {
+			s += "s"
+		}
+		s += " (" + strings.Join(ids, ", ")
+		if n > show {
+			s += fmt.Sprintf(" and %d more", n-show)
+		}
+		parts = append(parts, s+")")
+	}
+	if token {
+		parts = append(parts, fmt.Sprintf("the token (accessor %s)", accessor))
+	}
+	return strings.Join(parts, " and ")
+}
+
+func gaveUp(err error) bool {
+	var g *vaultclient.GaveUpError
+	return errors.As(err, &g)
+}
+
+// leaseGone reports whether Vault says the lease no longer exists. Vault
+// answers 204 to revoking an unknown lease; older versions and other
+// lease endpoints answer 400 "invalid lease".
+func leaseGone(err error) bool {
+	if vaultclient.StatusCode(err) != 400 {
+		return false
+	}
+	msg := strings.ToLower(vaultclient.Cause(err))
+	return strings.Contains(msg, "invalid lease") || strings.Contains(msg, "lease not found")
+}
+
+// tokenDead reports whether Vault refused the token itself: revoked or
+// expired tokens get 403 "permission denied" (or "bad token").
+func tokenDead(err error) bool {
+	switch vaultclient.StatusCode(err) {
+	case 401, 403:
+		return true
+	case 400:
+		msg := strings.ToLower(vaultclient.Cause(err))
+		return strings.Contains(msg, "bad token") || strings.Contains(msg, "invalid token")
+	}
+	return false
 }

@@ -1,0 +1,225 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/podlease/podlease/e2e/testbed"
+	"github.com/podlease/podlease/internal/state"
+)
+
+// revokedPod is a pod whose vault-init ran with a database credential of
+// its own database role (so its users can be counted) and a KV secret.
+type revokedPod struct {
+	*pod
+	role, user, pass, leaseID, vaultToken string
+}
+
+// initForRevoke creates database role dbRole (at most 8 characters, so
+// Vault's username template keeps it whole) with ttl, runs vault-init
+// with extra flags, and checks the credential works.
+func initForRevoke(t *testing.T, dbRole string, ttl time.Duration, extra ...string) *revokedPod {
+	t.Helper()
+	if err := bed.CreateDBRole(dbRole, ttl, ttl); err != nil {
+		t.Fatal(err)
+	}
+	p := &revokedPod{pod: newPod(t), role: dbRole}
+	p.mustInit(append([]string{"--secret", "db=database/creds/" + dbRole, "--secret", "kv=secret/data/app"}, extra...)...)
+	p.user, p.pass = dbCreds(t, filepath.Join(p.secretsDir, "db"))
+	p.vaultToken = p.token()
+	st, err := state.Load(p.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.leaseID = st.Lookup("db").LeaseID
+	ctx := context.Background()
+	conn, err := bed.PGConnect(ctx, p.user, p.pass)
+	if err != nil {
+		t.Fatalf("the credential does not work before vault-revoke: %v", err)
+	}
+	conn.Close(ctx)
+	return p
+}
+
+func (p *revokedPod) revoke(args ...string) result {
+	p.t.Helper()
+	return run(p.t, "vault-revoke", append([]string{"--state-dir", p.stateDir}, args...), p.env...)
+}
+
+// assertGone checks everything a user relies on after a successful
+// revocation: the database user cannot log in and is dropped, the token
+// is dead, the files are gone, and state.json says revoked.
+func (p *revokedPod) assertGone(within time.Duration) {
+	t := p.t
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(within)
+	for users := dbUsers(t, p.role); len(users) > 0; users = dbUsers(t, p.role) {
+		if time.Now().After(deadline) {
+			t.Fatalf("database users %v still exist %s after vault-revoke", users, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	conn, err := bed.PGConnect(ctx, p.user, p.pass)
+	if err == nil {
+		conn.Close(ctx)
+		t.Error("the database credential still logs in after vault-revoke")
+	} else if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) || !strings.HasPrefix(pe.Code, "28") {
+		t.Errorf("logging in after vault-revoke: want an authentication failure, got %v", err)
+	}
+	if _, err := bed.Client(p.vaultToken).Auth().Token().LookupSelf(); err == nil {
+		t.Error("the token is still alive after vault-revoke")
+	}
+	if names := dirEntries(t, p.secretsDir); len(names) > 0 {
+		t.Errorf("secret files left behind: %v", names)
+	}
+	if _, err := os.Stat(filepath.Join(p.stateDir, state.TokenName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("token file left behind (%v)", err)
+	}
+	st, err := state.Load(p.stateDir)
+	if err != nil {
+		t.Fatalf("state.json after vault-revoke: %v", err)
+	}
+	if st.RevokedAt == nil {
+		t.Error("state.json has no revoked_at: a running vault-renew would not know to stop")
+	}
+}
+
+// TestRevokeEndsThePodsCredentials is vault-revoke's promise: when the pod
+// ends, its database user and token die with it, the files go, and a
+// second run has nothing to do.
+func TestRevokeEndsThePodsCredentials(t *testing.T) {
+	t.Parallel()
+	p := initForRevoke(t, "revokeok", time.Hour)
+
+	r := p.revoke()
+	if r.code != 0 {
+		t.Fatalf("vault-revoke exited %d:\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, p.leaseID) {
+		t.Errorf("the log should name the revoked lease %s:\n%s", p.leaseID, r.stderr)
+	}
+	// sys/leases/revoke is synchronous: the user is dropped before
+	// vault-revoke exits.
+	p.assertGone(0)
+	assertNoSecret(t, "vault-revoke log", r.stderr)
+
+	again := p.revoke()
+	if again.code != 0 || !strings.Contains(again.stderr, "nothing to revoke") {
+		t.Errorf("second run: exit %d, want 0 and \"nothing to revoke\":\n%s", again.code, again.stderr)
+	}
+}
+
+// TestRevokeWithoutLeasePermission: a policy without sys/leases/revoke
+// still ends every lease, through revoke-self, and says so once.
+func TestRevokeWithoutLeasePermission(t *testing.T) {
+	t.Parallel()
+	const policy, role = "app-norevoke", "norevoke"
+	hcl := `
+path "database/creds/*" { capabilities = ["read"] }
+path "secret/data/app"  { capabilities = ["read"] }
+`
+	if err := bed.Root().Sys().PutPolicy(policy, hcl); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.CreateK8sRole(role, time.Hour, 24*time.Hour, policy); err != nil {
+		t.Fatal(err)
+	}
+	p := initForRevoke(t, "revkself", time.Hour, "--role", role)
+
+	r := p.revoke()
+	if r.code != 0 {
+		t.Fatalf("vault-revoke exited %d:\n%s", r.code, r.stderr)
+	}
+	const line = "revoking the token instead"
+	if n := strings.Count(r.stderr, line); n != 1 {
+		t.Errorf("want one log line saying %q, got %d:\n%s", line, n, r.stderr)
+	}
+	if strings.Contains(r.stderr, "level=ERROR") {
+		t.Errorf("the fallback is logged as an error:\n%s", r.stderr)
+	}
+	// Revoking a token makes Vault revoke its leases in the background.
+	p.assertGone(15 * time.Second)
+}
+
+// TestRevokeAfterLeasesExpired: leases that Vault already expired count
+// as revoked.
+func TestRevokeAfterLeasesExpired(t *testing.T) {
+	t.Parallel()
+	p := initForRevoke(t, "revkexpd", 2*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(dbUsers(t, p.role)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Vault did not expire the 2s lease within 20s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r := p.revoke()
+	if r.code != 0 {
+		t.Fatalf("vault-revoke exited %d:\n%s", r.code, r.stderr)
+	}
+	p.assertGone(0)
+}
+
+// TestRevokeVaultUnreachable: with Vault down or partitioned, vault-revoke
+// gives up within its timeout plus a second, names Vault and what is left,
+// and keeps the token so that a later run can finish the job.
+func TestRevokeVaultUnreachable(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		cut  func(*testbed.Proxy) error
+	}{
+		{"refused", func(p *testbed.Proxy) error { p.Cut(); return nil }},
+		{"blackholed", (*testbed.Proxy).Blackhole},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			proxy, err := testbed.NewProxy(bed.VaultHostPort)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(proxy.Close)
+			vaultAddr := "http://" + proxy.Addr()
+			p := initForRevoke(t, []string{"revkdwn1", "revkdwn2"}[i], time.Hour, "--vault-addr", vaultAddr)
+			if err := tc.cut(proxy); err != nil {
+				t.Fatal(err)
+			}
+
+			const timeout = 2 * time.Second
+			r := p.revoke("--timeout", timeout.String())
+			if r.code != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", r.code, r.stderr)
+			}
+			if r.elapsed > timeout+time.Second {
+				t.Errorf("took %s with --timeout %s", r.elapsed.Round(time.Millisecond), timeout)
+			}
+			for _, s := range []string{vaultAddr, p.leaseID, "TTL"} {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("the error should mention %q:\n%s", s, r.stderr)
+				}
+			}
+			assertNoSecret(t, "vault-revoke log", r.stderr)
+			if users := dbUsers(t, p.role); len(users) == 0 {
+				t.Error("the database user is gone although Vault was unreachable")
+			}
+
+			// Vault is back: running vault-revoke again finishes the job.
+			if err := proxy.Restore(); err != nil {
+				t.Fatal(err)
+			}
+			if again := p.revoke(); again.code != 0 {
+				t.Fatalf("run after Vault came back: exit %d:\n%s", again.code, again.stderr)
+			}
+			p.assertGone(0)
+		})
+	}
+}
