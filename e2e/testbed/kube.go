@@ -39,6 +39,8 @@ const (
 
 // ServiceAccountToken describes a projected service-account token to sign.
 type ServiceAccountToken struct {
+	// Namespace and ServiceAccount name the service account (sub is
+	// system:serviceaccount:<Namespace>:<ServiceAccount>).
 	Namespace      string
 	ServiceAccount string
 	// Pod is the pod the token is bound to; default "<ServiceAccount>-pod".
@@ -60,7 +62,7 @@ type kube struct {
 	reviewerJWT string
 
 	mu      sync.Mutex
-	deleted map[string]bool // "ns/sa" of deleted service accounts
+	deleted map[string]bool // "serviceaccount/ns/name" and "pod/ns/name" of deleted objects
 }
 
 func newKube() (*kube, error) {
@@ -221,10 +223,14 @@ func (k *kube) verify(token string) (*saClaims, error) {
 		return nil, errors.New("token subject does not match its kubernetes.io claim")
 	}
 	k.mu.Lock()
-	gone := k.deleted[ns+"/"+sa]
+	saGone := k.deleted["serviceaccount/"+ns+"/"+sa]
+	podGone := k.deleted["pod/"+ns+"/"+c.Kubernetes.Pod.Name]
 	k.mu.Unlock()
-	if gone {
+	if saGone {
 		return nil, fmt.Errorf("service account %s/%s has been deleted", ns, sa)
+	}
+	if podGone {
+		return nil, fmt.Errorf("pod %s/%s has been deleted", ns, c.Kubernetes.Pod.Name)
 	}
 	return &c, nil
 }
@@ -372,7 +378,15 @@ func (b *Bed) WriteJWT(dir, ns, sa string) string {
 func (b *Bed) DeleteServiceAccount(ns, sa string) {
 	b.kube.mu.Lock()
 	defer b.kube.mu.Unlock()
-	b.kube.deleted[ns+"/"+sa] = true
+	b.kube.deleted["serviceaccount/"+ns+"/"+sa] = true
+}
+
+// DeletePod makes the TokenReview API reject every token bound to pod
+// ns/pod from now on, as after the pod is deleted.
+func (b *Bed) DeletePod(ns, pod string) {
+	b.kube.mu.Lock()
+	defer b.kube.mu.Unlock()
+	b.kube.deleted["pod/"+ns+"/"+pod] = true
 }
 
 // writeFileAtomic writes data to path through a temporary file and a rename.

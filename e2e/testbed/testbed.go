@@ -5,6 +5,11 @@
 //
 // Start one Bed per test package in TestMain; tests that change Vault
 // configuration use their own role names so they do not disturb others.
+//
+// Environment: PODLEASE_VAULT_BIN names the vault binary (see
+// VaultBinary), PODLEASE_PG_BINDIR the PostgreSQL server binaries' directory,
+// and a non-empty PODLEASE_KEEP_TESTBED keeps Dir (with the server logs)
+// after Close.
 package testbed
 
 import (
@@ -65,21 +70,25 @@ func Start(ctx context.Context, logf func(string, ...any)) (_ *Bed, err error) {
 		logf = func(string, ...any) {}
 	}
 	began := time.Now()
+	vaultBin, err := VaultBinary()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "podlease-testbed-")
 	if err != nil {
 		return nil, err
 	}
 	// PostgreSQL runs as another OS user and must reach its own subdir.
 	if err := os.Chmod(dir, 0o711); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	b := &Bed{
-		Dir:       dir,
-		VaultLog:  filepath.Join(dir, "vault.log"),
-		PGLog:     filepath.Join(dir, "postgres.log"),
-		KVAPIKey:  randomHex(16),
-		logf:      logf,
-		closeOnce: sync.Once{},
+		Dir:      dir,
+		VaultLog: filepath.Join(dir, "vault.log"),
+		PGLog:    filepath.Join(dir, "postgres.log"),
+		KVAPIKey: randomHex(16),
+		logf:     logf,
 	}
 	defer func() {
 		if err != nil {
@@ -104,7 +113,7 @@ func Start(ctx context.Context, logf func(string, ...any)) (_ *Bed, err error) {
 	}()
 	go func() {
 		defer wg.Done()
-		b.vault, vaultErr = startVault(ctx, dir)
+		b.vault, vaultErr = startVault(ctx, vaultBin, dir)
 	}()
 	wg.Wait()
 	if err := errors.Join(pgErr, vaultErr); err != nil {

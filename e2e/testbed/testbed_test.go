@@ -122,6 +122,20 @@ func TestKubernetesLoginRejects(t *testing.T) {
 	}
 }
 
+// TestKubernetesLoginAsksTokenReview shows Vault consults the TokenReview
+// API at each login: a token of a deleted pod no longer logs in.
+func TestKubernetesLoginAsksTokenReview(t *testing.T) {
+	t.Parallel()
+	pod := "doomed-" + randomHex(4)
+	jwt := bed.SignServiceAccountToken(ServiceAccountToken{Namespace: Namespace, ServiceAccount: ServiceAccount, Pod: pod})
+	if _, err := login(t, "kubernetes", map[string]any{"role": Role, "jwt": jwt}); err != nil {
+		t.Fatal(err)
+	}
+	bed.DeletePod(Namespace, pod)
+	_, err := login(t, "kubernetes", map[string]any{"role": Role, "jwt": jwt})
+	wantForbidden(t, err)
+}
+
 // TestTokenReview checks the stand-in answers as kube-apiserver does.
 func TestTokenReview(t *testing.T) {
 	t.Parallel()

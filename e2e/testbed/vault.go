@@ -82,7 +82,7 @@ type vaultServer struct {
 func VaultBinary() (string, error) {
 	if p := os.Getenv("PODLEASE_VAULT_BIN"); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("PODLEASE_VAULT_BIN: %w", err)
+			return "", fmt.Errorf("PODLEASE_VAULT_BIN: %w (run `make vault` to build one)", err)
 		}
 		return p, nil
 	}
@@ -91,7 +91,7 @@ func VaultBinary() (string, error) {
 	}
 	root, err := RepoRoot()
 	if err != nil {
-		return "", fmt.Errorf("no vault binary (PODLEASE_VAULT_BIN unset, none on PATH) and %w", err)
+		return "", fmt.Errorf("no vault binary: PODLEASE_VAULT_BIN is unset, there is no vault on PATH, and %w; run `make vault` in the repository", err)
 	}
 	p := filepath.Join(root, "bin", "vault")
 	if _, err := os.Stat(p); err != nil {
@@ -136,11 +136,8 @@ func isRootModule(goMod string) bool {
 
 // startVault starts a dev server on a free port and waits until it is
 // healthy. The root token reaches it only through VAULT_DEV_ROOT_TOKEN_ID.
-func startVault(ctx context.Context, bedDir string) (*vaultServer, error) {
-	bin, err := VaultBinary()
-	if err != nil {
-		return nil, err
-	}
+func startVault(ctx context.Context, bin, bedDir string) (*vaultServer, error) {
+	var err error
 	v := &vaultServer{token: "root-" + randomHex(16)}
 	logPath := filepath.Join(bedDir, "vault.log")
 	home := filepath.Join(bedDir, "vault-home")
