@@ -117,8 +117,9 @@ func (l *LogFlags) Register(fs *pflag.FlagSet) {
 
 // Logger builds the slog logger the flags describe, writing to w.
 func (l *LogFlags) Logger(w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+	levels := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	level, ok := levels[strings.ToLower(l.Level)]
+	if !ok {
 		return nil, Usagef("--log-level %q: want debug, info, warn or error", l.Level)
 	}
 	opts := &slog.HandlerOptions{Level: level}

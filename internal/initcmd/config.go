@@ -116,6 +116,7 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		byName[name] = s
 		specs = append(specs, s)
 	}
+	formatted := map[string]bool{}
 	for _, kv := range c.Formats {
 		name, f, ok := strings.Cut(kv, "=")
 		if !ok {
@@ -125,6 +126,10 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		if s == nil {
 			return nil, fmt.Errorf("--format %q: no --secret is named %q", kv, name)
 		}
+		if formatted[name] {
+			return nil, fmt.Errorf("--format %q: secret %q already has a --format", kv, name)
+		}
+		formatted[name] = true
 		if !render.ValidFormat(f) {
 			return nil, fmt.Errorf("--format %q: format %q is not json, env or yaml", kv, f)
 		}
@@ -141,6 +146,9 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		}
 		if s.TemplateFile != "" {
 			return nil, fmt.Errorf("--template %q: secret %q already has a template", kv, name)
+		}
+		if formatted[name] {
+			return nil, fmt.Errorf("--template %q: secret %q also has a --format: give one or the other", kv, name)
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {

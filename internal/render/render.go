@@ -35,14 +35,20 @@ func Format(f string, data map[string]any) ([]byte, error) {
 		}
 		return append(b, '\n'), nil
 	case Env:
+		fieldOf := map[string]string{} // variable name -> the field it came from
 		return lines(data, func(k string, v any) (string, error) {
+			name := envKey(k)
+			if other, dup := fieldOf[name]; dup {
+				return "", fmt.Errorf("field %q also becomes variable %s: the env format needs field names that differ after upper-casing; use json or a --template", other, name)
+			}
+			fieldOf[name] = k
 			s, err := scalar(v)
-			return envKey(k) + "=" + envQuote(s), err
+			return name + "=" + envQuote(s), err
 		})
 	case YAML:
 		return lines(data, func(k string, v any) (string, error) {
 			b, err := json.Marshal(v) // JSON is valid YAML flow style, fully quoted
-			return yamlKey(k) + ": " + string(b), err
+			return yamlKey(k) + ": " + yamlSafe(b), err
 		})
 	}
 	return nil, fmt.Errorf("unknown format %q", f)
@@ -121,7 +127,22 @@ func yamlKey(k string) string {
 		return k
 	}
 	b, _ := json.Marshal(k)
-	return string(b)
+	return yamlSafe(b)
+}
+
+// yamlSafe escapes what JSON leaves raw in a string but YAML rejects or
+// folds: DEL, the C1 controls (U+0085 is a YAML line break), U+FEFF,
+// U+FFFE and U+FFFF. The escapes are valid in both JSON and YAML.
+func yamlSafe(b []byte) string {
+	var sb strings.Builder
+	for _, r := range string(b) {
+		if r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0xfeff || r == 0xfffe || r == 0xffff {
+			fmt.Fprintf(&sb, `\u%04x`, r)
+			continue
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
 }
 
 // Secret is what a template sees of a secret: the fields of Vault's

@@ -67,7 +67,7 @@ func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*F
 	err := vaultclient.Retry(ctx, log, "read "+path, func(ctx context.Context) error {
 		var err error
 		resp, err = c.Logical().ReadWithContext(ctx, path)
-		if err == nil && resp == nil {
+		if err == nil && (resp == nil || deletedKV2(path, resp.Data)) {
 			err = errNotFound
 		}
 		return err
@@ -108,6 +108,15 @@ func kv2Data(path string, data map[string]any) (map[string]any, bool) {
 		return nil, false
 	}
 	return inner, true
+}
+
+// deletedKV2 reports a KV v2 read of a deleted or destroyed version:
+// Vault answers 404 with the metadata and "data": null, which the client
+// returns as a secret.
+func deletedKV2(path string, data map[string]any) bool {
+	inner, hasData := data["data"]
+	_, hasMeta := data["metadata"]
+	return strings.Contains(path, "/data/") && hasData && inner == nil && hasMeta
 }
 
 // Template returns what a template sees of f.

@@ -154,6 +154,9 @@ func Decode(path string, b []byte) (*State, error) {
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return nil, fmt.Errorf("%s is not valid state (%v): run vault-init again", path, err)
 	}
+	if probe.Version == 0 {
+		return nil, fmt.Errorf("%s has no format version: it was not written by vault-init; run vault-init again", path)
+	}
 	if probe.Version != Version {
 		return nil, fmt.Errorf("%s has format version %d, this build reads version %d: use the same podlease version for every container", path, probe.Version, Version)
 	}

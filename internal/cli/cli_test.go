@@ -1,0 +1,270 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// flags is a small command line shaped like vault-init's.
+type flags struct {
+	addr    string
+	timeout time.Duration
+	verbose bool
+	secrets []string
+}
+
+func newFlags(out *bytes.Buffer) (*pflag.FlagSet, *flags) {
+	var f flags
+	fs := NewFlagSet("vault-test", "A test command.", out)
+	fs.StringVar(&f.addr, "vault-addr", "http://default:8200", "address")
+	fs.DurationVar(&f.timeout, "timeout", 2*time.Minute, "timeout")
+	fs.BoolVar(&f.verbose, "verbose", false, "verbose")
+	fs.StringArrayVar(&f.secrets, "secret", nil, "NAME=PATH (repeatable)")
+	return fs, &f
+}
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestEnvName(t *testing.T) {
+	t.Parallel()
+	for flag, want := range map[string]string{
+		"secrets-dir": "PODLEASE_SECRETS_DIR",
+		"timeout":     "PODLEASE_TIMEOUT",
+		"jwt-file":    "PODLEASE_JWT_FILE",
+	} {
+		if got := EnvName(flag); got != want {
+			t.Errorf("EnvName(%q) = %q, want %q", flag, got, want)
+		}
+	}
+}
+
+func TestParsePrecedence(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want flags
+	}{
+		{
+			name: "defaults",
+			want: flags{addr: "http://default:8200", timeout: 2 * time.Minute},
+		},
+		{
+			name: "env over default",
+			env:  map[string]string{"PODLEASE_VAULT_ADDR": "http://env:8200", "PODLEASE_TIMEOUT": "5s", "PODLEASE_VERBOSE": "true"},
+			want: flags{addr: "http://env:8200", timeout: 5 * time.Second, verbose: true},
+		},
+		{
+			name: "flag over env",
+			args: []string{"--vault-addr=http://flag:8200", "--timeout", "7s"},
+			env:  map[string]string{"PODLEASE_VAULT_ADDR": "http://env:8200", "PODLEASE_TIMEOUT": "5s"},
+			want: flags{addr: "http://flag:8200", timeout: 7 * time.Second},
+		},
+		{
+			name: "flag over env per flag",
+			args: []string{"--timeout=7s"},
+			env:  map[string]string{"PODLEASE_VAULT_ADDR": "http://env:8200", "PODLEASE_TIMEOUT": "5s"},
+			want: flags{addr: "http://env:8200", timeout: 7 * time.Second},
+		},
+		{
+			name: "empty env is unset",
+			env:  map[string]string{"PODLEASE_VAULT_ADDR": ""},
+			want: flags{addr: "http://default:8200", timeout: 2 * time.Minute},
+		},
+		{
+			name: "other prefixes ignored",
+			env:  map[string]string{"VAULT_ADDR": "http://vault:8200", "podlease_vault_addr": "http://lower:8200"},
+			want: flags{addr: "http://default:8200", timeout: 2 * time.Minute},
+		},
+		{
+			name: "repeatable flag from env, comma separated",
+			env:  map[string]string{"PODLEASE_SECRET": "db=database/creds/app,kv=secret/data/app"},
+			want: flags{addr: "http://default:8200", timeout: 2 * time.Minute, secrets: []string{"db=database/creds/app", "kv=secret/data/app"}},
+		},
+		{
+			name: "repeatable flag from env, newline separated with blanks and spaces",
+			env:  map[string]string{"PODLEASE_SECRET": "\n  db=database/creds/app\n\nkv=secret/data/app  \n"},
+			want: flags{addr: "http://default:8200", timeout: 2 * time.Minute, secrets: []string{"db=database/creds/app", "kv=secret/data/app"}},
+		},
+		{
+			name: "repeatable flag: the command line replaces the env list",
+			args: []string{"--secret", "a=x/y", "--secret", "b=x/z"},
+			env:  map[string]string{"PODLEASE_SECRET": "db=database/creds/app"},
+			want: flags{addr: "http://default:8200", timeout: 2 * time.Minute, secrets: []string{"a=x/y", "b=x/z"}},
+		},
+		{
+			name: "non-repeatable flag keeps commas",
+			env:  map[string]string{"PODLEASE_VAULT_ADDR": "http://a:8200,http://b:8200"},
+			want: flags{addr: "http://a:8200,http://b:8200", timeout: 2 * time.Minute},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			fs, got := newFlags(&out)
+			if err := Parse(fs, tc.args, env(tc.env)); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*got, tc.want) {
+				t.Errorf("got %+v, want %+v", *got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		wantCode int
+		wantOut  []string // in what Report prints
+	}{
+		{name: "unknown flag", args: []string{"--bogus"}, wantCode: ExitUsage, wantOut: []string{"unknown flag: --bogus", "Run 'vault-test --help' for usage."}},
+		{name: "unknown shorthand", args: []string{"-x"}, wantCode: ExitUsage, wantOut: []string{"unknown shorthand flag: 'x'"}},
+		{name: "missing value", args: []string{"--vault-addr"}, wantCode: ExitUsage, wantOut: []string{"--vault-addr"}},
+		{name: "bad duration", args: []string{"--timeout=soon"}, wantCode: ExitUsage, wantOut: []string{`"soon"`, "--timeout"}},
+		{name: "stray argument", args: []string{"--timeout=1s", "extra"}, wantCode: ExitUsage, wantOut: []string{`unexpected argument "extra"`, "flags only"}},
+		{name: "argument after --", args: []string{"--", "--timeout=1s"}, wantCode: ExitUsage, wantOut: []string{`unexpected argument "--timeout=1s"`}},
+		{name: "bad env value names the variable", env: map[string]string{"PODLEASE_TIMEOUT": "soon"}, wantCode: ExitUsage, wantOut: []string{"PODLEASE_TIMEOUT", `"soon"`}},
+		{name: "bad env bool", env: map[string]string{"PODLEASE_VERBOSE": "maybe"}, wantCode: ExitUsage, wantOut: []string{"PODLEASE_VERBOSE"}},
+		{name: "help", args: []string{"--help"}, wantCode: ExitOK},
+		{name: "help short", args: []string{"-h"}, wantCode: ExitOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var usage, report bytes.Buffer
+			fs, _ := newFlags(&usage)
+			err := Parse(fs, tc.args, env(tc.env))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if got := Report(&report, "vault-test", err); got != tc.wantCode {
+				t.Errorf("exit code %d, want %d (err %v)", got, tc.wantCode, err)
+			}
+			for _, want := range tc.wantOut {
+				if !strings.Contains(report.String(), want) {
+					t.Errorf("report %q does not contain %q", report.String(), want)
+				}
+			}
+		})
+	}
+}
+
+func TestHelpNamesEnvVariables(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	fs, _ := newFlags(&out)
+	if err := Parse(fs, []string{"--help"}, env(nil)); !errors.Is(err, pflag.ErrHelp) {
+		t.Fatalf("err = %v, want pflag.ErrHelp", err)
+	}
+	for _, want := range []string{"Usage: vault-test [flags]", "A test command.", "PODLEASE_", "--vault-addr", "--secret"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help does not contain %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestReport(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		err      error
+		wantCode int
+		wantOut  string
+	}{
+		{"ok", nil, ExitOK, ""},
+		{"help", pflag.ErrHelp, ExitOK, ""},
+		{"usage", Usagef("--role is required"), ExitUsage, "cmd: --role is required\nRun 'cmd --help' for usage.\n"},
+		{"wrapped usage", fmt.Errorf("context: %w", Usagef("bad")), ExitUsage, "cmd: context: bad\nRun 'cmd --help' for usage.\n"},
+		{"runtime", errors.New("vault unreachable"), ExitFailure, "cmd: vault unreachable\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			if got := Report(&out, "cmd", tc.err); got != tc.wantCode {
+				t.Errorf("exit code %d, want %d", got, tc.wantCode)
+			}
+			if out.String() != tc.wantOut {
+				t.Errorf("printed %q, want %q", out.String(), tc.wantOut)
+			}
+		})
+	}
+}
+
+func TestLogger(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name          string
+		flags         LogFlags
+		wantErr       string // names the flag
+		logsDebug     bool
+		wantPrefix    string
+		wantInfoShown bool
+	}{
+		{name: "text info", flags: LogFlags{"text", "info"}, wantPrefix: "time=", wantInfoShown: true},
+		{name: "json debug", flags: LogFlags{"json", "debug"}, wantPrefix: "{", logsDebug: true, wantInfoShown: true},
+		{name: "upper-case level", flags: LogFlags{"text", "WARN"}, wantPrefix: "time="},
+		{name: "error level", flags: LogFlags{"json", "error"}},
+		{name: "bad level", flags: LogFlags{"text", "verbose"}, wantErr: "--log-level"},
+		{name: "empty level", flags: LogFlags{"text", ""}, wantErr: "--log-level"},
+		{name: "bad format", flags: LogFlags{"logfmt", "info"}, wantErr: "--log-format"},
+		{name: "format is case-sensitive", flags: LogFlags{"JSON", "info"}, wantErr: "--log-format"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			log, err := tc.flags.Logger(&out)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !IsUsage(err) {
+					t.Fatalf("err = %v, want a usage error naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			log.Debug("debug line")
+			log.Info("info line")
+			log.Warn("warn line", "err", "boom")
+			got := out.String()
+			if strings.Contains(got, "debug line") != tc.logsDebug {
+				t.Errorf("debug shown = %v, want %v:\n%s", !tc.logsDebug, tc.logsDebug, got)
+			}
+			if strings.Contains(got, "info line") != tc.wantInfoShown {
+				t.Errorf("info shown = %v, want %v:\n%s", !tc.wantInfoShown, tc.wantInfoShown, got)
+			}
+			if tc.wantPrefix != "" && !strings.HasPrefix(got, tc.wantPrefix) {
+				t.Errorf("output %q does not start with %q", got, tc.wantPrefix)
+			}
+		})
+	}
+}
+
+func TestLogFlagsRegister(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	fs := NewFlagSet("cmd", "", &out)
+	var l LogFlags
+	l.Register(fs)
+	if err := Parse(fs, []string{"--log-format=json"}, env(map[string]string{"PODLEASE_LOG_LEVEL": "debug"})); err != nil {
+		t.Fatal(err)
+	}
+	if l != (LogFlags{Format: "json", Level: "debug"}) {
+		t.Errorf("got %+v", l)
+	}
+	if _, err := l.Logger(&out); err != nil {
+		t.Fatal(err)
+	}
+}

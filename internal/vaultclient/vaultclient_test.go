@@ -1,0 +1,365 @@
+package vaultclient
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+func vaultErr(code int, msgs ...string) error {
+	return &api.ResponseError{HTTPMethod: "GET", URL: "http://vault/v1/x", StatusCode: code, Errors: msgs}
+}
+
+var refused = &url.Error{Op: "Get", URL: "http://127.0.0.1:1/v1/x", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
+
+func TestTransient(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"500", vaultErr(500, "internal error"), true},
+		{"502", vaultErr(502), true},
+		{"503 sealed", vaultErr(503, "Vault is sealed"), true},
+		{"429", vaultErr(429, "rate limited"), true},
+		{"412 not yet replicated", vaultErr(412), true},
+		{"400", vaultErr(400, "invalid role"), false},
+		{"401", vaultErr(401), false},
+		{"403", vaultErr(403, "permission denied"), false},
+		{"404", vaultErr(404), false},
+		{"405", vaultErr(405), false},
+		{"wrapped 503", fmt.Errorf("read x: %w", vaultErr(503)), true},
+		{"wrapped 403", fmt.Errorf("read x: %w", vaultErr(403)), false},
+		{"connection refused", refused, true},
+		{"bare net error", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, true},
+		{"dns", &url.Error{Op: "Get", URL: "http://vault:8200", Err: &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "vault", IsNotFound: true}}}, true},
+		{"missing credential file", &os.PathError{Op: "open", Path: "/var/run/secrets/token", Err: syscall.ENOENT}, false},
+		{"bare errno", syscall.EACCES, false},
+		{"deadline", context.DeadlineExceeded, true},
+		{"request timeout", &url.Error{Op: "Get", URL: "http://x", Err: context.DeadlineExceeded}, true},
+		{"cancelled", context.Canceled, false},
+		{"request cancelled", &url.Error{Op: "Get", URL: "http://x", Err: context.Canceled}, false},
+		{"plain error", errors.New("bad flag"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := Transient(tc.err); got != tc.want {
+				t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTransientRealErrors classifies what a real client gets from a closed
+// port, a slow server and Vault's error responses.
+func TestTransientRealErrors(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/slow":
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		case "/v1/denied":
+			w.WriteHeader(403)
+			io.WriteString(w, `{"errors":["1 error occurred:\n\t* permission denied\n\n"]}`)
+		case "/v1/sealed":
+			w.WriteHeader(503)
+			io.WriteString(w, `{"errors":["Vault is sealed"]}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	for _, tc := range []struct {
+		name, addr, path string
+		timeout          time.Duration
+		want             bool
+		wantCause        string
+	}{
+		{"connection refused", closed, "x", time.Second, true, "connection refused"},
+		{"request timeout", srv.URL, "slow", 200 * time.Millisecond, true, ""},
+		{"403", srv.URL, "denied", time.Second, false, "permission denied\n\n (HTTP 403)"},
+		{"503", srv.URL, "sealed", time.Second, true, "Vault is sealed (HTTP 503)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := New(tc.addr, "", tc.timeout, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetToken("hvs.must-not-show")
+			_, err = c.Logical().Read(tc.path)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if got := Transient(err); got != tc.want {
+				t.Errorf("Transient(%v) = %v, want %v", err, got, tc.want)
+			}
+			cause := Cause(err)
+			if tc.wantCause != "" && !strings.Contains(cause, tc.wantCause) {
+				t.Errorf("Cause = %q, want it to contain %q", cause, tc.wantCause)
+			}
+			if strings.Contains(cause, "hvs.must-not-show") {
+				t.Errorf("Cause %q shows the token", cause)
+			}
+		})
+	}
+}
+
+func TestCause(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"vault message", vaultErr(403, "permission denied"), "permission denied (HTTP 403)"},
+		{"several messages", vaultErr(400, "invalid role", "missing jwt"), "invalid role; missing jwt (HTTP 400)"},
+		{"no message", vaultErr(503), "Service Unavailable (HTTP 503)"},
+		{"wrapped", fmt.Errorf("ctx: %w", vaultErr(404, "not found")), "not found (HTTP 404)"},
+		{"network drops the URL", refused, "dial tcp: connection refused"},
+		{"other", errors.New("boom"), "boom"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := Cause(tc.err); got != tc.want {
+				t.Errorf("Cause = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStatusCode(t *testing.T) {
+	t.Parallel()
+	if got := StatusCode(fmt.Errorf("x: %w", vaultErr(403))); got != 403 {
+		t.Errorf("StatusCode = %d, want 403", got)
+	}
+	if got := StatusCode(refused); got != 0 {
+		t.Errorf("StatusCode(network error) = %d, want 0", got)
+	}
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestRetry(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		timeout   time.Duration
+		errs      []error // returned in turn; the last one repeats
+		wantCalls int     // 0: at least 2
+		wantErr   func(t *testing.T, err error)
+	}{
+		{
+			name: "success", timeout: 5 * time.Second, errs: []error{nil}, wantCalls: 1,
+		},
+		{
+			name: "permanent fails at once", timeout: 5 * time.Second, errs: []error{vaultErr(403, "permission denied")}, wantCalls: 1,
+			wantErr: func(t *testing.T, err error) {
+				var ge *GaveUpError
+				if StatusCode(err) != 403 || errors.As(err, &ge) {
+					t.Errorf("err = %v, want the 403 itself", err)
+				}
+			},
+		},
+		{
+			name: "400 fails at once", timeout: 5 * time.Second, errs: []error{vaultErr(400, "invalid role")}, wantCalls: 1,
+			wantErr: func(t *testing.T, err error) {
+				if StatusCode(err) != 400 {
+					t.Errorf("err = %v, want the 400", err)
+				}
+			},
+		},
+		{
+			name: "transient then success", timeout: 10 * time.Second, errs: []error{vaultErr(500), refused, vaultErr(429), nil}, wantCalls: 4,
+		},
+		{
+			name: "transient then permanent", timeout: 10 * time.Second, errs: []error{vaultErr(503), vaultErr(404)}, wantCalls: 2,
+			wantErr: func(t *testing.T, err error) {
+				if StatusCode(err) != 404 {
+					t.Errorf("err = %v, want the 404", err)
+				}
+			},
+		},
+		{
+			name: "gives up at the deadline", timeout: 700 * time.Millisecond, errs: []error{vaultErr(503, "Vault is sealed")},
+			wantErr: func(t *testing.T, err error) {
+				var ge *GaveUpError
+				if !errors.As(err, &ge) || ge.Op != "read database/creds/app" {
+					t.Fatalf("err = %#v, want a GaveUpError for the op", err)
+				}
+				if msg := err.Error(); !strings.HasPrefix(msg, "read database/creds/app: timed out") || !strings.HasSuffix(msg, ": Vault is sealed (HTTP 503)") {
+					t.Errorf("err = %q, want it to name the op, the timeout and Vault's last answer", msg)
+				}
+				if !errors.Is(err, context.DeadlineExceeded) || StatusCode(err) != 503 {
+					t.Errorf("err does not unwrap to the deadline and the last Vault error")
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			var calls int
+			start := time.Now()
+			err := Retry(ctx, discard(), "read database/creds/app", func(context.Context) error {
+				e := tc.errs[min(calls, len(tc.errs)-1)]
+				calls++
+				return e
+			})
+			if tc.wantErr == nil && err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if tc.wantErr != nil {
+				if err == nil {
+					t.Fatal("no error")
+				}
+				tc.wantErr(t, err)
+			}
+			if tc.wantCalls > 0 && calls != tc.wantCalls {
+				t.Errorf("op called %d times, want %d", calls, tc.wantCalls)
+			}
+			if tc.wantCalls == 0 && calls < 2 {
+				t.Errorf("op called %d times, want retries", calls)
+			}
+			if d := time.Since(start); d > tc.timeout+500*time.Millisecond {
+				t.Errorf("took %v, past the %v deadline", d, tc.timeout)
+			}
+		})
+	}
+}
+
+// An attempt cut short by the deadline must not hide the error that
+// explains the outage.
+func TestRetryKeepsTheCause(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var calls int
+	err := Retry(ctx, discard(), "log in", func(ctx context.Context) error {
+		calls++
+		if calls == 1 {
+			return refused
+		}
+		<-ctx.Done()
+		return &url.Error{Op: "Put", URL: "http://x", Err: ctx.Err()}
+	})
+	if err == nil || !strings.Contains(err.Error(), "log in: timed out") || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("err = %v, want it to name the op and the refused connection", err)
+	}
+}
+
+func TestRetryInterrupted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	var calls int
+	err := Retry(ctx, discard(), "log in", func(context.Context) error {
+		calls++
+		if calls == 2 {
+			cancel()
+		}
+		return vaultErr(502)
+	})
+	var ge *GaveUpError
+	if !errors.As(err, &ge) || !strings.Contains(err.Error(), "log in: interrupted") {
+		t.Errorf("err = %v, want an interrupted GaveUpError", err)
+	}
+}
+
+func TestRetryLogsEachRetry(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	var calls atomic.Int32
+	err := Retry(context.Background(), log, "read secret/data/app", func(context.Context) error {
+		if calls.Add(1) < 3 {
+			return vaultErr(500, "internal error")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if n := strings.Count(out, "transient failure, retrying"); n != 2 {
+		t.Errorf("%d retry lines, want 2:\n%s", n, out)
+	}
+	for _, want := range []string{`op="read secret/data/app"`, "attempt=1", "attempt=2", `err="internal error (HTTP 500)"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log does not contain %s:\n%s", want, out)
+		}
+	}
+}
+
+func TestNew(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, addr string
+		wantErr    bool
+	}{
+		{"http", "http://127.0.0.1:8200", false},
+		{"https", "https://vault.vault.svc:8200", false},
+		{"no scheme", "vault:8200", true},
+		{"host only", "vault.vault.svc", true},
+		{"garbage", "://", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := New(tc.addr, "team-a", time.Second, discard())
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "vault address") {
+					t.Errorf("err = %v, want one naming the vault address", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Address() != tc.addr || c.Namespace() != "team-a" {
+				t.Errorf("address %q namespace %q", c.Address(), c.Namespace())
+			}
+		})
+	}
+}
+
+// TestNewIgnoresVaultToken uses t.Setenv, so it does not run in parallel.
+func TestNewIgnoresVaultToken(t *testing.T) {
+	t.Setenv("VAULT_TOKEN", "hvs.from-env")
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:8200")
+	c, err := New("", "", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Token() != "" {
+		t.Error("the client took VAULT_TOKEN; only --auth-method token may use it")
+	}
+	if c.Address() != "http://127.0.0.1:8200" {
+		t.Errorf("address %q, want VAULT_ADDR", c.Address())
+	}
+}
