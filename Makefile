@@ -5,9 +5,10 @@ SHELL := bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/podlease/podlease/internal/version.Version=$(VERSION)
 BINARIES := vault-init vault-renew vault-revoke
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: help build test unit e2e testbed vault postgres lint fmt clean
+.PHONY: help build test unit e2e manifests image testbed vault postgres lint fmt clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -17,7 +18,7 @@ build: ## build the three static binaries into bin/
 	@for b in $(BINARIES); do $(GO_BUILD) -o bin/$$b ./cmd/$$b; done
 	@ls -l $(addprefix bin/,$(BINARIES))
 
-test: vault postgres lint unit e2e ## the one test command: lint, unit tests, end-to-end tests on a real Vault and PostgreSQL
+test: vault postgres lint unit e2e manifests ## the one test command: lint, unit tests, end-to-end tests on a real Vault and PostgreSQL
 
 unit: ## unit tests of the product module
 	go test -race -count=1 ./...
@@ -28,18 +29,26 @@ e2e: vault postgres ## end-to-end tests: the built binaries against real Vault a
 testbed: vault postgres ## run the test bed (Vault, PostgreSQL, Kubernetes stand-ins) until Ctrl-C, to try the binaries by hand
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go run ./cmd/testbed
 
+manifests: vault ## image build check, manifest and Vault-setup tests (nested module test/manifests; needs kubectl)
+	cd test/manifests && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go test -count=1 ./...
+
+image: ## build the container image (needs a Docker engine)
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD) -t podlease:$(VERSION) .
+
 vault: ## make sure bin/vault is a Vault dev server (PATH, cache, or built from the Go module)
 	@scripts/ensure-vault.sh
 
 postgres: ## make sure Debian's PostgreSQL server is installed
 	@scripts/ensure-postgres.sh
 
-lint: ## gofmt, go vet and staticcheck on both modules
+lint: ## gofmt, go vet and staticcheck on every module
 	@out=$$(gofmt -l . | grep -v '^tools/' || true); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	cd e2e && go vet ./...
-	go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
-	cd e2e && go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	cd test/manifests && go vet ./...
+	go run $(STATICCHECK) ./...
+	cd e2e && go run $(STATICCHECK) ./...
+	cd test/manifests && go run $(STATICCHECK) ./...
 
 clean: ## remove build output (the cached Vault build outside the clone stays)
 	rm -rf bin dist

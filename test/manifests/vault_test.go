@@ -1,0 +1,360 @@
+package manifests
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"maps"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// policyRules parses the path blocks of a Vault policy: path -> capabilities.
+// Enough HCL for policy-app.hcl; anything else in a block fails the parse.
+func policyRules(t *testing.T, hcl string) map[string][]string {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(hcl, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	block := regexp.MustCompile(`path "([^"]+)" \{ capabilities = \[([^\]]*)\] \}`)
+	text := strings.Join(lines, " ")
+	rules := map[string][]string{}
+	for _, m := range block.FindAllStringSubmatch(text, -1) {
+		var caps []string
+		if err := json.Unmarshal([]byte("["+m[2]+"]"), &caps); err != nil {
+			t.Fatalf("policy path %q: capabilities [%s]: %v", m[1], m[2], err)
+		}
+		rules[m[1]] = caps
+	}
+	if rest := strings.TrimSpace(block.ReplaceAllString(text, "")); rest != "" {
+		t.Fatalf("policy: cannot parse %q (the test knows only path blocks with capabilities)", rest)
+	}
+	return rules
+}
+
+// TestVaultPolicy checks that policy app grants what the manifests' pods
+// ask for and nothing more.
+func TestVaultPolicy(t *testing.T) {
+	t.Parallel()
+	rules := policyRules(t, readFile(t, "manifests/vault/policy-app.hcl"))
+	want := map[string][]string{
+		"database/creds/app": {"read"},
+		"sys/leases/renew":   {"update"},
+		"sys/leases/revoke":  {"update"},
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Errorf("policy app grants %v, want exactly %v", rules, want)
+	}
+	for _, dir := range workloadBuilds {
+		for _, w := range workloads(t, dir) {
+			t.Run(dir+"/"+w.name, func(t *testing.T) {
+				init, _ := w.container(t, "vault-init")
+				n := 0
+				for _, a := range append(slices.Clone(init.Command[1:]), init.Args...) {
+					spec, ok := strings.CutPrefix(a, "--secret=")
+					if !ok {
+						continue
+					}
+					n++
+					_, p, _ := strings.Cut(spec, "=")
+					if !slices.Contains(rules[p], "read") {
+						t.Errorf("vault-init --secret=%s: policy app does not grant read on %s", spec, p)
+					}
+				}
+				if n == 0 {
+					t.Error("vault-init has no --secret=NAME=PATH argument")
+				}
+			})
+		}
+	}
+}
+
+// devVault is a Vault dev server for one test.
+type devVault struct {
+	bin, addr, token string
+}
+
+// startVault starts `vault server -dev` on a free loopback port. The binary
+// is $PODLEASE_VAULT_BIN (required to exist when set, as `make` sets it),
+// else the repository's bin/vault (`make vault`), else vault on PATH; with
+// none of them the test is skipped.
+func startVault(t *testing.T) *devVault {
+	t.Helper()
+	bin, ok := tool(t, "PODLEASE_VAULT_BIN", "vault")
+	if !ok {
+		if p := filepath.Join(repoRoot(t), "bin", "vault"); fileExists(p) {
+			bin, ok = p, true
+		}
+	}
+	if !ok {
+		t.Skip("no vault binary: run `make vault` or set PODLEASE_VAULT_BIN")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPort := l.Addr().String()
+	l.Close()
+	tok := make([]byte, 16)
+	rand.Read(tok)
+	v := &devVault{bin: bin, addr: "http://" + hostPort, token: hex.EncodeToString(tok)}
+
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "server", "-dev", "-dev-no-store-token",
+		"-dev-root-token-id="+v.token, "-dev-listen-address="+hostPort)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "VAULT_ADDR=", "VAULT_TOKEN=")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("vault server log:\n%s", logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(v.addr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return v
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vault dev server on %s not healthy after 30s: %v", hostPort, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// call makes a Vault API request with token and decodes the response's
+// JSON into out (if not nil).
+func (v *devVault) call(t *testing.T, token, method, p string, body, out any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, v.addr+"/v1/"+p, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Vault-Token", token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("%s %s: %s: %s", method, p, resp.Status, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %v", method, p, err)
+		}
+	}
+}
+
+// read returns the data of a Vault read as the root token.
+func (v *devVault) read(t *testing.T, p string) map[string]any {
+	t.Helper()
+	var r struct{ Data map[string]any }
+	v.call(t, v.token, http.MethodGet, p, nil, &r)
+	return r.Data
+}
+
+// testCACert writes a self-signed CA certificate in PEM to a file: what
+// setup.sh hands Vault as the API server's CA.
+func testCACert(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-cluster-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestVaultSetup runs manifests/vault/setup.sh, twice, against a real Vault
+// dev server and checks what a pod's token may then do and how the auth
+// and database roles came out. PostgreSQL is not needed: the connection is
+// written unverified (the end-to-end tests and `make demo` use it for real).
+func TestVaultSetup(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("setup.sh needs bash")
+	}
+	v := startVault(t)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pg-password")
+	jwt := filepath.Join(dir, "reviewer.jwt")
+	if err := os.WriteFile(pw, []byte("not-a-real-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(jwt, []byte("eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(),
+		"HOME="+dir,
+		"VAULT_BIN="+v.bin,
+		"VAULT_ADDR="+v.addr,
+		"VAULT_TOKEN="+v.token,
+		"WORKLOAD_NAMESPACE=shop",
+		"KUBERNETES_HOST=https://127.0.0.1:6443",
+		"KUBERNETES_CA_CERT_FILE="+testCACert(t),
+		"TOKEN_REVIEWER_JWT_FILE="+jwt,
+		"PG_CONNECTION_URL=postgresql://{{username}}:{{password}}@127.0.0.1:5432/app?sslmode=disable",
+		"PG_PASSWORD_FILE="+pw,
+		"PG_VERIFY_CONNECTION=false",
+	)
+	for run := 1; run <= 2; run++ { // the second run shows it can be re-run
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot(t), "manifests", "vault", "setup.sh"))
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("setup.sh run %d: %v\n%s", run, err, out)
+		}
+		if strings.Contains(string(out), "not-a-real-password") {
+			t.Fatalf("setup.sh printed the database password:\n%s", out)
+		}
+	}
+
+	// A token as the kubernetes role hands out: policy app (and default).
+	var created struct {
+		Auth struct {
+			ClientToken string `json:"client_token"`
+		}
+	}
+	v.call(t, v.token, http.MethodPost, "auth/token/create", map[string]any{"policies": []string{"app"}}, &created)
+	appToken := created.Auth.ClientToken
+
+	tests := []struct {
+		name  string
+		check func(t *testing.T)
+	}{
+		{"a pod's token may do what podlease needs, nothing more", func(t *testing.T) {
+			want := map[string][]string{
+				"database/creds/app":       {"read"},
+				"sys/leases/renew":         {"update"},
+				"sys/leases/revoke":        {"update"},
+				"auth/token/renew-self":    {"update"},
+				"auth/token/revoke-self":   {"update"},
+				"database/creds/admin":     {"deny"},
+				"database/config/pg":       {"deny"},
+				"database/roles/app":       {"deny"},
+				"sys/policy/app":           {"deny"},
+				"auth/kubernetes/role/app": {"deny"},
+			}
+			var got map[string]any
+			v.call(t, v.token, http.MethodPost, "sys/capabilities", map[string]any{"token": appToken, "paths": slices.Collect(maps.Keys(want))}, &got)
+			for p, caps := range want {
+				if g := fmt.Sprint(got[p]); g != fmt.Sprint(caps) {
+					t.Errorf("capabilities on %s: %s, want %v", p, g, caps)
+				}
+			}
+		}},
+		{"the stored policy is policy-app.hcl", func(t *testing.T) {
+			if got, want := v.read(t, "sys/policy/app")["rules"], readFile(t, "manifests/vault/policy-app.hcl"); got != want {
+				t.Errorf("policy app in Vault:\n%v\nwant the file's text:\n%s", got, want)
+			}
+		}},
+		{"kubernetes role app: ServiceAccount app of the namespace, audience vault", func(t *testing.T) {
+			got := v.read(t, "auth/kubernetes/role/app")
+			want := map[string]string{
+				"bound_service_account_names":      "[app]",
+				"bound_service_account_namespaces": "[shop]",
+				"audience":                         "vault",
+				"token_policies":                   "[app]",
+				"token_ttl":                        "3600",
+				"token_max_ttl":                    "86400",
+			}
+			for k, w := range want {
+				if g := fmt.Sprint(got[k]); g != w {
+					t.Errorf("%s = %s, want %s", k, g, w)
+				}
+			}
+		}},
+		{"kubernetes auth config: the API server, its CA and the reviewer token", func(t *testing.T) {
+			got := v.read(t, "auth/kubernetes/config")
+			if got["kubernetes_host"] != "https://127.0.0.1:6443" || !strings.Contains(fmt.Sprint(got["kubernetes_ca_cert"]), "BEGIN CERTIFICATE") || got["disable_local_ca_jwt"] != true {
+				t.Errorf("auth/kubernetes/config = %v", got)
+			}
+		}},
+		{"database connection pg: for role app only, password not readable", func(t *testing.T) {
+			got := v.read(t, "database/config/pg")
+			if fmt.Sprint(got["allowed_roles"]) != "[app]" || got["plugin_name"] != "postgresql-database-plugin" {
+				t.Errorf("database/config/pg = %v", got)
+			}
+			if strings.Contains(fmt.Sprint(got), "not-a-real-password") {
+				t.Error("Vault returns the connection's password")
+			}
+		}},
+		{"database role app: per-pod users dropped on revocation", func(t *testing.T) {
+			got := v.read(t, "database/roles/app")
+			want := map[string]string{
+				"db_name":               "pg",
+				"creation_statements":   `[CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";]`,
+				"revocation_statements": `[REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{{name}}"; DROP ROLE IF EXISTS "{{name}}";]`,
+				"default_ttl":           "3600",
+				"max_ttl":               "86400",
+			}
+			for k, w := range want {
+				if g := fmt.Sprint(got[k]); g != w {
+					t.Errorf("%s = %s, want %s", k, g, w)
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, tt.check)
+	}
+}
