@@ -4,6 +4,7 @@ go 1.25
 
 require (
 	github.com/hashicorp/vault/api v1.23.0
+	github.com/hashicorp/vault/api/auth/kubernetes v0.12.0
 	github.com/jackc/pgx/v5 v5.7.6
 	github.com/podlease/podlease v0.0.0
 )

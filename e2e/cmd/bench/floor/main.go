@@ -1,0 +1,61 @@
+// Command floor is the benchmark's lower bound for a pod-start credential
+// fetch: it logs in with Vault's kubernetes auth helper, reads one secret
+// once and writes its data as JSON to a file. No retries, no state, no
+// atomic write: whatever a real tool does on top of this is its overhead.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/kubernetes"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	addr := flag.String("vault-addr", "", "Vault address")
+	role := flag.String("role", "", "kubernetes auth role")
+	jwtFile := flag.String("jwt-file", "", "service-account token file")
+	path := flag.String("path", "", "secret path to read")
+	out := flag.String("out", "", "file to write the secret's data to")
+	flag.Parse()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := api.DefaultConfig()
+	cfg.Address = *addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return err
+	}
+	k, err := kubernetes.NewKubernetesAuth(*role, kubernetes.WithServiceAccountTokenPath(*jwtFile))
+	if err != nil {
+		return err
+	}
+	if _, err := c.Auth().Login(ctx, k); err != nil {
+		return fmt.Errorf("log in: %w", err)
+	}
+	s, err := c.Logical().ReadWithContext(ctx, *path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", *path, err)
+	}
+	if s == nil {
+		return fmt.Errorf("read %s: no secret", *path)
+	}
+	b, err := json.Marshal(s.Data)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(*out, b, 0o440)
+}

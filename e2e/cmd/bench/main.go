@@ -1,0 +1,170 @@
+// Command bench measures podlease against Vault Agent and against the floor
+// (a minimal login-and-read program) on the test bed's real Vault and
+// PostgreSQL: pod-start latency, peak and steady-state memory, sidecar CPU,
+// Vault requests per pod and binary sizes. It prints a Markdown report and
+// writes it to bench/results.md.
+//
+// The machine is shared and small, so contenders run interleaved (A, B, C,
+// A, B, C, ... with the order rotated each round) and every ratio is
+// computed pair by pair within a round before taking the median.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/podlease/podlease/e2e/testbed"
+)
+
+// config is the command line.
+type config struct {
+	runs       int           // pod starts per contender
+	window     time.Duration // sidecar measurement window
+	ttl        time.Duration // lease and token TTL of the renewing sidecars
+	scaleTTL   time.Duration // TTL the per-hour request figures are scaled to
+	out        string        // results file
+	verifyPG   bool          // log in to PostgreSQL with every credential written
+	skipStrip  bool          // do not strip a copy of the vault binary
+	keepPodDir bool          // keep the pod directories (never holds more than test-bed credentials)
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.runs, "runs", 30, "pod starts per contender (interleaved)")
+	flag.DurationVar(&c.window, "window", 60*time.Second, "how long to watch the sidecars (renewal and idle)")
+	flag.DurationVar(&c.ttl, "ttl", 20*time.Second, "lease and token TTL for the renewing sidecars")
+	flag.DurationVar(&c.scaleTTL, "scale-ttl", time.Hour, "TTL to scale the per-hour renewal request figures to")
+	flag.StringVar(&c.out, "out", "", "results file (default: bench/results.md at the repository root)")
+	flag.BoolVar(&c.verifyPG, "verify-pg", true, "log in to PostgreSQL with every credential file written")
+	flag.BoolVar(&c.skipStrip, "skip-strip", false, "do not strip a copy of the vault binary to report its stripped size")
+	flag.BoolVar(&c.keepPodDir, "keep", false, "keep the pod directories (in /dev/shm) for inspection")
+	flag.Parse()
+	if c.runs < 1 || c.window < 10*time.Second || c.ttl < 5*time.Second {
+		fmt.Fprintln(os.Stderr, "bench: want --runs >= 1, --window >= 10s, --ttl >= 5s")
+		os.Exit(2)
+	}
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	began := time.Now()
+
+	root, err := testbed.RepoRoot()
+	if err != nil {
+		return err
+	}
+	if c.out == "" {
+		c.out = filepath.Join(root, "bench", "results.md")
+	}
+	vaultBin, err := testbed.VaultBinary()
+	if err != nil {
+		return err
+	}
+	// The pods' volumes are emptyDir with medium: Memory, i.e. tmpfs.
+	work, err := os.MkdirTemp(shmDir(), "podlease-bench-")
+	if err != nil {
+		return err
+	}
+	if !c.keepPodDir {
+		defer os.RemoveAll(work)
+	}
+
+	logf("building the podlease binaries as `make build` does, and the floor")
+	bins, err := build(ctx, root, filepath.Join(work, "bin"))
+	if err != nil {
+		return err
+	}
+	bins.vault = vaultBin
+	mach := describeMachine(ctx, root, vaultBin)
+
+	logf("starting the test bed")
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	bed, err := testbed.Start(startCtx, func(f string, a ...any) { logf(f, a...) })
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer bed.Close()
+	mach.loadBefore = loadAvg()
+	if mach.gnuTime, err = exec.LookPath("/usr/bin/time"); err != nil {
+		mach.gnuTime = ""
+		logf("no GNU time (/usr/bin/time, Debian package time): peak memory falls back to the rusage of the bench's own children, an upper bound")
+	}
+
+	audit, err := enableAudit(ctx, bed)
+	if err != nil {
+		return err
+	}
+
+	b := &bench{cfg: c, bed: bed, bins: bins, work: work, audit: audit, gnuTime: mach.gnuTime}
+	rep := &report{cfg: c, mach: mach}
+
+	logf("pod start: %d runs per contender, interleaved", c.runs)
+	if rep.starts, err = b.podStarts(ctx); err != nil {
+		return err
+	}
+	logf("sidecars: %s window, renewing pair at TTL %s, idle pair at TTL 1h", c.window, c.ttl)
+	rep.sidecars, err = b.sidecars(ctx)
+	if err != nil {
+		if !errors.Is(err, errRenewUnavailable) {
+			return err
+		}
+		rep.sidecarNote = err.Error()
+		logf("%v", err)
+	}
+	logf("binary sizes")
+	if rep.sizes, err = sizes(bins, work, c.skipStrip); err != nil {
+		return err
+	}
+	rep.mach.loadAfter = loadAvg()
+	rep.elapsed = time.Since(began)
+
+	text := rep.markdown()
+	fmt.Print(text)
+	if err := os.MkdirAll(filepath.Dir(c.out), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.out, []byte(text), 0o644); err != nil {
+		return err
+	}
+	logf("wrote %s (%s in all)", c.out, rep.elapsed.Round(time.Second))
+	return nil
+}
+
+// bench holds what every phase needs.
+type bench struct {
+	cfg   config
+	bed   *testbed.Bed
+	bins  binaries
+	work  string
+	audit *auditLog
+	// gnuTime is /usr/bin/time, which measures a child's peak RSS
+	// cleanly (see memOnce); empty if missing.
+	gnuTime string
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// shmDir is a tmpfs directory if there is one, like an emptyDir with
+// medium: Memory.
+func shmDir() string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return "/dev/shm"
+	}
+	return ""
+}
