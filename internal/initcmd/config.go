@@ -2,6 +2,7 @@ package initcmd
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -53,8 +54,12 @@ func (c *Config) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 }
 
-// validName is a secret name that is also a safe file name.
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+// validNameChars is a secret name that is also a safe file name; the
+// length limit (128) is checked apart, since a counted repeat makes the
+// regexp slow to compile at every start.
+var validNameChars = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func validName(name string) bool { return len(name) <= 128 && validNameChars.MatchString(name) }
 
 // Spec is one secret the user asked for.
 type Spec struct {
@@ -102,7 +107,7 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		if !ok || path == "" {
 			return nil, fmt.Errorf("--secret %q: want NAME=PATH, e.g. db=database/creds/app", kv)
 		}
-		if !validName.MatchString(name) {
+		if !validName(name) {
 			return nil, fmt.Errorf("--secret %q: name %q must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit (it is the file name)", kv, name)
 		}
 		if byName[name] != nil {
@@ -150,7 +155,7 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		if formatted[name] {
 			return nil, fmt.Errorf("--template %q: secret %q also has a --format: give one or the other", kv, name)
 		}
-		b, err := os.ReadFile(file)
+		b, err := readTemplate(file)
 		if err != nil {
 			return nil, fmt.Errorf("--template %q: %w", kv, err)
 		}
@@ -161,4 +166,36 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		s.TemplateFile, s.Text, s.Template = file, string(b), t
 	}
 	return specs, nil
+}
+
+// maxTemplate bounds a template file: templates are a few lines, and a
+// wrong path (/dev/zero, a huge log) must fail instead of eating memory.
+const maxTemplate = 1 << 20
+
+// readTemplate reads a template file, refusing what is not a regular file
+// (a FIFO or a device would block or never end) or is too large.
+func readTemplate(file string) ([]byte, error) {
+	fi, err := os.Stat(file) // follows symlinks, as ConfigMap volumes use them
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", file)
+	}
+	if fi.Size() > maxTemplate {
+		return nil, fmt.Errorf("%s is %d bytes: a template must be at most %d", file, fi.Size(), maxTemplate)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTemplate+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxTemplate {
+		return nil, fmt.Errorf("%s grew beyond %d bytes while it was read", file, maxTemplate)
+	}
+	return b, nil
 }
