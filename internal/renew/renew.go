@@ -1,14 +1,167 @@
-// Package renew is vault-renew (not implemented yet).
+// Package renew is vault-renew, podlease's sidecar. It keeps the pod's
+// Vault token and every lease vault-init created alive for the pod's whole
+// life: it renews them at a fraction of their TTL, replaces a credential
+// (new lease, file rewritten atomically, old lease revoked after a grace
+// period) before a max TTL ends it, logs in again before the token's max
+// TTL and re-issues what the old token held, and rides out Vault outages
+// on the same lease. One goroutine does all the Vault work, sleeping on a
+// single timer until the next action is due.
 package renew
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/podlease/podlease/internal/cli"
+	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
+	"github.com/podlease/podlease/internal/version"
 )
+
+const name = "vault-renew"
+
+const summary = `Keep the pod's Vault token and every lease vault-init created alive: renew
+them before they expire, replace a credential (new lease, file rewritten
+atomically, old lease revoked after --grace) before its max TTL ends, log
+in again before the token's max TTL, and tell the app. Everything about
+Vault comes from state.json in --state-dir.`
+
+// deps are the parts of the outside world that tests replace.
+type deps struct {
+	newClient    func(addr, namespace string, timeout time.Duration, log *slog.Logger) (*api.Client, error)
+	notifyClient *http.Client
+	procRoot     string
+	handler      func(http.Handler) // sees the HTTP handler, listening or not
+	watch        bool               // watch state.json with inotify
+}
 
 // Run is vault-renew's main: it returns the process exit code.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "vault-renew: not implemented")
-	return 2
+	return run(ctx, args, getenv, stdout, stderr, deps{newClient: vaultclient.New, procRoot: "/proc", watch: true})
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, d deps) int {
+	var c Config
+	fs := cli.NewFlagSet(name, summary, stderr)
+	c.register(fs)
+	if err := cli.Parse(fs, args, getenv); err != nil {
+		return cli.Report(stderr, name, err)
+	}
+	if c.Version {
+		fmt.Fprintln(stdout, name, version.Version)
+		return cli.ExitOK
+	}
+	if err := c.Validate(); err != nil {
+		return cli.Report(stderr, name, &cli.UsageError{Err: err})
+	}
+	log, err := c.Log.Logger(stderr)
+	if err != nil {
+		return cli.Report(stderr, name, err)
+	}
+	err = serve(ctx, &c, getenv, log, d)
+	if err != nil {
+		log.Error("vault-renew failed", "err", err)
+	}
+	return cli.Report(io.Discard, name, err)
+}
+
+// serve runs the sidecar until ctx ends.
+func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog.Logger, d deps) error {
+	st, err := state.Load(c.StateDir)
+	if errors.Is(err, state.ErrNotExist) {
+		return fmt.Errorf("%w: vault-init must run first, as an init container with the same --state-dir", err)
+	}
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(st.Secrets))
+	for i, s := range st.Secrets {
+		names[i] = s.Name
+	}
+	stat := &status{}
+	m, reg := newMetrics(stat, names)
+	h := handler(stat, reg)
+	if d.handler != nil {
+		d.handler(h)
+	}
+	if c.Listen != "" {
+		closeHTTP, err := serveHTTP(c.Listen, h, log)
+		if err != nil {
+			return err
+		}
+		defer closeHTTP()
+	}
+	if st.RevokedAt != nil {
+		stat.setRevoked()
+		log.Info("vault-revoke already ran for this state dir: nothing to renew; waiting for SIGTERM", "state_dir", c.StateDir, "revoked_at", st.RevokedAt)
+		<-ctx.Done()
+		return nil
+	}
+	token, err := state.ReadToken(c.StateDir)
+	if err != nil {
+		return err
+	}
+	client, err := d.newClient(st.VaultAddr, st.Namespace, attemptTimeout, log)
+	if err != nil {
+		return err
+	}
+	client.SetToken(token)
+
+	n := newNotifier(c, log, d.notifyClient, d.procRoot)
+	s := newSidecar(c, st, token, client, getenv, log, n)
+	s.status, s.metrics = stat, m
+	if d.watch {
+		wake, stopWatch := watchState(c.StateDir, log)
+		defer stopWatch()
+		s.wake = wake
+	}
+	s.publish()
+	log.Info("vault-renew started", "vault_addr", st.VaultAddr, "token_accessor", st.Token.Accessor, "secrets", len(st.Secrets), "retiring", len(st.Retiring))
+	now := time.Now()
+	for _, g := range s.groups {
+		log.Info("managing secret", "secret", g.names(), "path", g.path, "kind", g.kind, "lease_id", g.leaseID(), "expires_in", until(now, g.expiry))
+	}
+
+	nctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { n.run(nctx) })
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+
+	err = s.loop(ctx)
+	switch {
+	case errors.Is(err, errRevoked):
+		s.stopRevoked()
+		<-ctx.Done()
+		return nil
+	case err != nil:
+		return err
+	}
+	if c.RevokeOnExit {
+		s.revokeAll()
+	}
+	log.Info("vault-renew stopped")
+	return nil
+}
+
+// stopRevoked ends all work once vault-revoke ran: nothing is renewed,
+// replaced or issued again. Old tokens only vault-renew knows are revoked
+// so that nothing outlives the pod.
+func (s *sidecar) stopRevoked() {
+	s.publish()
+	s.status.setRevoked()
+	s.log.Info("vault-revoke ran: stopped renewing; /readyz answers 503 from now on; waiting for SIGTERM")
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	s.revokeOldTokens(ctx)
 }

@@ -1,0 +1,225 @@
+package renew
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/podlease/podlease/internal/secrets"
+	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
+)
+
+// newToken is a fresh login not yet written to the state dir.
+type newToken struct {
+	token  string
+	info   state.Token
+	client *api.Client
+	at     time.Time
+}
+
+// commit writes freshly fetched credentials, and a new token if there is
+// one, under the state lock: token file, secret files, then state.json.
+// If vault-revoke ran meanwhile, it revokes what was fetched instead and
+// returns errRevoked.
+func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) error {
+	// Finish what was fetched even if SIGTERM arrives now: a credential
+	// issued but never written would only leak.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	now := time.Now()
+	unlock, err := state.Lock(wctx, s.dir)
+	if err != nil {
+		s.log.Error("cannot lock the state dir; dropping the new credentials and trying again later", "err", err)
+		s.abandon(now, changes, nt)
+		return nil
+	}
+	defer unlock()
+	disk, err := s.loadForWrite()
+	if err != nil {
+		s.discard(changes, nt)
+		return err
+	}
+	if nt != nil {
+		if err := state.WriteToken(s.dir, nt.token); err != nil {
+			s.log.Error("cannot write the new token; keeping the old one and trying again later", "err", err)
+			s.abandon(now, changes, nt)
+			return nil
+		}
+		s.switchToken(now, nt)
+	}
+	var changed []string
+	for _, ch := range changes {
+		if err := s.writeFiles(ch); err != nil {
+			s.log.Error("cannot write the secret file; the app keeps the current credential, trying again later", "secret", ch.g.names(), "err", err)
+			s.revokeLease(ch.client, ch.f.Resp.LeaseID, ch.g.names())
+			s.abandon(now, []*change{ch}, nil)
+			continue
+		}
+		s.apply(now, ch)
+		if !ch.quiet {
+			for _, sec := range ch.g.secrets {
+				changed = append(changed, sec.Name)
+			}
+		}
+	}
+	s.writeState(disk)
+	for _, name := range changed {
+		s.notify.send(name)
+	}
+	return nil
+}
+
+// abandon schedules another try of what could not be committed.
+func (s *sidecar) abandon(now time.Time, changes []*change, nt *newToken) {
+	if nt != nil {
+		s.discard(changes, nt)
+		s.tok.next = s.retryAt(now, &s.tok.retry, s.tok.expiry, true)
+		return
+	}
+	for _, ch := range changes {
+		deadline := ch.g.expiry
+		if ch.g.gone || ch.g.kind != state.KindLeased {
+			deadline = time.Time{}
+		}
+		ch.g.next = s.retryAt(now, &ch.g.retry, deadline, true)
+	}
+}
+
+// writeFiles writes every file of a change. Only a failure on the first
+// file leaves the group untouched; a later one is logged and the rest
+// carries on, since the app may already read the new credential.
+func (s *sidecar) writeFiles(ch *change) error {
+	for i, sec := range ch.g.secrets {
+		// Record on a copy: the state changes only in apply.
+		next := *sec
+		if err := secrets.WriteFile(&next, ch.contents[i]); err != nil {
+			if i == 0 {
+				return err
+			}
+			s.log.Error("cannot write the secret file", "secret", sec.Name, "file", sec.File, "err", err)
+		}
+	}
+	return nil
+}
+
+// apply records a written change in memory and schedules what follows:
+// the next renewal, and the old lease's revocation after the grace period.
+func (s *sidecar) apply(now time.Time, ch *change) {
+	g := ch.g
+	oldLease, oldOwner, oldExpiry := g.leaseID(), g.owner, s.expiry(g)
+	oldAlive := oldExpiry.After(now)
+	for i, sec := range g.secrets {
+		secrets.Record(sec, ch.f, ch.contents[i])
+	}
+	ttl := ch.f.TTL()
+	g.kind, g.owner = ch.f.Kind, ch.owner
+	g.expiry = time.Time{}
+	if ttl > 0 {
+		g.expiry = ch.f.At.Add(ttl)
+	}
+	if g.kind == state.KindLeased {
+		g.ld = ttl
+	}
+	g.renewable = ch.f.Resp.Renewable
+	g.capped, g.gone = false, false
+	g.ident = fingerprint(ch.f)
+	g.retry.reset()
+	s.schedule(now, g)
+	if !ch.quiet {
+		s.metrics.rotated(g)
+	}
+	if g.kind == state.KindLeased {
+		s.log.Info("replaced the credential: new lease, file rewritten", "secret", g.names(), "path", g.path, "lease_id", g.leaseID(),
+			"ttl", ttl, "old_lease_id", oldLease, "next_renewal_in", until(now, g.next))
+	} else {
+		s.log.Info("secret changed: file rewritten", "secret", g.names(), "path", g.path, "notify", !ch.quiet)
+	}
+	if oldAlive && oldLease != "" && oldLease != g.leaseID() {
+		s.retireLease(now, g.secrets[0].Name, oldLease, oldOwner, oldExpiry)
+	}
+}
+
+// loadForWrite reads state.json under the lock before a write: it returns
+// errRevoked once vault-revoke ran, and nil state (write ours) if the file
+// cannot be read.
+func (s *sidecar) loadForWrite() (*state.State, error) {
+	disk, err := state.Load(s.dir)
+	switch {
+	case errors.Is(err, state.ErrNotExist):
+		return nil, errRevoked
+	case err != nil:
+		s.log.Warn("cannot read state.json before writing it; writing the state in memory", "err", err)
+		return nil, nil
+	case disk.RevokedAt != nil:
+		return nil, errRevoked
+	}
+	return disk, nil
+}
+
+// writeState saves state.json: what is on disk, with the token, secrets and
+// retiring leases replaced by the ones in memory.
+func (s *sidecar) writeState(disk *state.State) {
+	merged := *s.st
+	if disk != nil {
+		merged = *disk
+		merged.Token = s.st.Token
+		merged.Secrets = s.st.Secrets
+	}
+	merged.Retiring = s.retiringState()
+	if err := state.Save(s.dir, &merged); err != nil {
+		s.log.Error("cannot save state.json; the state in memory is saved again at the next change", "err", err)
+	}
+}
+
+// save writes state.json after a renewal.
+func (s *sidecar) save(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	unlock, err := state.Lock(wctx, s.dir)
+	if err != nil {
+		s.log.Warn("cannot lock the state dir to save state.json; saving at the next change", "err", err)
+		return nil
+	}
+	defer unlock()
+	disk, err := s.loadForWrite()
+	if err != nil {
+		return err
+	}
+	s.writeState(disk)
+	return nil
+}
+
+// discard revokes credentials that were fetched but will never be used.
+func (s *sidecar) discard(changes []*change, nt *newToken) {
+	if nt != nil {
+		// Revoking the new token revokes every lease issued under it.
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if err := nt.client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+			s.log.Warn("could not revoke the unused new token; it and its leases expire at their TTL", "token_accessor", nt.info.Accessor, "err", vaultclient.Cause(err))
+		} else {
+			s.log.Info("revoked the unused new token and its leases", "token_accessor", nt.info.Accessor)
+		}
+		return
+	}
+	for _, ch := range changes {
+		s.revokeLease(ch.client, ch.f.Resp.LeaseID, ch.g.names())
+	}
+}
+
+// revokeLease revokes one lease, bounded, logging the outcome.
+func (s *sidecar) revokeLease(client *api.Client, leaseID, secret string) {
+	if leaseID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if err := client.Sys().RevokeWithContext(ctx, leaseID); err != nil {
+		s.log.Warn("could not revoke an unused lease; it expires at its TTL", "secret", secret, "lease_id", leaseID, "err", vaultclient.Cause(err))
+		return
+	}
+	s.log.Info("revoked an unused lease", "secret", secret, "lease_id", leaseID)
+}

@@ -1,0 +1,124 @@
+package renew
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/podlease/podlease/internal/cli"
+)
+
+// Config is vault-renew's parsed command line. Everything about Vault
+// (address, login, secrets) comes from state.json instead.
+type Config struct {
+	StateDir      string
+	Listen        string
+	RenewFraction float64
+	Jitter        float64
+	RotateBefore  time.Duration
+	Grace         time.Duration
+	KVInterval    time.Duration
+	NotifySignal  string
+	NotifyProcess string
+	NotifyURL     string
+	ExitOnFailure bool
+	RevokeOnExit  bool
+	Log           cli.LogFlags
+	Version       bool
+
+	signal syscall.Signal // parsed NotifySignal
+}
+
+func (c *Config) register(fs *pflag.FlagSet) {
+	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory holding the token and state.json written by vault-init")
+	fs.StringVar(&c.Listen, "listen", ":8099", "address for /healthz, /readyz and /metrics; empty disables the HTTP server")
+	fs.Float64Var(&c.RenewFraction, "renew-fraction", 0.66, "renew a lease or the token when this fraction of its remaining TTL has passed")
+	fs.Float64Var(&c.Jitter, "jitter", 0.1, "renew up to this fraction earlier than --renew-fraction says, at random, so pods do not renew in lockstep")
+	fs.DurationVar(&c.RotateBefore, "rotate-before", 0, "replace a credential (or log in again) this long before its hard expiry; 0 means max(TTL/3, 5s), never more than half the TTL")
+	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "keep a replaced credential this long (at most until it expires) so connection pools can drain, then revoke it")
+	fs.DurationVar(&c.KVInterval, "kv-interval", 5*time.Minute, "re-read secrets without a lease (KV, static credentials) this often; the file changes only if the secret did")
+	fs.StringVar(&c.NotifySignal, "notify-signal", "", "signal sent to --notify-process after a file changed (default SIGHUP)")
+	fs.StringVar(&c.NotifyProcess, "notify-process", "", "name (as in /proc/PID/comm or argv[0]) of the app process to signal; needs shareProcessNamespace: true")
+	fs.StringVar(&c.NotifyURL, "notify-url", "", `URL to POST {"secret": NAME} to after a file changed, e.g. http://127.0.0.1:8080/-/reload`)
+	fs.BoolVar(&c.ExitOnFailure, "exit-on-failure", false, "exit with status 1 when a credential is lost (expired while Vault kept failing) instead of retrying")
+	fs.BoolVar(&c.RevokeOnExit, "revoke-on-exit", false, "revoke every lease and the token on SIGTERM (normally the preStop hook's job: vault-revoke)")
+	c.Log.Register(fs)
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+}
+
+// Validate checks the configuration; every error names the flag to fix.
+func (c *Config) Validate() error {
+	if c.StateDir == "" {
+		return fmt.Errorf("--state-dir must not be empty")
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("--listen %q: want HOST:PORT or :PORT, e.g. :8099", c.Listen)
+		}
+	}
+	if !(c.RenewFraction > 0 && c.RenewFraction < 1) {
+		return fmt.Errorf("--renew-fraction %v: want a number between 0 and 1, e.g. 0.66", c.RenewFraction)
+	}
+	if !(c.Jitter >= 0 && c.Jitter < 1) {
+		return fmt.Errorf("--jitter %v: want a number from 0 up to (not including) 1, e.g. 0.1", c.Jitter)
+	}
+	if c.RotateBefore < 0 {
+		return fmt.Errorf("--rotate-before %s: want 0 (automatic) or a positive duration", c.RotateBefore)
+	}
+	if c.Grace < 0 {
+		return fmt.Errorf("--grace %s: want 0 or a positive duration", c.Grace)
+	}
+	if c.KVInterval < time.Second {
+		return fmt.Errorf("--kv-interval %s: want at least 1s", c.KVInterval)
+	}
+	if c.NotifySignal != "" && c.NotifyProcess == "" {
+		return fmt.Errorf("--notify-signal %s needs --notify-process NAME: the process to send it to", c.NotifySignal)
+	}
+	if c.NotifyProcess != "" {
+		if c.NotifySignal == "" {
+			c.NotifySignal = "SIGHUP"
+		}
+		sig, err := parseSignal(c.NotifySignal)
+		if err != nil {
+			return fmt.Errorf("--notify-signal: %w", err)
+		}
+		c.signal = sig
+		if strings.Contains(c.NotifyProcess, "/") {
+			return fmt.Errorf("--notify-process %q: want a process name such as nginx, not a path", c.NotifyProcess)
+		}
+	}
+	if c.NotifyURL != "" {
+		u, err := url.Parse(c.NotifyURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--notify-url %q: want an http:// or https:// URL, e.g. http://127.0.0.1:8080/-/reload", c.NotifyURL)
+		}
+	}
+	return nil
+}
+
+// signals are the signals an app may reasonably want on a rotation.
+var signals = map[string]syscall.Signal{
+	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TERM": syscall.SIGTERM,
+	"WINCH": syscall.SIGWINCH, "ALRM": syscall.SIGALRM, "CONT": syscall.SIGCONT,
+}
+
+// parseSignal accepts SIGHUP, HUP, hup or a number.
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 || n > 31 {
+			return 0, fmt.Errorf("signal %d: want 1 to 31", n)
+		}
+		return syscall.Signal(n), nil
+	}
+	if sig, ok := signals[strings.TrimPrefix(strings.ToUpper(s), "SIG")]; ok {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q: want one of SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGQUIT, SIGWINCH, SIGALRM, SIGCONT or a number", s)
+}
