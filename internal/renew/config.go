@@ -29,6 +29,7 @@ type Config struct {
 	NotifyURL     string
 	ExitOnFailure bool
 	RevokeOnExit  bool
+	RevokeTimeout time.Duration
 	Log           cli.LogFlags
 	Version       bool
 
@@ -47,7 +48,8 @@ func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NotifyProcess, "notify-process", "", "name (as in /proc/PID/comm or argv[0]) of the app process to signal; needs shareProcessNamespace: true")
 	fs.StringVar(&c.NotifyURL, "notify-url", "", `URL to POST {"secret": NAME} to after a file changed, e.g. http://127.0.0.1:8080/-/reload`)
 	fs.BoolVar(&c.ExitOnFailure, "exit-on-failure", false, "exit with status 1 when a credential is lost (expired while Vault kept failing) instead of retrying")
-	fs.BoolVar(&c.RevokeOnExit, "revoke-on-exit", false, "revoke every lease and the token on SIGTERM (normally the preStop hook's job: vault-revoke)")
+	fs.BoolVar(&c.RevokeOnExit, "revoke-on-exit", false, "on SIGTERM, revoke every lease and the token and remove the files, as vault-revoke does; on a native sidecar the kubelet sends SIGTERM only after the app has exited, so this is where a pod's credentials should end")
+	fs.DurationVar(&c.RevokeTimeout, "revoke-timeout", 10*time.Second, "bound on --revoke-on-exit; keep it well under the pod's terminationGracePeriodSeconds")
 	c.Log.Register(fs)
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 }
@@ -73,6 +75,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Grace < 0 {
 		return fmt.Errorf("--grace %s: want 0 or a positive duration", c.Grace)
+	}
+	if c.RevokeTimeout <= 0 {
+		return fmt.Errorf("--revoke-timeout %s: want a positive duration such as 10s", c.RevokeTimeout)
 	}
 	if c.KVInterval < time.Second {
 		return fmt.Errorf("--kv-interval %s: want at least 1s", c.KVInterval)

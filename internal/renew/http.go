@@ -9,11 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/podlease/podlease/internal/state"
-	"github.com/podlease/podlease/internal/version"
 )
 
 // status is what the loop publishes for the HTTP handlers.
@@ -101,7 +97,7 @@ func (st *status) readiness(now time.Time) string {
 }
 
 // handler serves /healthz, /readyz and /metrics.
-func handler(st *status, reg *prometheus.Registry) http.Handler {
+func handler(st *status, m *metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -113,7 +109,10 @@ func handler(st *status, reg *prometheus.Registry) http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.write(w, st, time.Now())
+	})
 	return mux
 }
 
@@ -143,102 +142,4 @@ func serveHTTP(addr string, h http.Handler, log *slog.Logger) (closeFn func(), e
 		srv.Close()
 		<-done
 	}, nil
-}
-
-// metrics are vault-renew's Prometheus metrics.
-type metrics struct {
-	renewals      *prometheus.CounterVec
-	failures      *prometheus.CounterVec
-	rotations     *prometheus.CounterVec
-	tokenRenewals prometheus.Counter
-	tokenFailures prometheus.Counter
-	logins        prometheus.Counter
-}
-
-func (m *metrics) renewed(g *group) { m.inc(m.renewals, g) }
-func (m *metrics) failed(g *group)  { m.inc(m.failures, g) }
-func (m *metrics) rotated(g *group) { m.inc(m.rotations, g) }
-
-func (m *metrics) inc(v *prometheus.CounterVec, g *group) {
-	for _, sec := range g.secrets {
-		v.WithLabelValues(sec.Name).Inc()
-	}
-}
-
-// newMetrics registers every metric on a private registry.
-func newMetrics(st *status, names []string) (*metrics, *prometheus.Registry) {
-	reg := prometheus.NewRegistry()
-	m := &metrics{
-		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podlease_secret_renewals_total", Help: "Successful lease renewals, per secret.",
-		}, []string{"secret"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podlease_secret_renewal_failures_total", Help: "Failed attempts to renew, replace or re-read a secret, per secret.",
-		}, []string{"secret"}),
-		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podlease_secret_rotations_total", Help: "Times a secret's file was rewritten with a new credential or changed data, per secret.",
-		}, []string{"secret"}),
-		tokenRenewals: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "podlease_token_renewals_total", Help: "Successful renewals of the Vault token.",
-		}),
-		tokenFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "podlease_token_failures_total", Help: "Failed lookups, renewals and logins of the Vault token.",
-		}),
-		logins: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "podlease_logins_total", Help: "Logins by vault-renew that replaced the Vault token.",
-		}),
-	}
-	for _, n := range names {
-		m.renewals.WithLabelValues(n)
-		m.failures.WithLabelValues(n)
-		m.rotations.WithLabelValues(n)
-	}
-	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "podlease_build_info", Help: "Always 1; the version label says which podlease runs.",
-		ConstLabels: prometheus.Labels{"version": version.Version},
-	})
-	buildInfo.Set(1)
-	// Only podlease's own series: every pod runs a sidecar, so the usual
-	// go_* and process_* series would multiply across the fleet (and cost
-	// ~0.75 MiB of resident memory); cAdvisor already reports the
-	// container's memory and CPU.
-	reg.MustRegister(m.renewals, m.failures, m.rotations, m.tokenRenewals, m.tokenFailures, m.logins, buildInfo,
-		&expiryCollector{st: st})
-	return m, reg
-}
-
-// expiryCollector reports seconds to expiry at scrape time.
-type expiryCollector struct{ st *status }
-
-var (
-	secretExpiryDesc = prometheus.NewDesc("podlease_secret_expiry_seconds",
-		"Seconds until the secret's current credential expires (leased) or Vault rotates it (static credentials); negative once expired.", []string{"secret"}, nil)
-	tokenExpiryDesc = prometheus.NewDesc("podlease_token_expiry_seconds",
-		"Seconds until the Vault token expires; negative once expired.", nil, nil)
-	revokedDesc = prometheus.NewDesc("podlease_revoked",
-		"1 once vault-revoke revoked the pod's credentials and vault-renew stopped, else 0.", nil, nil)
-)
-
-func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- secretExpiryDesc
-	ch <- tokenExpiryDesc
-	ch <- revokedDesc
-}
-
-func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
-	now := time.Now()
-	revoked, tok, secs := c.st.get()
-	for _, s := range secs {
-		if !s.expiry.IsZero() {
-			ch <- prometheus.MustNewConstMetric(secretExpiryDesc, prometheus.GaugeValue, s.remaining(now), s.name)
-		}
-	}
-	if !tok.expiry.IsZero() {
-		ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, tok.remaining(now))
-	}
-	v := 0.0
-	if revoked {
-		v = 1
-	}
-	ch <- prometheus.MustNewConstMetric(revokedDesc, prometheus.GaugeValue, v)
 }

@@ -87,8 +87,8 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 		names[i] = s.Name
 	}
 	stat := &status{}
-	m, reg := newMetrics(stat, names)
-	h := handler(stat, reg)
+	m := newMetrics(names)
+	h := handler(stat, m)
 	if d.handler != nil {
 		d.handler(h)
 	}

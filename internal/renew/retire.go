@@ -196,7 +196,7 @@ func (s *sidecar) revokeOldTokens(ctx context.Context) {
 // lease, retiring ones included, and the token; remove the files; mark the
 // state revoked), after revoking the old tokens only vault-renew knows.
 func (s *sidecar) revokeAll() {
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
 	defer cancel()
 	s.revokeOldTokens(ctx)
 	if err := revoke.Revoke(ctx, s.dir, s.log); err != nil {

@@ -59,7 +59,7 @@ func (s *sidecar) lookupToken(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.metrics.tokenFailures.Inc()
+		s.metrics.tokenFailures.Add(1)
 		if code := vaultclient.StatusCode(err); code == 403 || code == 401 {
 			return s.tokenLost(now, "Vault refused it ("+vaultclient.Cause(err)+")")
 		}
@@ -136,7 +136,7 @@ func (s *sidecar) renewToken(ctx context.Context) error {
 	t.expiry = now.Add(got)
 	t.retry.reset()
 	t.probe = 0
-	s.metrics.tokenRenewals.Inc()
+	s.metrics.tokenRenewals.Add(1)
 	s.st.Token.TTL = sec.Auth.LeaseDuration
 	s.st.Token.Renewable = sec.Auth.Renewable
 	s.st.Token.ExpiresAt = t.expiry.UTC().Truncate(time.Second)
@@ -158,7 +158,7 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) err
 		return nil
 	}
 	t := s.tok
-	s.metrics.tokenFailures.Inc()
+	s.metrics.tokenFailures.Add(1)
 	switch code := vaultclient.StatusCode(err); {
 	case code == 403 || code == 401:
 		return s.tokenLost(now, "Vault refused to renew it ("+vaultclient.Cause(err)+")")
@@ -229,7 +229,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.metrics.tokenFailures.Inc()
+		s.metrics.tokenFailures.Add(1)
 		deadline := t.expiry
 		if t.lost || !now.Before(deadline) {
 			deadline = time.Time{}
@@ -238,7 +238,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 		s.log.Warn("login failed; retrying", "err", err.Error(), "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", until(now, t.expiry))
 		return nil
 	}
-	s.metrics.logins.Inc()
+	s.metrics.logins.Add(1)
 	info := res.Info
 	info.IssuedAt = now.UTC().Truncate(time.Second)
 	info.ExpiresAt = now.Add(time.Duration(info.TTL) * time.Second).UTC().Truncate(time.Second)
