@@ -322,9 +322,9 @@ const (
 	defaultStateDir      = "/vault/state"
 	defaultJWTFile       = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 	defaultListen        = ":8099"
-	defaultRevokeTimeout = "10s"
+	defaultRevokeTimeout = "10s" // vault-renew --revoke-timeout
 	// graceMargin is what the kubelet and the API need on top of
-	// vault-revoke's timeout within the termination grace period.
+	// vault-renew's revocation within the termination grace period.
 	graceMargin = 5 * time.Second
 )
 
@@ -370,14 +370,17 @@ func TestWorkloads(t *testing.T) {
 				t.Errorf("vault-renew command %q, want %q", c.Command, want)
 			}
 		}},
-		{"vault-renew's preStop hook runs vault-revoke", func(t *testing.T, w workload) {
+		{"vault-renew revokes on SIGTERM, not in a preStop hook", func(t *testing.T, w workload) {
 			c, _ := w.container(t, "vault-renew")
-			if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
-				t.Fatal("vault-renew has no preStop exec hook")
+			// The kubelet sends a native sidecar SIGTERM only after the app
+			// containers have exited, but runs its preStop hook at once, in
+			// parallel with the app's SIGTERM: revoking there would pull
+			// the credential from under an app that is still draining.
+			if v := cflag(c, "revoke-on-exit", "false"); v != "true" {
+				t.Errorf("vault-renew --revoke-on-exit is %q, want true: the pod's credentials would outlive it", v)
 			}
-			cmd := c.Lifecycle.PreStop.Exec.Command
-			if len(cmd) == 0 || cmd[0] != bin("vault-revoke") {
-				t.Errorf("preStop runs %q, want %s", cmd, bin("vault-revoke"))
+			if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+				t.Errorf("vault-renew has a preStop hook %+v: it runs while the app still drains", c.Lifecycle.PreStop)
 			}
 		}},
 		{"vault-renew is probed for readiness on /readyz only", func(t *testing.T, w workload) {
@@ -387,11 +390,11 @@ func TestWorkloads(t *testing.T) {
 			if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || fmt.Sprint(probePort(c, p.HTTPGet.Port)) != port {
 				t.Errorf("vault-renew readiness probe %+v, want GET /readyz on port %s", p, port)
 			}
-			// A failing liveness or startup probe restarts the container, and
-			// the kubelet runs its preStop hook first: vault-revoke would
-			// revoke the credentials of a pod that goes on running.
+			// A failing liveness or startup probe restarts the container
+			// with SIGTERM: --revoke-on-exit would revoke the credentials
+			// of a pod that goes on running.
 			if c.LivenessProbe != nil || c.StartupProbe != nil {
-				t.Error("vault-renew has a liveness or startup probe: its failure would run vault-revoke in a live pod")
+				t.Error("vault-renew has a liveness or startup probe: its failure would revoke the credentials of a live pod")
 			}
 		}},
 		{"secrets and state are in-memory emptyDirs", func(t *testing.T, w workload) {
@@ -411,17 +414,12 @@ func TestWorkloads(t *testing.T) {
 				}
 			}
 		}},
-		{"vault-renew and vault-revoke see vault-init's files where it wrote them", func(t *testing.T, w workload) {
+		{"vault-renew sees vault-init's files where it wrote them", func(t *testing.T, w workload) {
 			init, _ := w.container(t, "vault-init")
 			renew, _ := w.container(t, "vault-renew")
 			state := cflag(init, "state-dir", defaultStateDir)
 			if got := cflag(renew, "state-dir", defaultStateDir); got != state {
 				t.Errorf("vault-renew --state-dir %s, vault-init's is %s", got, state)
-			}
-			if renew.Lifecycle != nil && renew.Lifecycle.PreStop != nil && renew.Lifecycle.PreStop.Exec != nil {
-				if got := flagValue(renew.Lifecycle.PreStop.Exec.Command[1:], renew.Env, "state-dir", defaultStateDir); got != state {
-					t.Errorf("vault-revoke --state-dir %s, vault-init's is %s", got, state)
-				}
 			}
 			// state.json records the secret files' paths: the same volumes
 			// must be at the same paths, writable (rotation, removal).
@@ -556,22 +554,19 @@ func TestWorkloads(t *testing.T) {
 				}
 			}
 		}},
-		{"the grace period outlasts vault-revoke's timeout", func(t *testing.T, w workload) {
+		{"the grace period outlasts vault-renew's revocation", func(t *testing.T, w workload) {
 			renew, _ := w.container(t, "vault-renew")
-			if renew.Lifecycle == nil || renew.Lifecycle.PreStop == nil || renew.Lifecycle.PreStop.Exec == nil {
-				t.Fatal("no preStop hook")
-			}
-			s := flagValue(renew.Lifecycle.PreStop.Exec.Command[1:], renew.Env, "timeout", defaultRevokeTimeout)
+			s := cflag(renew, "revoke-timeout", defaultRevokeTimeout)
 			timeout, err := time.ParseDuration(s)
 			if err != nil {
-				t.Fatalf("vault-revoke --timeout %q: %v", s, err)
+				t.Fatalf("vault-renew --revoke-timeout %q: %v", s, err)
 			}
 			grace := 30 * time.Second // the API's default
 			if g := w.spec.TerminationGracePeriodSeconds; g != nil {
 				grace = time.Duration(*g) * time.Second
 			}
 			if grace < timeout+graceMargin {
-				t.Errorf("terminationGracePeriodSeconds %s < vault-revoke --timeout %s + %s: the kubelet would kill it mid-revocation", grace, timeout, graceMargin)
+				t.Errorf("terminationGracePeriodSeconds %s < vault-renew --revoke-timeout %s + %s: the kubelet would kill it mid-revocation", grace, timeout, graceMargin)
 			}
 		}},
 		{"one podlease image for all podlease containers", func(t *testing.T, w workload) {
