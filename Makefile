@@ -8,7 +8,7 @@ BINARIES := vault-init vault-renew vault-revoke
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: help build demo test unit e2e manifests bench image testbed vault postgres lint fmt clean
+.PHONY: help build demo test unit e2e manifests fuzz bench image testbed vault postgres lint fmt clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ e2e: vault postgres ## end-to-end tests: the built binaries against real Vault a
 
 demo: vault postgres build ## play one pod's life on this machine: init, renew, rotation, revocation (about 1 min)
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go run ./cmd/demo --bin-dir "$(CURDIR)/bin"
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s; not part of test)
+	@scripts/fuzz.sh
 
 bench: vault postgres ## compare with Vault Agent and the floor (about 1.5 min; not part of test); writes bench/results.md
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go run ./cmd/bench $(BENCH_FLAGS)
