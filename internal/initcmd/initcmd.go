@@ -70,14 +70,15 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 			return fmt.Errorf("create %s: %w", dir.path, err)
 		}
 	}
-	if old, err := state.Load(c.StateDir); err == nil && old.RevokedAt == nil {
-		log.Warn("state dir already holds live state from an earlier run; replacing it (its leases expire at their TTL)", "state_dir", c.StateDir, "token_accessor", old.Token.Accessor)
-	}
+
+	removeStaleTemps(c, specs, log)
 
 	client, err := vaultclient.New(c.VaultAddr, c.Namespace, min(c.Timeout, 15*time.Second), log)
 	if err != nil {
 		return err
 	}
+	pending := revokePending(ctx, client, c.StateDir, log)
+	revokeEarlier(ctx, c.StateDir, pending, log)
 	var res *login.Result
 	err = vaultclient.Retry(ctx, log, "log in", func(ctx context.Context) error {
 		var err error
@@ -93,6 +94,12 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	log.Info("logged in", "method", c.Auth.Method, "mount", c.Auth.Mount, "role", c.Auth.Role,
 		"token_accessor", res.Info.Accessor, "token_ttl", time.Duration(res.Info.TTL)*time.Second, "policies", strings.Join(res.Info.Policies, ","))
 	client.SetToken(res.Token)
+	if res.Info.Owned {
+		if err := writePending(c.StateDir, res.Token); err != nil {
+			revokeToken(client, log)
+			return err
+		}
+	}
 
 	st := &state.State{
 		VaultAddr:  client.Address(),
@@ -102,11 +109,14 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 		SecretsDir: c.SecretsDir,
 	}
 	if err := issueAll(ctx, client, c, specs, st, res.Token, log); err != nil {
-		if res.Info.Owned {
-			revokeToken(client, log)
+		// Keep the journal if the token outlives this run: the next run
+		// revokes it.
+		if res.Info.Owned && revokeToken(client, log) {
+			removePending(c.StateDir, log)
 		}
 		return err
 	}
+	removePending(c.StateDir, log)
 	for _, s := range st.Secrets {
 		if s.Kind == state.KindLeased && s.LeaseDuration > res.Info.TTL && !res.Info.Renewable {
 			log.Warn("the token expires before this lease and cannot be renewed: Vault will revoke the lease with it", "secret", s.Name, "lease_ttl", time.Duration(s.LeaseDuration)*time.Second, "token_ttl", time.Duration(res.Info.TTL)*time.Second)
@@ -208,12 +218,14 @@ func policyHint(a state.Auth, policies []string) string {
 
 // revokeToken revokes the token vault-init just created, and with it every
 // lease it obtained, so that a failed start leaves no live credential.
-func revokeToken(client *api.Client, log *slog.Logger) {
+// It reports whether the token is gone.
+func revokeToken(client *api.Client, log *slog.Logger) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
-		log.Warn("could not revoke the token after the failure; its leases expire at their TTL", "err", vaultclient.Cause(err))
-		return
+		log.Warn("could not revoke the token after the failure; the next run revokes it, or it and its leases expire at their TTL", "err", vaultclient.Cause(err))
+		return false
 	}
 	log.Info("revoked the token and its leases after the failure")
+	return true
 }

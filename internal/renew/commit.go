@@ -50,6 +50,12 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 		}
 		s.switchToken(now, nt)
 	}
+	// Journal the new leases before their files change: a crash between
+	// the rename and the final save must not leave a credential in a file
+	// whose lease state.json does not name (recoverPending finishes it).
+	if s.pending = pendingRecords(changes); len(s.pending) > 0 {
+		s.writeState(disk)
+	}
 	var changed []string
 	for _, ch := range changes {
 		if err := s.writeFiles(ch); err != nil {
@@ -65,6 +71,7 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 			}
 		}
 	}
+	s.pending = nil
 	s.writeState(disk)
 	for _, name := range changed {
 		s.notify.send(name)
@@ -169,6 +176,7 @@ func (s *sidecar) writeState(disk *state.State) {
 		merged.Secrets = s.st.Secrets
 	}
 	merged.Retiring = s.retiringState()
+	merged.Pending = s.pending
 	if err := state.Save(s.dir, &merged); err != nil {
 		s.log.Error("cannot save state.json; the state in memory is saved again at the next change", "err", err)
 	}

@@ -105,6 +105,11 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 		<-ctx.Done()
 		return nil
 	}
+	if len(st.Pending) > 0 {
+		if st, err = recoverPending(ctx, c.StateDir, c.Grace, log); err != nil {
+			return err
+		}
+	}
 	token, err := state.ReadToken(c.StateDir)
 	if err != nil {
 		return err

@@ -58,6 +58,9 @@ type sidecar struct {
 	groups []*group
 	retire []*retiring
 	old    []*oldToken
+	// pending are the new leases of a commit in progress, journaled in
+	// state.json while their files are replaced.
+	pending []state.Secret
 
 	status  *status
 	metrics *metrics

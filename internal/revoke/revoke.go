@@ -189,6 +189,9 @@ func leasesOf(s *state.State) []lease {
 	for _, r := range s.Retiring {
 		add(r.LeaseID, r.Secret)
 	}
+	for _, p := range s.Pending {
+		add(p.LeaseID, p.Name)
+	}
 	return out
 }
 

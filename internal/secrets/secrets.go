@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -48,7 +49,14 @@ func (e *ReadError) Error() string {
 	case 404:
 		s = "no secret at " + e.Path + ": check the path (KV v2 reads look like secret/data/NAME, database credentials like database/creds/ROLE)"
 	default:
-		s = "read " + e.Path + ": " + vaultclient.Cause(e.Err)
+		// A read that kept failing until the deadline says so, with the
+		// attempts, like a login that gave up.
+		var g *vaultclient.GaveUpError
+		if errors.As(e.Err, &g) {
+			s = g.Error()
+		} else {
+			s = "read " + e.Path + ": " + vaultclient.Cause(e.Err)
+		}
 	}
 	if e.Hint != "" {
 		s += ": " + e.Hint

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -45,8 +46,14 @@ type State struct {
 	// Retiring are leases replaced by a rotation, kept alive for a grace
 	// period so connection pools can drain, then revoked by vault-renew
 	// (or by vault-revoke, if the pod ends first).
-	Retiring  []Retiring `json:"retiring,omitempty"`
-	UpdatedAt time.Time  `json:"updated_at"`
+	Retiring []Retiring `json:"retiring,omitempty"`
+	// Pending are credentials vault-renew fetched and is about to write,
+	// recorded before their files are replaced, so that a crash in between
+	// leaves no lease that nobody knows: at start vault-renew adopts a
+	// pending credential whose file was written and revokes one whose file
+	// was not; vault-revoke revokes them with the rest.
+	Pending   []Secret  `json:"pending,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 	// RevokedAt is set by vault-revoke; after it, nobody renews or issues.
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 }
@@ -169,6 +176,14 @@ func Decode(path string, b []byte) (*State, error) {
 	if s.VaultAddr == "" {
 		return nil, fmt.Errorf("%s has no vault_addr: run vault-init again", path)
 	}
+	// vault-renew writes and vault-revoke removes every secret's file: an
+	// edited state must not point them at a file elsewhere.
+	for _, sec := range append(slices.Clip(s.Secrets), s.Pending...) {
+		if sec.Name == "" || sec.Name == "." || sec.Name == ".." || strings.ContainsAny(sec.Name, "/\x00") ||
+			filepath.Clean(sec.File) != filepath.Join(s.SecretsDir, sec.Name) {
+			return nil, fmt.Errorf("%s is not valid state (secret %q: file %q is not NAME in secrets_dir %q): run vault-init again", path, sec.Name, sec.File, s.SecretsDir)
+		}
+	}
 	return &s, nil
 }
 
@@ -206,7 +221,9 @@ func WriteToken(dir, token string) error {
 // binaries never interleave a read-modify-write of state.json. It waits
 // for the lock until ctx is done; the returned function releases it.
 func Lock(ctx context.Context, dir string) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
+	// O_NOFOLLOW: a symlink planted as the lock file must not make us
+	// create or open a file elsewhere.
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock state dir: %w", err)
 	}

@@ -5,6 +5,8 @@ package vaultclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,10 +27,10 @@ import (
 func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	if cfg.Error != nil {
-		return nil, fmt.Errorf("vault client: %w", cfg.Error)
+		return nil, fmt.Errorf("vault client settings (VAULT_* environment): %w", cfg.Error)
 	}
 	if err := cfg.ReadEnvironment(); err != nil {
-		return nil, fmt.Errorf("vault client environment: %w", err)
+		return nil, fmt.Errorf("vault client settings (VAULT_* environment): %w", err)
 	}
 	if addr != "" {
 		cfg.Address = addr
@@ -69,6 +71,11 @@ func Transient(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false
 	}
+	// A certificate Vault's client does not trust, or a server that does
+	// not speak TLS, stays that way until someone changes the settings.
+	if tlsProblem(err) != "" {
+		return false
+	}
 	// Transport failures reach us as *url.Error from the HTTP client or
 	// *net.OpError; a bare net.Error test would also match syscall.Errno,
 	// such as a missing credential file.
@@ -98,11 +105,41 @@ func Cause(err error) string {
 		}
 		return fmt.Sprintf("%s (HTTP %d)", msg, re.StatusCode)
 	}
+	if hint := tlsProblem(err); hint != "" {
+		return hint
+	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		return ue.Err.Error()
 	}
 	return err.Error()
+}
+
+// tlsProblem explains a TLS failure and what to change, or returns "" if
+// err is not one.
+func tlsProblem(err error) string {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+		record   tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &unknown):
+		return fmt.Sprintf("TLS: Vault's certificate is not signed by a trusted CA (%v): set VAULT_CACERT (or VAULT_CAPATH) to the CA that signed it", unknown)
+	case errors.As(err, &hostname):
+		return fmt.Sprintf("TLS: Vault's certificate does not match the name the client checks (%v): fix the address or VAULT_TLS_SERVER_NAME", hostname)
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("TLS: Vault's certificate is not valid (%v)", invalid)
+	case errors.As(err, &verify):
+		return fmt.Sprintf("TLS: cannot verify Vault's certificate (%v)", verify.Err)
+	case errors.Is(err, http.ErrSchemeMismatch):
+		return "TLS: the server at this address answers plain HTTP: use http:// or Vault's TLS port"
+	case errors.As(err, &record):
+		return "TLS: the server at this address does not speak TLS: use http:// or Vault's TLS port"
+	}
+	return ""
 }
 
 // Backoff is the retry schedule: exponential from 250ms, doubling, with
@@ -167,7 +204,11 @@ func (e *GaveUpError) Error() string {
 	} else if errors.Is(e.Ctx, context.Canceled) {
 		reason = "interrupted"
 	}
-	return fmt.Sprintf("%s: %s after %d attempts, Vault kept failing: %s", e.Op, reason, e.Attempts, Cause(e.Last))
+	attempts := fmt.Sprintf("%d attempts", e.Attempts)
+	if e.Attempts == 1 {
+		attempts = "1 attempt"
+	}
+	return fmt.Sprintf("%s: %s after %s, Vault kept failing: %s", e.Op, reason, attempts, Cause(e.Last))
 }
 
 func (e *GaveUpError) Unwrap() []error { return []error{e.Last, e.Ctx} }
