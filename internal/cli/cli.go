@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/podlease/podlease/internal/version"
 )
 
 // Exit codes shared by every podlease command.
@@ -131,6 +134,50 @@ func (l *LogFlags) Logger(w io.Writer) (*slog.Logger, error) {
 	default:
 		return nil, Usagef("--log-format %q: want text or json", l.Format)
 	}
+}
+
+// Command is one podlease binary, as Main runs it.
+type Command struct {
+	Name    string
+	Summary string
+	// Flags registers the command's own flags; Main adds --log-format,
+	// --log-level and --version after them.
+	Flags func(*pflag.FlagSet)
+	// Validate checks the parsed configuration; its error is a usage
+	// error (exit 2).
+	Validate func(getenv func(string) string) error
+	// Run does the work; its error is printed once, as the last log line.
+	Run func(ctx context.Context, log *slog.Logger) error
+}
+
+// Main is every podlease binary's entry point: parse the flags and their
+// PODLEASE_* variables, answer --version, validate, build the logger, run,
+// and turn the outcome into the exit code.
+func Main(ctx context.Context, cmd Command, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := NewFlagSet(cmd.Name, cmd.Summary, stderr)
+	cmd.Flags(fs)
+	var lf LogFlags
+	lf.Register(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := Parse(fs, args, getenv); err != nil {
+		return Report(stderr, cmd.Name, err)
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, cmd.Name, version.Version)
+		return ExitOK
+	}
+	if err := cmd.Validate(getenv); err != nil {
+		return Report(stderr, cmd.Name, &UsageError{Err: err})
+	}
+	log, err := lf.Logger(stderr)
+	if err != nil {
+		return Report(stderr, cmd.Name, err)
+	}
+	if err := cmd.Run(ctx, log); err != nil {
+		log.Error(cmd.Name+" failed", "err", err)
+		return Report(io.Discard, cmd.Name, err)
+	}
+	return ExitOK
 }
 
 // Report prints err once, the way every command ends, and returns the exit

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/podlease/podlease/internal/cli"
 	"github.com/podlease/podlease/internal/login"
 	"github.com/podlease/podlease/internal/render"
 	"github.com/podlease/podlease/internal/state"
@@ -29,8 +28,6 @@ type Config struct {
 	StateDir   string
 	FileMode   string
 	Timeout    time.Duration
-	Log        cli.LogFlags
-	Version    bool
 }
 
 func (c *Config) register(fs *pflag.FlagSet) {
@@ -50,8 +47,6 @@ func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory for the token and state.json (never shared with the app)")
 	fs.StringVar(&c.FileMode, "file-mode", "0440", "permissions of the secret files")
 	fs.DurationVar(&c.Timeout, "timeout", 2*time.Minute, "give up after this long; transient failures are retried with backoff until then")
-	c.Log.Register(fs)
-	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 }
 
 // validNameChars is a secret name that is also a safe file name; the

@@ -21,7 +21,6 @@ import (
 	"github.com/podlease/podlease/internal/secrets"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
-	"github.com/podlease/podlease/internal/version"
 )
 
 const name = "vault-init"
@@ -32,29 +31,18 @@ file per secret into --secrets-dir plus the token and state.json into
 
 // Run is vault-init's main: it returns the process exit code.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	var c Config
-	fs := cli.NewFlagSet(name, summary, stderr)
-	c.register(fs)
-	if err := cli.Parse(fs, args, getenv); err != nil {
-		return cli.Report(stderr, name, err)
-	}
-	if c.Version {
-		fmt.Fprintln(stdout, name, version.Version)
-		return cli.ExitOK
-	}
-	specs, err := c.Validate(getenv)
-	if err != nil {
-		return cli.Report(stderr, name, &cli.UsageError{Err: err})
-	}
-	log, err := c.Log.Logger(stderr)
-	if err != nil {
-		return cli.Report(stderr, name, err)
-	}
-	err = run(ctx, &c, specs, getenv, log)
-	if err != nil {
-		log.Error("vault-init failed", "err", err)
-	}
-	return cli.Report(io.Discard, name, err)
+	var (
+		c     Config
+		specs []*Spec
+	)
+	return cli.Main(ctx, cli.Command{
+		Name: name, Summary: summary, Flags: c.register,
+		Validate: func(getenv func(string) string) (err error) {
+			specs, err = c.Validate(getenv)
+			return err
+		},
+		Run: func(ctx context.Context, log *slog.Logger) error { return run(ctx, &c, specs, getenv, log) },
+	}, args, getenv, stdout, stderr)
 }
 
 func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) string, log *slog.Logger) error {

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-
-	"github.com/podlease/podlease/internal/cli"
 )
 
 // Config is vault-renew's parsed command line. Everything about Vault
@@ -30,8 +28,6 @@ type Config struct {
 	ExitOnFailure bool
 	RevokeOnExit  bool
 	RevokeTimeout time.Duration
-	Log           cli.LogFlags
-	Version       bool
 
 	signal syscall.Signal // parsed NotifySignal
 }
@@ -50,8 +46,6 @@ func (c *Config) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.ExitOnFailure, "exit-on-failure", false, "exit with status 1 when a credential is lost (expired while Vault kept failing) instead of retrying")
 	fs.BoolVar(&c.RevokeOnExit, "revoke-on-exit", false, "on SIGTERM, revoke every lease and the token and remove the files, as vault-revoke does; on a native sidecar the kubelet sends SIGTERM only after the app has exited, so this is where a pod's credentials should end")
 	fs.DurationVar(&c.RevokeTimeout, "revoke-timeout", 10*time.Second, "bound on --revoke-on-exit; keep it well under the pod's terminationGracePeriodSeconds")
-	c.Log.Register(fs)
-	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 }
 
 // Validate checks the configuration; every error names the flag to fix.

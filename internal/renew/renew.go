@@ -23,7 +23,6 @@ import (
 	"github.com/podlease/podlease/internal/cli"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
-	"github.com/podlease/podlease/internal/version"
 )
 
 const name = "vault-renew"
@@ -50,27 +49,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, d deps) int {
 	var c Config
-	fs := cli.NewFlagSet(name, summary, stderr)
-	c.register(fs)
-	if err := cli.Parse(fs, args, getenv); err != nil {
-		return cli.Report(stderr, name, err)
-	}
-	if c.Version {
-		fmt.Fprintln(stdout, name, version.Version)
-		return cli.ExitOK
-	}
-	if err := c.Validate(); err != nil {
-		return cli.Report(stderr, name, &cli.UsageError{Err: err})
-	}
-	log, err := c.Log.Logger(stderr)
-	if err != nil {
-		return cli.Report(stderr, name, err)
-	}
-	err = serve(ctx, &c, getenv, log, d)
-	if err != nil {
-		log.Error("vault-renew failed", "err", err)
-	}
-	return cli.Report(io.Discard, name, err)
+	return cli.Main(ctx, cli.Command{
+		Name: name, Summary: summary, Flags: c.register,
+		Validate: func(func(string) string) error { return c.Validate() },
+		Run:      func(ctx context.Context, log *slog.Logger) error { return serve(ctx, &c, getenv, log, d) },
+	}, args, getenv, stdout, stderr)
 }
 
 // serve runs the sidecar until ctx ends.

@@ -21,7 +21,6 @@ import (
 	"github.com/podlease/podlease/internal/cli"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
-	"github.com/podlease/podlease/internal/version"
 )
 
 const name = "vault-revoke"
@@ -34,15 +33,11 @@ twice; gives up after --timeout.`
 type Config struct {
 	StateDir string
 	Timeout  time.Duration
-	Log      cli.LogFlags
-	Version  bool
 }
 
 func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory holding the token and state.json")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "give up after this long (keep it well under the pod's termination grace period)")
-	c.Log.Register(fs)
-	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 }
 
 // Validate checks the configuration; its errors name the flag to fix.
@@ -59,29 +54,15 @@ func (c *Config) Validate() error {
 // Run is vault-revoke's main: it returns the process exit code.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	var c Config
-	fs := cli.NewFlagSet(name, summary, stderr)
-	c.register(fs)
-	if err := cli.Parse(fs, args, getenv); err != nil {
-		return cli.Report(stderr, name, err)
-	}
-	if c.Version {
-		fmt.Fprintln(stdout, name, version.Version)
-		return cli.ExitOK
-	}
-	if err := c.Validate(); err != nil {
-		return cli.Report(stderr, name, &cli.UsageError{Err: err})
-	}
-	log, err := c.Log.Logger(stderr)
-	if err != nil {
-		return cli.Report(stderr, name, err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	err = Revoke(ctx, c.StateDir, log)
-	if err != nil {
-		log.Error("vault-revoke failed", "err", err)
-	}
-	return cli.Report(io.Discard, name, err)
+	return cli.Main(ctx, cli.Command{
+		Name: name, Summary: summary, Flags: c.register,
+		Validate: func(func(string) string) error { return c.Validate() },
+		Run: func(ctx context.Context, log *slog.Logger) error {
+			ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+			defer cancel()
+			return Revoke(ctx, c.StateDir, log)
+		},
+	}, args, getenv, stdout, stderr)
 }
 
 // maxRequest bounds one HTTP request, so that a stalled connection leaves
