@@ -46,7 +46,7 @@ func (s *sidecar) groupStep(ctx context.Context, g *group) error {
 // asked; a shorter answer means the max TTL is near.
 func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	inc := g.ld
-	actx, cancel := attempt(ctx, attemptTimeout)
+	actx, cancel := attempt(ctx, s.expiry(g))
 	sec, err := s.client.Sys().RenewWithContext(actx, g.leaseID(), secs(inc))
 	cancel()
 	now := time.Now()

@@ -55,7 +55,7 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 		s.dropRetiring(r)
 		return s.save(ctx)
 	}
-	actx, cancel := attempt(ctx, attemptTimeout)
+	actx, cancel := attempt(ctx, time.Time{})
 	err := s.client.Sys().RevokeWithContext(actx, r.r.LeaseID)
 	cancel()
 	now = time.Now()
@@ -150,7 +150,7 @@ func (s *sidecar) oldTokenStep(ctx context.Context, o *oldToken) error {
 		s.dropOldToken(o)
 		return s.save(ctx)
 	}
-	actx, cancel := attempt(ctx, attemptTimeout)
+	actx, cancel := attempt(ctx, time.Time{})
 	err := o.client.Auth().Token().RevokeSelfWithContext(actx, "")
 	cancel()
 	now = time.Now()

@@ -316,8 +316,16 @@ func (s *sidecar) rotateBefore(ttl time.Duration) time.Duration {
 	return rb
 }
 
-// attempt returns a context for one Vault operation.
-func attempt(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+// attempt returns a context for one Vault request about a credential
+// that ends at expiry (zero: no end): at most attemptTimeout, and while
+// the credential lives at most a quarter of its time left, so that a
+// request that never gets an answer still leaves time to retry before it
+// ends.
+func attempt(ctx context.Context, expiry time.Time) (context.Context, context.CancelFunc) {
+	d := attemptTimeout
+	if left := time.Until(expiry); !expiry.IsZero() && left > 0 {
+		d = min(d, max(time.Second, left/4))
+	}
 	return context.WithTimeout(ctx, d)
 }
 

@@ -51,7 +51,7 @@ func (s *sidecar) tokenStep(ctx context.Context) error {
 // than asked reveals the max TTL early.
 func (s *sidecar) lookupToken(ctx context.Context) error {
 	t := s.tok
-	actx, cancel := attempt(ctx, attemptTimeout)
+	actx, cancel := attempt(ctx, s.tok.expiry)
 	sec, err := s.client.Auth().Token().LookupSelfWithContext(actx)
 	cancel()
 	now := time.Now()
@@ -122,7 +122,7 @@ func (s *sidecar) renewToken(ctx context.Context) error {
 	if inc <= 0 {
 		inc = time.Until(t.expiry).Round(time.Second)
 	}
-	actx, cancel := attempt(ctx, attemptTimeout)
+	actx, cancel := attempt(ctx, s.tok.expiry)
 	sec, err := s.client.Auth().Token().RenewSelfWithContext(actx, secs(inc))
 	cancel()
 	now := time.Now()
@@ -221,7 +221,7 @@ func (s *sidecar) scheduleToken(now time.Time) {
 // schedules the old token's revocation after the grace period.
 func (s *sidecar) relogin(ctx context.Context) error {
 	t := s.tok
-	actx, cancel := attempt(ctx, attemptTimeout)
+	actx, cancel := attempt(ctx, s.tok.expiry)
 	res, err := login.Login(actx, s.client, s.st.Auth, s.getenv)
 	cancel()
 	now := time.Now()
