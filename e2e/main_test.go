@@ -216,29 +216,11 @@ type result struct {
 }
 
 // run runs a podlease binary to completion with a minimal environment
-// plus env, capturing its output for the hygiene scan.
+// plus env, capturing its output for the hygiene scan; it fails the test
+// if the binary is still running after two minutes (runBinary).
 func run(t *testing.T, name string, args []string, env ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bins[name], args...)
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}, env...)
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	keepOutput(t.Name()+" "+name, &stderr)
-	keepOutput(t.Name()+" "+name+" (stdout)", &stdout)
-	start := time.Now()
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), elapsed: time.Since(start)}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %s: %v", name, err)
-	}
-	if testing.Verbose() {
-		t.Logf("%s exited %d after %s; stderr:\n%s", name, r.code, r.elapsed.Round(time.Millisecond), r.stderr)
-	}
-	return r
+	return runWith(t, name, args, runOpts{env: env})
 }
 
 // mustInit runs vault-init for p and fails the test unless it exits 0.
