@@ -215,6 +215,24 @@ func TestFaultsInitLostAnswers(t *testing.T) {
 		dropped, len(leases)-1, len(left))
 }
 
+// podBehindFaultProxy starts a pod whose Vault traffic, vault-init's and
+// everything after it (state.json's vault_addr), goes through a fault
+// proxy, with a credential from its own one-hour database role; the
+// role's leases are revoked when the test ends.
+// It returns the pod, the proxy, and the prefix of the role's lease ids.
+func podBehindFaultProxy(t *testing.T, role string) (p *pod, fp *testbed.FaultProxy, prefix string) {
+	t.Helper()
+	if err := bed.CreateDBRole(role, time.Hour, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	prefix = "database/creds/" + role + "/"
+	t.Cleanup(func() { revokePrefix(t, prefix) })
+	fp = newFaultProxy(t)
+	p = newPod(t)
+	p.mustInit("--secret", "db=database/creds/"+role, "--vault-addr", fp.URL())
+	return p, fp, prefix
+}
+
 // TestFaultsRevoke: vault-revoke against a failing Vault stays within its
 // --timeout, says what it could not revoke, keeps the token file so that a
 // later run can finish, and a run after the fault clears does finish.
@@ -225,15 +243,7 @@ func TestFaultsRevoke(t *testing.T) {
 	var ok atomic.Int32
 	var worst maxDuration
 	concurrently(t, vaultFaults, func(fc faultCase) string { return fc.rule.Fault.String() }, func(t *testing.T, fc faultCase) {
-		role := "frv" + fc.rule.Fault.String()
-		if err := bed.CreateDBRole(role, time.Hour, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		prefix := "database/creds/" + role + "/"
-		t.Cleanup(func() { revokePrefix(t, prefix) })
-		fp := newFaultProxy(t)
-		p := newPod(t)
-		p.mustInit("--secret", "db=database/creds/"+role, "--vault-addr", fp.URL())
+		p, fp, prefix := podBehindFaultProxy(t, "frv"+fc.rule.Fault.String())
 		user, pass := dbCreds(t, filepath.Join(p.secretsDir, "db"))
 		if err := fp.Set(fc.rule); err != nil {
 			t.Fatal(err)
@@ -485,15 +495,7 @@ func TestFaultsRevokeOnExit(t *testing.T) {
 	var ok atomic.Int32
 	var worst maxDuration
 	concurrently(t, vaultFaults, func(fc faultCase) string { return fc.rule.Fault.String() }, func(t *testing.T, fc faultCase) {
-		role := "fsc" + fc.rule.Fault.String()
-		if err := bed.CreateDBRole(role, time.Hour, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		prefix := "database/creds/" + role + "/"
-		t.Cleanup(func() { revokePrefix(t, prefix) })
-		fp := newFaultProxy(t)
-		p := newPod(t)
-		p.mustInit("--secret", "db=database/creds/"+role, "--vault-addr", fp.URL())
+		p, fp, prefix := podBehindFaultProxy(t, "fsc"+fc.rule.Fault.String())
 		dbCreds(t, filepath.Join(p.secretsDir, "db"))
 		s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--listen", "", "--log-level", "debug",
 			"--revoke-on-exit", "--revoke-timeout", timeout.String()}, p.env...)
