@@ -208,11 +208,7 @@ func TestCrashInit(t *testing.T) {
 	}
 	// Every pod ran vault-revoke: a lease left now belongs to a killed run
 	// whose token nobody revoked.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(leasesUnder(t, prefix)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	left := leasesUnder(t, prefix)
+	left := leasesLeft(t, prefix, 10*time.Second)
 	if len(left) > 0 {
 		t.Errorf("%d leases of killed runs outlive their pods: %v", len(left), left)
 	}

@@ -200,11 +200,7 @@ func TestFaultsInitLostAnswers(t *testing.T) {
 	if rv.code != 0 {
 		t.Fatalf("vault-revoke exit %d: %s", rv.code, rv.stderr)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(leasesUnder(t, prefix)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	left := leasesUnder(t, prefix)
+	left := leasesLeft(t, prefix, 10*time.Second)
 	if len(left) > 0 {
 		t.Errorf("leases of lost answers outlive the pod: %v", left)
 	}
@@ -278,11 +274,7 @@ func TestFaultsRevoke(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("second vault-revoke after the fault cleared: exit %d:\n%s", r.code, r.stderr)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for len(leasesUnder(t, prefix)) > 0 && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if left := leasesUnder(t, prefix); len(left) > 0 {
+		if left := leasesLeft(t, prefix, 10*time.Second); len(left) > 0 {
 			t.Errorf("leases left after the second vault-revoke: %v", left)
 		}
 		if !t.Failed() {
@@ -515,11 +507,7 @@ func TestFaultsRevokeOnExit(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("vault-revoke after the fault cleared: exit %d:\n%s", r.code, r.stderr)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for len(leasesUnder(t, prefix)) > 0 && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if left := leasesUnder(t, prefix); len(left) > 0 {
+		if left := leasesLeft(t, prefix, 10*time.Second); len(left) > 0 {
 			t.Errorf("leases left after vault-revoke: %v", left)
 		}
 		if !t.Failed() {

@@ -561,11 +561,7 @@ func TestHostileUnprivileged(t *testing.T) {
 			clean.Add(1)
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for len(leasesUnder(t, prefix)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	left := leasesUnder(t, prefix)
+	left := leasesLeft(t, prefix, 5*time.Second)
 	if len(left) > 0 {
 		t.Errorf("leases left by the failed runs: %v", left)
 	}

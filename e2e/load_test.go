@@ -110,11 +110,7 @@ func TestLoadInit(t *testing.T) {
 	if len(revokeErrs) > 0 {
 		t.Errorf("revoke load-test tokens: %v", revokeErrs)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for len(leasesUnder(t, prefix)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if left := leasesUnder(t, prefix); len(left) > 0 {
+	if left := leasesLeft(t, prefix, 20*time.Second); len(left) > 0 {
 		t.Errorf("%d load-test leases left after their tokens were revoked", len(left))
 	}
 }

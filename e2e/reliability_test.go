@@ -115,6 +115,18 @@ func (s *started) exitCode() int {
 
 // leasesUnder lists the live lease ids under prefix (such as
 // "database/creds/faults/"), as Vault's sys/leases/lookup lists them.
+// leasesLeft waits up to within for Vault to hold no lease under prefix
+// (revocation through a token runs in the background), and returns what
+// is left then.
+func leasesLeft(t *testing.T, prefix string, within time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for len(leasesUnder(t, prefix)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return leasesUnder(t, prefix)
+}
+
 func leasesUnder(t *testing.T, prefix string) []string {
 	t.Helper()
 	prefix = strings.TrimSuffix(prefix, "/") + "/"
