@@ -2,8 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -266,5 +268,62 @@ func TestLogFlagsRegister(t *testing.T) {
 	}
 	if _, err := l.Logger(&out); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMainVersionAndHelpNotFromEnv checks that PODLEASE_VERSION and
+// PODLEASE_HELP do not stand in for --version and --help: an init container
+// with a stray variable must still do its work, not print and exit 0.
+func TestMainVersionAndHelpNotFromEnv(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantRun bool
+		wantOut string // on stdout
+	}{
+		{name: "PODLEASE_VERSION", env: map[string]string{"PODLEASE_VERSION": "1"}, wantRun: true},
+		{name: "PODLEASE_VERSION=true", env: map[string]string{"PODLEASE_VERSION": "true"}, wantRun: true},
+		{name: "PODLEASE_HELP", env: map[string]string{"PODLEASE_HELP": "true"}, wantRun: true},
+		{name: "--version", args: []string{"--version"}, wantOut: "vault-test "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			ran := false
+			cmd := Command{
+				Name:     "vault-test",
+				Summary:  "A test command.",
+				Flags:    func(*pflag.FlagSet) {},
+				Validate: func(func(string) string) error { return nil },
+				Run:      func(context.Context, *slog.Logger) error { ran = true; return nil },
+			}
+			if code := Main(context.Background(), cmd, tc.args, env(tc.env), &stdout, &stderr); code != ExitOK {
+				t.Fatalf("exit code %d, stderr %q", code, stderr.String())
+			}
+			if ran != tc.wantRun {
+				t.Errorf("ran = %v, want %v (stdout %q)", ran, tc.wantRun, stdout.String())
+			}
+			if !strings.HasPrefix(stdout.String(), tc.wantOut) || (tc.wantOut == "" && stdout.Len() > 0) {
+				t.Errorf("stdout %q, want it to start with %q", stdout.String(), tc.wantOut)
+			}
+		})
+	}
+}
+
+func TestNoEnvFlagIgnoresEnvironment(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	fs, got := newFlags(&out)
+	NoEnv(fs, "verbose")
+	if err := Parse(fs, nil, env(map[string]string{"PODLEASE_VERBOSE": "true", "PODLEASE_TIMEOUT": "5s"})); err != nil {
+		t.Fatal(err)
+	}
+	if got.verbose || got.timeout != 5*time.Second {
+		t.Errorf("verbose %v timeout %v: want false (not from env), 5s (from env)", got.verbose, got.timeout)
+	}
+	if err := Parse(fs, []string{"--verbose"}, env(nil)); err != nil || !got.verbose {
+		t.Errorf("--verbose on the command line: err %v, verbose %v", err, got.verbose)
 	}
 }
