@@ -168,7 +168,8 @@ type Command struct {
 // PODLEASE_* variables, answer --version, validate, build the logger, run,
 // and turn the outcome into the exit code.
 func Main(ctx context.Context, cmd Command, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := NewFlagSet(cmd.Name, cmd.Summary, stderr)
+	// --help was asked for: its text is the output, so it goes to stdout.
+	fs := NewFlagSet(cmd.Name, cmd.Summary, stdout)
 	cmd.Flags(fs)
 	var lf LogFlags
 	lf.Register(fs)

@@ -327,3 +327,23 @@ func TestNoEnvFlagIgnoresEnvironment(t *testing.T) {
 		t.Errorf("--verbose on the command line: err %v, verbose %v", err, got.verbose)
 	}
 }
+
+func TestMainHelpGoesToStdout(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"--help", "-h"} {
+		var stdout, stderr bytes.Buffer
+		cmd := Command{
+			Name:     "vault-test",
+			Summary:  "A test command.",
+			Flags:    func(*pflag.FlagSet) {},
+			Validate: func(func(string) string) error { t.Error("validated after --help"); return nil },
+			Run:      func(context.Context, *slog.Logger) error { t.Error("ran after --help"); return nil },
+		}
+		if code := Main(context.Background(), cmd, []string{arg}, env(nil), &stdout, &stderr); code != ExitOK {
+			t.Errorf("%s: exit code %d, want 0", arg, code)
+		}
+		if !strings.Contains(stdout.String(), "Usage: vault-test") || stderr.Len() > 0 {
+			t.Errorf("%s: stdout %q, stderr %q: want the usage on stdout and nothing on stderr", arg, stdout.String(), stderr.String())
+		}
+	}
+}

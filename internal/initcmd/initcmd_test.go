@@ -246,8 +246,8 @@ func TestRunHelpAndVersion(t *testing.T) {
 		t.Errorf("--help exit code %d, want 0", r.code)
 	}
 	for _, want := range []string{"Usage: vault-init [flags]", "--secret", "--state-dir", "PODLEASE_"} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("help does not contain %q:\n%s", want, r.stderr)
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("help does not contain %q:\n%s", want, r.stdout)
 		}
 	}
 	r = runInit(t, []string{"--version"}, nil)
