@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -75,7 +74,7 @@ func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*F
 	err := vaultclient.Retry(ctx, log, "read "+path, func(ctx context.Context) error {
 		var err error
 		resp, err = c.Logical().ReadWithContext(ctx, path)
-		if err == nil && (resp == nil || deletedKV2(path, resp.Data)) {
+		if err == nil && (resp == nil || deletedKV2(resp.Data)) {
 			err = errNotFound
 		}
 		return err
@@ -86,16 +85,19 @@ func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*F
 	return classify(path, resp, time.Now()), nil
 }
 
+// classify tells what kind of secret resp is from what Vault returned,
+// never from the path: a KV v2 secret may live under .../static-creds/...,
+// and a static role may be mounted anywhere.
 func classify(path string, resp *api.Secret, now time.Time) *Fetched {
 	f := &Fetched{Path: path, Resp: resp, Fields: resp.Data, At: now}
 	switch {
 	case resp.LeaseID != "":
 		f.Kind = state.KindLeased
-	case strings.Contains(path, "/static-creds/"):
+	case isStatic(resp.Data):
 		f.Kind = state.KindStatic
 	default:
 		f.Kind = state.KindKV
-		if inner, ok := kv2Data(path, resp.Data); ok {
+		if inner, ok := kv2Envelope(resp.Data); ok && inner != nil {
 			f.Fields = inner
 		}
 	}
@@ -105,26 +107,47 @@ func classify(path string, resp *api.Secret, now time.Time) *Fetched {
 	return f
 }
 
-// kv2Data returns the inner data of a KV v2 read (path MOUNT/data/...,
-// response {"data": {...}, "metadata": {...}}).
-func kv2Data(path string, data map[string]any) (map[string]any, bool) {
-	if !strings.Contains(path, "/data/") {
+// isStatic reports a database static role's credential: Vault returns the
+// time of the last rotation and the seconds until the next one beside the
+// username and password.
+func isStatic(data map[string]any) bool {
+	_, rotated := data["last_vault_rotation"]
+	_, ttl := data["ttl"].(json.Number)
+	return rotated && ttl
+}
+
+// kv2Envelope returns the inner data of a KV v2 read, which Vault wraps as
+// {"data": {...}, "metadata": {"version": N, ...}};
+// ok is false for any other response. inner is nil for a deleted or
+// destroyed version.
+func kv2Envelope(data map[string]any) (inner map[string]any, ok bool) {
+	if len(data) != 2 {
 		return nil, false
 	}
-	inner, ok := data["data"].(map[string]any)
-	if _, hasMeta := data["metadata"]; !ok || !hasMeta {
+	meta, isMap := data["metadata"].(map[string]any)
+	if !isMap {
 		return nil, false
 	}
-	return inner, true
+	if _, v := meta["version"]; !v {
+		return nil, false
+	}
+	raw, present := data["data"]
+	if !present {
+		return nil, false
+	}
+	if raw == nil {
+		return nil, true
+	}
+	inner, isMap = raw.(map[string]any)
+	return inner, isMap
 }
 
 // deletedKV2 reports a KV v2 read of a deleted or destroyed version:
 // Vault answers 404 with the metadata and "data": null, which the client
 // returns as a secret.
-func deletedKV2(path string, data map[string]any) bool {
-	inner, hasData := data["data"]
-	_, hasMeta := data["metadata"]
-	return strings.Contains(path, "/data/") && hasData && inner == nil && hasMeta
+func deletedKV2(data map[string]any) bool {
+	inner, ok := kv2Envelope(data)
+	return ok && inner == nil
 }
 
 // Template returns what a template sees of f.
