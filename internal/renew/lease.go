@@ -79,7 +79,7 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 	if ctx.Err() != nil {
 		return nil
 	}
-	s.metrics.failed(g)
+	s.metrics.failed(g, opRenew)
 	switch code := vaultclient.StatusCode(err); {
 	case code == 400 && strings.Contains(vaultclient.Cause(err), "not renewable"):
 		s.log.Warn("Vault says the lease is not renewable: replacing the credential before it expires", "secret", g.names(), "lease_id", g.leaseID(), "expires_in", until(now, g.expiry))
@@ -113,7 +113,7 @@ func (s *sidecar) rotate(ctx context.Context, g *group) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.metrics.failed(g)
+		s.metrics.failed(g, opRotate)
 		g.next = s.retryAt(now, &g.retry, deadline, !vaultclient.Transient(err))
 		s.log.Warn("could not issue a new credential; retrying", "secret", g.names(), "path", g.path, "err", err.Error(),
 			"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", until(now, deadline))
@@ -136,7 +136,7 @@ func (s *sidecar) reread(ctx context.Context, g *group) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.metrics.failed(g)
+		s.metrics.failed(g, opReread)
 		g.next = earliest(s.retryAt(now, &g.retry, time.Time{}, !vaultclient.Transient(err)), now.Add(s.cfg.KVInterval))
 		s.log.Warn("could not re-read the secret; its file keeps the current content", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(now, g.next))
 		return nil

@@ -276,7 +276,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 				s.discard(changes, nt)
 				return nil
 			}
-			s.metrics.failed(g)
+			s.metrics.failed(g, opReissue)
 			g.act = actRotate
 			g.next = s.retryAt(time.Now(), &g.retry, time.Time{}, !vaultclient.Transient(err))
 			s.log.Warn("could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(time.Now(), g.next))
