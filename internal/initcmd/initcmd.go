@@ -160,6 +160,12 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		if err != nil {
 			return &cli.UsageError{Err: err}
 		}
+		if s.Format == render.Env {
+			if fields := render.EnvEscapedFields(fetched[sp.Path].Fields); len(fields) > 0 {
+				log.Warn("a field of this env-format secret holds a newline or another control character: a dotenv reader gets it back, but a shell that sources the file sees the escape (\\n) instead; use --format json or a --template for multi-line values",
+					"secret", s.Name, "fields", strings.Join(fields, ","))
+			}
+		}
 		secrets.Record(&s, fetched[sp.Path], content)
 		outs = append(outs, out{s, content})
 	}
