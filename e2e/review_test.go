@@ -10,9 +10,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // rootChildToken writes a token with the root policy, valid for the test,
@@ -68,4 +72,151 @@ func randomDigits(t *testing.T, n int) string {
 		b[i] = '0' + byte(rand.IntN(10))
 	}
 	return string(b)
+}
+
+// writeKV writes fields as a KV v2 secret at path with the root token.
+func writeKV(t *testing.T, path string, fields map[string]any) {
+	t.Helper()
+	if _, err := bed.Root().Logical().WriteWithContext(context.Background(), path, map[string]any{"data": fields}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReviewEnvMultilineWarns: an env-format secret with a PEM value is
+// written (a dotenv reader gets it back) with a warning that names the
+// field, and no value, since a shell would see \n instead.
+func TestReviewEnvMultilineWarns(t *testing.T) {
+	t.Parallel()
+	p := newPod(t)
+	const path = "secret/data/review-pem"
+	key := "review-pem-" + randomDigits(t, 12)
+	noteSecret(key)
+	writeKV(t, path, map[string]any{"tls_key": "-----BEGIN KEY-----\n" + key + "\n-----END KEY-----", "user": "u"})
+	r := run(t, "vault-init", []string{"--auth-method", "token", "--token-file", rootChildToken(t, p.dir),
+		"--secret", "tls=" + path, "--format", "tls=env", "--secrets-dir", p.secretsDir, "--state-dir", p.stateDir, "--timeout", "30s"}, p.env...)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"level=WARN", "newline", "use --format json or a --template", "secret=tls", "fields=tls_key"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+	if got, want := readFile(t, filepath.Join(p.secretsDir, "tls")), `TLS_KEY="-----BEGIN KEY-----\n`+key+`\n-----END KEY-----"`+"\n"+`USER="u"`+"\n"; got != want {
+		t.Errorf("env file differs from the two escaped lines expected")
+	}
+}
+
+// TestReviewEnvRefusesDangerousField: a field that upper-cases to
+// LD_PRELOAD (or PATH, BASH_ENV, ...) is refused in the env format: exit
+// 1 naming the field, nothing written, the token and its leases revoked.
+func TestReviewEnvRefusesDangerousField(t *testing.T) {
+	t.Parallel()
+	for _, field := range []string{"ld_preload", "path", "bash-env"} {
+		t.Run(field, func(t *testing.T) {
+			t.Parallel()
+			p := newPod(t)
+			path := "secret/data/review-danger-" + field
+			writeKV(t, path, map[string]any{field: "/tmp/evil.so", "user": "u"})
+			r := run(t, "vault-init", append(p.initArgs("--secret", "kv="+path, "--format", "kv=env"),
+				"--auth-method", "token", "--token-file", rootChildToken(t, p.dir)), p.env...)
+			if r.code != 1 {
+				t.Errorf("exit %d, want 1:\n%s", r.code, r.stderr)
+			}
+			for _, want := range []string{`field \"` + field + `\"`, "refuses", "json"} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+				}
+			}
+			if strings.Contains(r.stderr, "evil.so") {
+				t.Error("the error shows the value")
+			}
+			assertNothingLeft(t, p)
+		})
+	}
+}
+
+// TestReviewTemplateTypoExits1: a template naming a field the secret does
+// not have fails after Vault was contacted, so it exits 1 (2 promises
+// Vault was not contacted), names the key, and leaves no lease behind.
+func TestReviewTemplateTypoExits1(t *testing.T) {
+	t.Parallel()
+	const role = "review-typo"
+	if err := bed.CreateDBRole(role, time.Minute, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	p := newPod(t)
+	tmpl := filepath.Join(p.dir, "db.tmpl")
+	if err := os.WriteFile(tmpl, []byte("user={{ .Data.usernme }}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "vault-init", p.initArgs("--secret", "db=database/creds/"+role, "--template", "db="+tmpl), p.env...)
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"usernme", tmpl, `secret \"db\"`} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+	assertNothingLeft(t, p)
+	if left := leasesLeft(t, "database/creds/"+role, 5*time.Second); len(left) > 0 {
+		t.Errorf("leases left after the failure: %v", left)
+	}
+}
+
+// TestReviewAuthMountTypo: a login at a mount where no auth method is
+// says so (Vault answers 403 there, as for refused bindings), on one line.
+// A real refusal (a service account the role does not bind) still points
+// at the role's bindings.
+func TestReviewAuthMountTypo(t *testing.T) {
+	t.Parallel()
+	p := newPod(t)
+	r := run(t, "vault-init", p.initArgs("--auth-mount", "kubernets", "--secret", "db=database/creds/app"), p.env...)
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"no auth method is mounted at auth/kubernets", "--auth-mount", "permission denied (HTTP 403)"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+	// Vault's "1 error occurred:\n\t* permission denied" arrives flattened.
+	if strings.Contains(r.stderr, "error occurred") || strings.Contains(r.stderr, `\n`) || strings.Contains(r.stderr, `\t`) {
+		t.Errorf("Vault's multi-line error was not flattened:\n%s", r.stderr)
+	}
+	assertNothingLeft(t, p)
+
+	other := newPod(t)
+	other.jwtFile = bed.WriteJWT(filepath.Join(other.dir, "sa"), testbed.Namespace, "not-bound")
+	noteSecret(readFile(t, other.jwtFile))
+	r = run(t, "vault-init", other.initArgs("--secret", "db=database/creds/app"), other.env...)
+	if r.code != 1 || !strings.Contains(r.stderr, "check the role's bindings") || strings.Contains(r.stderr, "no auth method is mounted") {
+		t.Errorf("refused bindings: exit %d, want 1 with the bindings hint:\n%s", r.code, r.stderr)
+	}
+}
+
+// TestReviewInitInterrupted: SIGTERM while vault-init waits for Vault
+// says "interrupted", not that Vault kept failing with "context
+// canceled", and leaves nothing behind.
+func TestReviewInitInterrupted(t *testing.T) {
+	t.Parallel()
+	fp := newFaultProxy(t)
+	if err := fp.Set(testbed.Rule{Fault: testbed.Hang}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPod(t)
+	s := start(t, "vault-init", p.initArgs("--secret", "db=database/creds/app", "--vault-addr", fp.URL()), p.env...)
+	time.Sleep(time.Second) // the login request hangs
+	if took := s.stop(10 * time.Second); took > 5*time.Second {
+		t.Errorf("vault-init took %s to stop after SIGTERM", took)
+	}
+	out := s.stderr.String()
+	if code := s.exitCode(); code != 1 {
+		t.Errorf("exit %d, want 1:\n%s", code, out)
+	}
+	if !strings.Contains(out, "log in: interrupted") || strings.Contains(out, "context canceled") || strings.Contains(out, "kept failing") {
+		t.Errorf("the last line should say the login was interrupted, and not blame Vault:\n%s", out)
+	}
+	assertNothingLeft(t, p)
 }

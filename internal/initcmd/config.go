@@ -3,6 +3,7 @@ package initcmd
 import (
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -66,11 +67,15 @@ type Spec struct {
 // Validate checks the configuration and returns the secrets it asks for.
 // Every error names the flag to fix.
 func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
+	addrFrom := "--vault-addr"
 	if c.VaultAddr == "" {
-		c.VaultAddr = getenv("VAULT_ADDR")
+		c.VaultAddr, addrFrom = getenv("VAULT_ADDR"), "VAULT_ADDR"
 	}
 	if c.VaultAddr == "" {
 		return nil, fmt.Errorf("--vault-addr (or VAULT_ADDR) is required")
+	}
+	if u, err := url.Parse(c.VaultAddr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%s %q: want a URL with http:// or https://, such as https://vault.vault.svc:8200", addrFrom, c.VaultAddr)
 	}
 	if c.Namespace == "" {
 		c.Namespace = getenv("VAULT_NAMESPACE")

@@ -156,9 +156,11 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		if sp.Template != nil {
 			s.Format = ""
 		}
+		// Exit 1, not 2: Vault was contacted, and the caller revokes the
+		// token and with it the leases just read.
 		content, err := secrets.Render(&s, fetched[sp.Path], lookup)
 		if err != nil {
-			return &cli.UsageError{Err: err}
+			return err
 		}
 		if s.Format == render.Env {
 			if fields := render.EnvEscapedFields(fetched[sp.Path].Fields); len(fields) > 0 {

@@ -332,7 +332,7 @@ func TestRunFailures(t *testing.T) {
 			name:        "template with a missing field",
 			vault:       &fakeVault{},
 			args:        []string{"--secret", "db=database/creds/app", "--template", "db=testdata/missingkey.tmpl"},
-			wantCode:    2,
+			wantCode:    1,
 			want:        []string{`template testdata/missingkey.tmpl for secret \"db\"`, "no_such_field"},
 			wantLogins:  1,
 			wantReads:   map[string]int{"database/creds/app": 1},
