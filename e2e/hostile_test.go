@@ -411,7 +411,7 @@ func TestHostileState(t *testing.T) {
 		{name: "no state", content: "", renew: []string{"no state", "vault-init must run first"}, revokeOK: true},
 		{name: "corrupt", content: "{\x00garbage", renew: []string{"is not valid state", "run vault-init again"}, revoke: []string{"is not valid state"}},
 		{name: "truncated", content: valid[:len(valid)/2], renew: []string{"is not valid state", "unexpected end of JSON input"}, revoke: []string{"unexpected end of JSON input"}},
-		{name: "future version", content: strings.Replace(valid, `"version":1`, `"version":99`, 1), renew: []string{"format version 99, this build reads version 1"}, revoke: []string{"format version 99"}},
+		{name: "future version", content: strings.Replace(valid, `"version":1`, `"version":99`, 1), renew: []string{"format version 99, this build reads versions 1 to 2"}, revoke: []string{"format version 99"}},
 		{name: "unknown field", content: strings.Replace(valid, `"version":1`, `"version":1,"evil":true`, 1), renew: []string{"unknown field", "evil"}, revoke: []string{"unknown field", "evil"}},
 		{name: "empty file", content: " ", renew: []string{"is not valid state"}, revoke: []string{"is not valid state"}},
 		{name: "directory", content: "DIR", renew: []string{"is a directory"}, revoke: []string{"is a directory"}},

@@ -6,10 +6,14 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -219,4 +223,64 @@ func TestReviewInitInterrupted(t *testing.T) {
 		t.Errorf("the last line should say the login was interrupted, and not blame Vault:\n%s", out)
 	}
 	assertNothingLeft(t, p)
+}
+
+// TestReviewStateHoldsNothingOfTheSecret replays the attack: a 4-digit
+// PIN in KV, and an attacker who reads only state.json tries all 10^4
+// values against whatever state.json holds (it held a SHA-256 of the
+// rendered file). Nothing may match, after vault-init and after
+// vault-renew re-read the secret, changed it, and saved the state.
+func TestReviewStateHoldsNothingOfTheSecret(t *testing.T) {
+	t.Parallel()
+	p := newPod(t)
+	const path = "secret/data/review-pin"
+	pin := func() string { return "PIN-" + randomDigits(t, 4) }
+	first := pin()
+	noteSecret(first)
+	writeKV(t, path, map[string]any{"pin": first})
+	tokenFile := rootChildToken(t, p.dir)
+	r := run(t, "vault-init", []string{"--auth-method", "token", "--token-file", tokenFile,
+		"--secret", "pin=" + path, "--secrets-dir", p.secretsDir, "--state-dir", p.stateDir, "--timeout", "30s"}, p.env...)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	attack := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(p.stateDir, "state.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := string(b)
+		found := 0
+		for n := range 10000 {
+			guess := fmt.Sprintf("PIN-%04d", n)
+			for _, candidate := range []string{"{\n  \"pin\": \"" + guess + "\"\n}\n", guess} {
+				sum := sha256.Sum256([]byte(candidate))
+				if strings.Contains(st, hex.EncodeToString(sum[:])) || strings.Contains(st, guess) {
+					found++
+				}
+			}
+		}
+		if found > 0 {
+			t.Errorf("%s: trying the 10^4 PINs against state.json matched %d times: it holds something derived from the secret", when, found)
+		}
+		if m := regexp.MustCompile(`[0-9a-f]{64}`).FindString(st); m != "" {
+			t.Errorf("%s: state.json holds a 64-hex-digit string, a hash of something: %s...", when, m[:8])
+		}
+	}
+	attack("after vault-init")
+
+	second := pin()
+	for second == first {
+		second = pin()
+	}
+	noteSecret(second)
+	writeKV(t, path, map[string]any{"pin": second})
+	sc := startRenewSidecar(t, p, "--kv-interval", "1s")
+	file := filepath.Join(p.secretsDir, "pin")
+	waitUntil(t, 15*time.Second, "vault-renew to rewrite the file with the new PIN", func() bool {
+		return strings.Contains(readFile(t, file), second)
+	})
+	sc.stop(10 * time.Second)
+	attack("after vault-renew rewrote the file")
 }

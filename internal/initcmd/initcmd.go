@@ -168,7 +168,7 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 					"secret", s.Name, "fields", strings.Join(fields, ","))
 			}
 		}
-		secrets.Record(&s, fetched[sp.Path], content)
+		secrets.Record(&s, fetched[sp.Path])
 		outs = append(outs, out{s, content})
 	}
 

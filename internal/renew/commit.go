@@ -118,8 +118,9 @@ func (s *sidecar) apply(now time.Time, ch *change) {
 	g := ch.g
 	oldLease, oldOwner, oldExpiry := g.leaseID(), g.owner, s.expiry(g)
 	oldAlive := oldExpiry.After(now)
-	for i, sec := range g.secrets {
-		secrets.Record(sec, ch.f, ch.contents[i])
+	for _, sec := range g.secrets {
+		secrets.Record(sec, ch.f)
+		sec.FileInode = state.Inode(sec.File)
 	}
 	ttl := ch.f.TTL()
 	g.kind, g.owner = ch.f.Kind, ch.owner

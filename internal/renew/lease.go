@@ -1,10 +1,13 @@
 package renew
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"strings"
 	"time"
 
@@ -146,9 +149,10 @@ func (s *sidecar) reread(ctx context.Context, g *group) error {
 	ident := fingerprint(ch.f)
 	changed := ident != g.ident
 	if g.ident == "" {
+		// First read since start: the file tells whether the data changed.
 		changed = false
 		for i, sec := range g.secrets {
-			if secrets.Checksum(ch.contents[i]) != sec.Checksum {
+			if b, err := os.ReadFile(sec.File); err != nil || !bytes.Equal(b, ch.contents[i]) {
 				changed = true
 			}
 		}
@@ -299,5 +303,7 @@ func fingerprint(f *secrets.Fetched) string {
 	if err != nil {
 		return ""
 	}
-	return secrets.Checksum(b)
+	// Kept in memory only, like the secret itself.
+	sum := sha256.Sum256(b)
+	return string(sum[:])
 }

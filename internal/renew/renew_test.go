@@ -108,7 +108,7 @@ func newFixture(t *testing.T, v *fakeVault, specs ...spec) *fixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		secrets.Record(&s, fe, content)
+		secrets.Record(&s, fe)
 		if err := secrets.WriteFile(&s, content); err != nil {
 			t.Fatal(err)
 		}

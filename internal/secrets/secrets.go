@@ -6,8 +6,6 @@ package secrets
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -201,15 +199,9 @@ func Render(s *state.Secret, f *Fetched, lookup render.Lookup) ([]byte, error) {
 	return b, nil
 }
 
-// Checksum fingerprints rendered content so a re-read can tell whether
-// the file must change, without keeping the secret.
-func Checksum(content []byte) string {
-	sum := sha256.Sum256(content)
-	return hex.EncodeToString(sum[:])
-}
-
-// Record updates s with the lease of f and the checksum of its file.
-func Record(s *state.Secret, f *Fetched, content []byte) {
+// Record updates s with the lease of f. It keeps nothing of the content:
+// WriteFile records which file holds it.
+func Record(s *state.Secret, f *Fetched) {
 	s.Kind = f.Kind
 	s.LeaseID = f.Resp.LeaseID
 	s.Renewable = f.Resp.Renewable
@@ -220,14 +212,18 @@ func Record(s *state.Secret, f *Fetched, content []byte) {
 	if ttl > 0 {
 		s.ExpiresAt = f.At.Add(ttl).UTC().Truncate(time.Second)
 	}
-	s.Checksum = Checksum(content)
 }
 
-// WriteFile writes content to s.File atomically with s's mode.
+// WriteFile writes content to s.File atomically with s's mode, and records
+// the new file's inode in s.
 func WriteFile(s *state.Secret, content []byte) error {
 	mode, err := s.Mode()
 	if err != nil {
 		return fmt.Errorf("secret %q: %w", s.Name, err)
 	}
-	return atomicfile.Write(s.File, content, mode)
+	if err := atomicfile.Write(s.File, content, mode); err != nil {
+		return err
+	}
+	s.FileInode = state.Inode(s.File)
+	return nil
 }

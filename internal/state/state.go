@@ -20,8 +20,9 @@ import (
 	"github.com/podlease/podlease/internal/atomicfile"
 )
 
-// Version is the state.json format this build reads and writes.
-const Version = 1
+// Version is the state.json format this build writes. It also reads
+// version 1, which held a SHA-256 of each rendered file (see upgradeV1).
+const Version = 2
 
 // File names inside the state directory.
 const (
@@ -112,7 +113,12 @@ type Secret struct {
 	Format        string    `json:"format"`
 	Template      string    `json:"template,omitempty"`      // template text
 	TemplateFile  string    `json:"template_file,omitempty"` // where it came from
-	Checksum      string    `json:"checksum"`                // sha256 of the rendered file
+	// FileInode is the inode of File as this credential's write left it.
+	// A rotation interrupted between replacing the file and saving the
+	// state is settled by it: a file with another inode was replaced. It
+	// says nothing about the content, unlike a hash, which for a short
+	// secret (a PIN) gives the value away to anyone who reads state.json.
+	FileInode uint64 `json:"file_inode,omitempty"`
 }
 
 // Mode parses FileMode.
@@ -161,11 +167,18 @@ func Decode(path string, b []byte) (*State, error) {
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return nil, fmt.Errorf("%s is not valid state (%v): run vault-init again", path, err)
 	}
+	if probe.Version == 1 {
+		up, err := upgradeV1(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s is not valid state (%v): run vault-init again", path, err)
+		}
+		b, probe.Version = up, Version
+	}
 	if probe.Version == 0 {
 		return nil, fmt.Errorf("%s has no format version: it was not written by vault-init; run vault-init again", path)
 	}
 	if probe.Version != Version {
-		return nil, fmt.Errorf("%s has format version %d, this build reads version %d: use the same podlease version for every container", path, probe.Version, Version)
+		return nil, fmt.Errorf("%s has format version %d, this build reads versions 1 to %d: use the same podlease version for every container", path, probe.Version, Version)
 	}
 	var s State
 	dec := json.NewDecoder(bytes.NewReader(b))
