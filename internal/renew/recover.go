@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-
 	"time"
 
 	"github.com/podlease/podlease/internal/secrets"
@@ -33,9 +32,9 @@ func pendingRecords(changes []*change) []state.Secret {
 // recoverPending finishes a commit that a crash interrupted, before
 // anything else runs: a pending credential whose file holds it (the file
 // is no longer the one state.json recorded: another inode) becomes the
-// secret's current one and the lease it replaced is
-// retired after the grace period; a pending credential that never reached
-// its file is revoked at once. Either way no lease is left that state.json
+// secret's current one and the lease it replaced is retired after the
+// grace period; a pending credential that never reached its file is
+// revoked at once. Either way no lease is left that state.json
 // does not name, and the app keeps the credential its file holds.
 func recoverPending(ctx context.Context, dir string, grace time.Duration, log *slog.Logger) (*state.State, error) {
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
