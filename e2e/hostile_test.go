@@ -164,7 +164,7 @@ func TestHostileInit(t *testing.T) {
 				writeState(t, p, strings.Replace(validState, `"version":1`, `"version":99`, 1))
 				return p.initArgs("--secret", db)
 			},
-			mentions: []string{"format version 99, this build reads version 1"},
+			mentions: []string{"format version 99, this build reads versions 1 to 2"},
 			check:    replaced,
 		},
 		{
