@@ -108,11 +108,28 @@ func Parse(fs *pflag.FlagSet, args []string, getenv func(string) string) error {
 				return
 			}
 		}
+		_ = fs.SetAnnotation(f.Name, fromEnv, []string{env})
 	})
 	if err := errors.Join(errs...); err != nil {
 		return &UsageError{Err: err}
 	}
 	return nil
+}
+
+// fromEnv is the flag annotation Parse leaves on a flag it set from the
+// environment, holding the variable's name.
+const fromEnv = "podlease.io/from-env"
+
+// Source says where a parsed flag's value came from: "--name" (the
+// command line), the PODLEASE_* variable's name, or "default".
+func Source(f *pflag.Flag) string {
+	if env := f.Annotations[fromEnv]; len(env) == 1 {
+		return env[0]
+	}
+	if f.Changed {
+		return "--" + f.Name
+	}
+	return "default"
 }
 
 func isRepeatable(f *pflag.Flag) bool {

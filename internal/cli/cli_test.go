@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -344,6 +345,25 @@ func TestMainHelpGoesToStdout(t *testing.T) {
 		}
 		if !strings.Contains(stdout.String(), "Usage: vault-test") || stderr.Len() > 0 {
 			t.Errorf("%s: stdout %q, stderr %q: want the usage on stdout and nothing on stderr", arg, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// TestSource: Source tells a flag given on the command line from one
+// filled from its PODLEASE_* variable and from one left at its default.
+func TestSource(t *testing.T) {
+	t.Parallel()
+	fs := NewFlagSet("x", "", io.Discard)
+	fs.String("role", "", "")
+	fs.String("state-dir", "/s", "")
+	fs.String("timeout", "1m", "")
+	env := map[string]string{"PODLEASE_STATE_DIR": "/e", "PODLEASE_ROLE": "ignored"}
+	if err := Parse(fs, []string{"--role=app"}, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string]string{"role": "--role", "state-dir": "PODLEASE_STATE_DIR", "timeout": "default"} {
+		if got := Source(fs.Lookup(flag)); got != want {
+			t.Errorf("Source(%s) = %q, want %q", flag, got, want)
 		}
 	}
 }

@@ -49,6 +49,16 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	start := time.Now()
+	for _, o := range c.Origins {
+		if o.Overridden {
+			log.Info("annotation overridden", "annotation", o.Setting, "value", o.Value, "by", o.From)
+			continue
+		}
+		log.Debug("setting", "name", o.Setting, "value", o.Value, "from", o.From)
+	}
+	for _, w := range c.Warnings {
+		log.Warn("ignoring annotation", "annotation", w.Annotation, "why", w.Why)
+	}
 
 	for _, dir := range []struct {
 		path string
@@ -141,7 +151,6 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		}
 		return f.Template(), nil
 	}
-	mode := c.FileMode
 	type out struct {
 		sec     state.Secret
 		content []byte
@@ -150,7 +159,7 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 	for _, sp := range specs {
 		s := state.Secret{
 			Name: sp.Name, Path: sp.Path,
-			File: c.SecretsDir + "/" + sp.Name, FileMode: mode,
+			File: c.SecretsDir + "/" + sp.Name, FileMode: sp.FileMode,
 			Format: sp.Format, Template: sp.Text, TemplateFile: sp.TemplateFile,
 		}
 		if sp.Template != nil {
