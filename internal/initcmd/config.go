@@ -145,6 +145,9 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 	if filepath.Clean(c.SecretsDir) == filepath.Clean(c.StateDir) {
 		return nil, fmt.Errorf("--secrets-dir and --state-dir are both %s: the state dir holds the token and must be a separate volume the app never mounts", c.StateDir)
 	}
+	if within(c.StateDir, c.SecretsDir) || within(c.SecretsDir, c.StateDir) {
+		return nil, fmt.Errorf("--secrets-dir %s and --state-dir %s: one is inside the other; the state dir holds the token and must be a separate volume the app never mounts", c.SecretsDir, c.StateDir)
+	}
 	if ann != nil {
 		if err := c.checkAgreement(ann, getenv); err != nil {
 			return nil, err
@@ -255,6 +258,12 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		}
 	}
 	return specs, nil
+}
+
+// within reports whether dir lies below parent.
+func within(dir, parent string) bool {
+	rel, err := filepath.Rel(filepath.Clean(parent), filepath.Clean(dir))
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // source says where a flag's value came from.
