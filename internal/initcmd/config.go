@@ -154,7 +154,12 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		}
 	}
 	c.scalarOrigins(annFrom)
+	return c.specs(ann)
+}
 
+// specs builds the secrets from the --secret, --format and --template
+// flags and, for names no flag took, from the annotations.
+func (c *Config) specs(ann *fromAnnotations) ([]*Spec, error) {
 	var specs []*Spec
 	byName := map[string]*Spec{}
 	byPath := map[string]string{}
