@@ -232,13 +232,7 @@ func readAnnotations(ann map[string]string) (*fromAnnotations, error) {
 	}
 	for _, s := range a.secrets {
 		if !s.path.set() {
-			from := s.template.key
-			if from == "" {
-				from = s.templateFile.key
-			}
-			if from == "" {
-				from = firstSet(s.format, s.file, s.perms).key
-			}
+			from := firstSet(s.template, s.templateFile, s.format, s.file, s.perms).key
 			return nil, fmt.Errorf("annotation %s: no Vault path for secret %q: add %ssecret-%s: PATH (or %sagent-inject-secret-%s)", from, s.name, ownPrefix, s.name, agentPrefix, s.name)
 		}
 		if s.agent && !s.template.set() && !s.templateFile.set() && !s.format.set() {
@@ -246,7 +240,10 @@ func readAnnotations(ann map[string]string) (*fromAnnotations, error) {
 			if defaultTemplate.value == "json" {
 				tmpl, key = agentJSONTemplate, "Vault Agent's default template (json, "+defaultTemplate.key+")"
 			}
-			s.template = setting{key, fmt.Sprintf(tmpl, strconv.Quote(s.path.value))}
+			// The path as vault-init reads it, so that the template's
+			// secret call finds it.
+			path := strings.Trim(strings.TrimSpace(s.path.value), "/")
+			s.template = setting{key, fmt.Sprintf(tmpl, strconv.Quote(path))}
 		}
 	}
 	return a, nil

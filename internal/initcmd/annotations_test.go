@@ -120,7 +120,7 @@ func TestAnnotationsAgentInjector(t *testing.T) {
 		"vault.hashicorp.com/agent-inject-template-DB-Creds":            tmplText,
 		"vault.hashicorp.com/agent-inject-file-DB-Creds":                "db.url",
 		"vault.hashicorp.com/agent-inject-perms-DB-Creds":               "0400",
-		"vault.hashicorp.com/agent-inject-secret-config":                "secret/data/web",
+		"vault.hashicorp.com/agent-inject-secret-config":                "/secret/data/web/",
 		"vault.hashicorp.com/agent-inject-secret-raw":                   "secret/data/raw",
 		"vault.hashicorp.com/preserve-secret-case-raw":                  "true",
 		"vault.hashicorp.com/agent-limits-cpu":                          "250m",
