@@ -58,6 +58,9 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 			return fmt.Errorf("create %s: %w", dir.path, err)
 		}
 	}
+	if err := state.CheckDir(c.StateDir); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
 
 	removeStaleTemps(c, specs, log)
 
@@ -66,7 +69,7 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 		return err
 	}
 	pending := revokePending(ctx, client, c.StateDir, log)
-	revokeEarlier(ctx, c.StateDir, pending, log)
+	revokeEarlier(ctx, c.StateDir, c.SecretsDir, pending, log)
 	var res *login.Result
 	err = vaultclient.Retry(ctx, log, "log in", func(ctx context.Context) error {
 		var err error

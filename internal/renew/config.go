@@ -13,9 +13,11 @@ import (
 )
 
 // Config is vault-renew's parsed command line. Everything about Vault
-// (address, login, secrets) comes from state.json instead.
+// (address, login, secrets) comes from state.json instead, but for the
+// secrets dir, which bounds the files it writes.
 type Config struct {
 	StateDir      string
+	SecretsDir    string
 	Listen        string
 	RenewFraction float64
 	Jitter        float64
@@ -34,6 +36,7 @@ type Config struct {
 
 func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory holding the token and state.json written by vault-init")
+	fs.StringVar(&c.SecretsDir, "secrets-dir", "/vault/secrets", "directory holding the secret files, as given to vault-init; vault-renew writes only NAME in it, and refuses a state.json that names another")
 	fs.StringVar(&c.Listen, "listen", ":8099", "address for /healthz, /readyz and /metrics; empty disables the HTTP server")
 	fs.Float64Var(&c.RenewFraction, "renew-fraction", 0.66, "renew a lease or the token when this fraction of its remaining TTL has passed")
 	fs.Float64Var(&c.Jitter, "jitter", 0.1, "renew up to this fraction earlier than --renew-fraction says, at random, so pods do not renew in lockstep")
@@ -52,6 +55,9 @@ func (c *Config) register(fs *pflag.FlagSet) {
 func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return fmt.Errorf("--state-dir must not be empty")
+	}
+	if c.SecretsDir == "" {
+		return fmt.Errorf("--secrets-dir must not be empty")
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {

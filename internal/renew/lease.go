@@ -87,7 +87,7 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 		s.schedule(now, g)
 	case code == 400 || code == 404:
 		s.log.Warn("Vault no longer knows the lease (revoked or expired): issuing a new credential", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err))
-		g.gone = true
+		g.gone, g.vaultGone = true, true
 		g.act, g.next = actRotate, now
 	case code == 403 || code == 401:
 		s.log.Warn("permission denied renewing the lease: checking the token now; if the token is fine, the policy must allow update on sys/leases/renew. Until then the credential is replaced before it expires",

@@ -33,7 +33,7 @@ const (
 
 var (
 	// errRevoked stops all work: vault-revoke ran (state.json has
-	// revoked_at, or is gone).
+	// revoked_at).
 	errRevoked = errors.New("vault-revoke ran")
 )
 
@@ -105,7 +105,8 @@ type group struct {
 	ld        time.Duration // the lease's duration: what a renewal asks for
 	renewable bool
 	capped    bool   // renewals stopped extending it: replace before expiry
-	gone      bool   // Vault no longer has the lease: nothing to retire
+	gone      bool   // the credential no longer works (expired or refused)
+	vaultGone bool   // Vault said the lease no longer exists: nothing to retire
 	ident     string // fingerprint of a non-leased secret's data
 	quiet     bool   // do not notify the app about the next re-read
 	settle    int    // re-reads spent waiting for Vault to rotate a static credential
@@ -274,19 +275,22 @@ func (s *sidecar) due() (time.Time, func(context.Context) error) {
 }
 
 // checkRevoked reads state.json: once vault-revoke ran, nothing may be
-// renewed, rotated or issued again.
+// renewed, rotated or issued again. Only revoked_at says that: a state
+// file that vanished or cannot be read is not a revocation, so the state
+// in memory (which is authoritative) is written again.
 func (s *sidecar) checkRevoked() error {
 	disk, err := state.Load(s.dir)
 	switch {
-	case errors.Is(err, state.ErrNotExist):
+	case err == nil && disk.RevokedAt != nil:
 		return errRevoked
-	case err != nil:
-		s.log.Warn("cannot read state.json; carrying on with the state in memory", "err", err)
+	case err == nil:
 		return nil
-	case disk.RevokedAt != nil:
-		return errRevoked
+	case errors.Is(err, state.ErrNotExist):
+		s.log.Warn("state.json is gone; that is not a revocation (vault-revoke marks it revoked_at): writing it again from the state in memory", "state_dir", s.dir)
+	default:
+		s.log.Warn("cannot read state.json; writing it again from the state in memory", "err", err)
 	}
-	return nil
+	return s.save(context.Background())
 }
 
 // renewAt is when to renew something expiring at expiry: after the

@@ -30,8 +30,10 @@ type oldToken struct {
 func (s *sidecar) tokenStep(ctx context.Context) error {
 	t := s.tok
 	now := time.Now()
-	if !t.lost && !t.expiry.IsZero() && !now.Before(t.expiry) {
-		if err := s.tokenLost(now, "it expired"); err != nil {
+	// At start the expiry is a wall-clock time from state.json, which a
+	// clock jump can make look past: the lookup asks Vault instead.
+	if !t.lost && t.act != tokLookup && !t.expiry.IsZero() && !now.Before(t.expiry) {
+		if err := s.tokenLost(now, "it expired", false); err != nil {
 			return err
 		}
 	}
@@ -61,7 +63,7 @@ func (s *sidecar) lookupToken(ctx context.Context) error {
 		}
 		s.metrics.tokenFailures.Add(1)
 		if code := vaultclient.StatusCode(err); code == 403 || code == 401 {
-			return s.tokenLost(now, "Vault refused it ("+vaultclient.Cause(err)+")")
+			return s.tokenLost(now, "Vault refused it ("+vaultclient.Cause(err)+")", true)
 		}
 		s.log.Warn("cannot look up the token; renewing it on the schedule from state.json", "token_accessor", s.st.Token.Accessor, "err", vaultclient.Cause(err))
 		t.act = tokRenew
@@ -161,7 +163,7 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) err
 	s.metrics.tokenFailures.Add(1)
 	switch code := vaultclient.StatusCode(err); {
 	case code == 403 || code == 401:
-		return s.tokenLost(now, "Vault refused to renew it ("+vaultclient.Cause(err)+")")
+		return s.tokenLost(now, "Vault refused to renew it ("+vaultclient.Cause(err)+")", true)
 	case code == 400:
 		// "token not renewable": live with its expiry.
 		s.log.Warn("Vault will not renew the token; logging in again before it expires", "token_accessor", s.st.Token.Accessor, "expires_in", until(now, t.expiry), "err", vaultclient.Cause(err))
@@ -177,7 +179,9 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) err
 
 // tokenLost notes that the token is dead (expired or refused): every lease
 // issued under it is gone with it, so log in and re-issue them all.
-func (s *sidecar) tokenLost(now time.Time, why string) error {
+// refused says Vault said so; otherwise the replaced leases are still
+// revoked, in case they are alive after all.
+func (s *sidecar) tokenLost(now time.Time, why string, refused bool) error {
 	t := s.tok
 	if !t.lost {
 		s.log.Error("the token is no longer valid: "+why+"; its leases are gone with it, logging in again and issuing new credentials",
@@ -191,6 +195,7 @@ func (s *sidecar) tokenLost(now time.Time, why string) error {
 	for _, g := range s.groups {
 		if g.kind == state.KindLeased && g.owner == s.st.Token.Accessor {
 			g.gone = true
+			g.vaultGone = g.vaultGone || refused
 		}
 	}
 	t.act, t.next = tokLogin, now

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,12 +32,14 @@ twice; gives up after --timeout.`
 
 // Config is vault-revoke's parsed command line.
 type Config struct {
-	StateDir string
-	Timeout  time.Duration
+	StateDir   string
+	SecretsDir string
+	Timeout    time.Duration
 }
 
 func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory holding the token and state.json")
+	fs.StringVar(&c.SecretsDir, "secrets-dir", "/vault/secrets", "directory holding the secret files, as given to vault-init; the files removed are NAME in it, whatever state.json says")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "give up after this long (keep it well under the pod's termination grace period)")
 }
 
@@ -44,6 +47,9 @@ func (c *Config) register(fs *pflag.FlagSet) {
 func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return errors.New("--state-dir must not be empty")
+	}
+	if c.SecretsDir == "" {
+		return errors.New("--secrets-dir must not be empty")
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("--timeout %s: want a positive duration such as 10s", c.Timeout)
@@ -60,7 +66,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Run: func(ctx context.Context, log *slog.Logger) error {
 			ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 			defer cancel()
-			return Revoke(ctx, c.StateDir, log)
+			return Revoke(ctx, c.StateDir, c.SecretsDir, log)
 		},
 	}, args, getenv, stdout, stderr)
 }
@@ -70,13 +76,27 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 const maxRequest = 5 * time.Second
 
 // Revoke revokes the leases and the token recorded in dir, then removes
-// the secret files and, once nothing is left to revoke, the token file.
+// the secret files (each NAME in secretsDir) and, once nothing is left to
+// revoke, the token file. A state.json naming another secrets dir is
+// still revoked in Vault, but no file is removed and an error says why.
 // It marks state.json revoked first, so that vault-renew stops renewing
-// and re-issuing. ctx bounds everything. vault-revoke runs it; vault-renew
-// may run it on SIGTERM.
-func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
+// and re-issuing. ctx bounds everything.
+func Revoke(ctx context.Context, dir, secretsDir string, log *slog.Logger) error {
+	return revokeDir(ctx, dir, secretsDir, nil, "", log)
+}
+
+// RevokeKnown is Revoke for vault-renew --revoke-on-exit, which holds the
+// state and the token in memory: it revokes what known names (and
+// whatever state.json names besides) with token, even when state.json is
+// gone, renamed or unreadable, and then records revoked_at. Only a
+// state.json that already says revoked_at means vault-revoke did the work.
+func RevokeKnown(ctx context.Context, dir, secretsDir string, known *state.State, token string, log *slog.Logger) error {
+	return revokeDir(ctx, dir, secretsDir, known, token, log)
+}
+
+func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, token string, log *slog.Logger) error {
 	start := time.Now()
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && known == nil {
 		log.Info("nothing to revoke: no state dir", "state_dir", dir)
 		return nil
 	}
@@ -84,17 +104,30 @@ func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
 	// the work done; vault-renew sees RevokedAt as soon as it gets in.
 	unlock, err := state.Lock(ctx, dir)
 	if err != nil {
-		return err
+		if known == nil {
+			return err
+		}
+		log.Warn("cannot lock the state dir; revoking what vault-renew holds anyway", "err", err)
+		unlock = func() {}
 	}
 	defer unlock()
 
-	st, err := state.Load(dir)
-	if errors.Is(err, state.ErrNotExist) {
+	disk, err := state.Load(dir)
+	var st *state.State
+	switch {
+	case known != nil && (err != nil || disk.RevokedAt == nil):
+		if err != nil {
+			log.Warn("state.json cannot be read; revoking what vault-renew holds in memory", "err", err)
+			disk = nil
+		}
+		st = mergeKnown(known, disk)
+	case errors.Is(err, state.ErrNotExist):
 		log.Info("nothing to revoke: no state in the state dir", "state_dir", dir)
 		return nil
-	}
-	if err != nil {
+	case err != nil:
 		return err
+	default:
+		st = disk
 	}
 	tokenFile := filepath.Join(dir, state.TokenName)
 	if st.RevokedAt != nil {
@@ -107,12 +140,18 @@ func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
 		now := time.Now().UTC().Truncate(time.Second)
 		st.RevokedAt = &now
 		if err := state.Save(dir, st); err != nil {
-			return fmt.Errorf("mark the state revoked: %w", err)
+			if known == nil {
+				return fmt.Errorf("mark the state revoked: %w", err)
+			}
+			log.Warn("cannot mark state.json revoked; revoking anyway", "err", err)
 		}
 	}
 
 	r := &revoker{st: st, log: log, leases: leasesOf(st)}
-	token, err := state.ReadToken(dir)
+	err = nil
+	if token == "" {
+		token, err = state.ReadToken(dir)
+	}
 	if err == nil {
 		var client *api.Client
 		client, err = vaultclient.New(st.VaultAddr, st.Namespace, requestTimeout(ctx), log)
@@ -131,7 +170,12 @@ func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
 		r.failed = []error{err}
 	}
 
-	cleanupErr := r.removeFiles(tokenFile)
+	var cleanupErr error
+	if err := st.CheckSecretsDir(secretsDir); err != nil {
+		cleanupErr = fmt.Errorf("secret files not removed: %w", err)
+	} else {
+		cleanupErr = r.removeFiles(tokenFile)
+	}
 	if err := r.result(dir); err != nil {
 		return errors.Join(err, cleanupErr)
 	}
@@ -140,6 +184,27 @@ func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
 	}
 	log.Info("vault-revoke done", "leases", len(r.leases), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// mergeKnown is what vault-renew holds in memory, plus any lease that
+// state.json on disk names and memory does not (the disk may be behind,
+// never ahead, but revoking one lease too many costs nothing).
+func mergeKnown(known, disk *state.State) *state.State {
+	st := *known
+	st.RevokedAt = nil
+	if disk == nil {
+		return &st
+	}
+	have := map[string]bool{}
+	for _, l := range leasesOf(&st) {
+		have[l.id] = true
+	}
+	for _, l := range leasesOf(disk) {
+		if !have[l.id] {
+			st.Retiring = append(slices.Clip(st.Retiring), state.Retiring{Secret: l.secret, LeaseID: l.id})
+		}
+	}
+	return &st
 }
 
 func requestTimeout(ctx context.Context) time.Duration {
