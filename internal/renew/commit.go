@@ -16,6 +16,7 @@ import (
 // newToken is a fresh login not yet written to the state dir.
 type newToken struct {
 	token  string
+	id     string // tokenID
 	info   state.Token
 	client *api.Client
 	at     time.Time
@@ -212,6 +213,13 @@ func (s *sidecar) save(ctx context.Context) error {
 
 // discard revokes credentials that were fetched but will never be used.
 func (s *sidecar) discard(changes []*change, nt *newToken) {
+	if nt != nil && nt.info.Batch() {
+		// A batch token cannot be revoked: its leases one by one.
+		for _, ch := range changes {
+			s.revokeLease(ch.client, ch.f.Resp.LeaseID, ch.g.names())
+		}
+		return
+	}
 	if nt != nil {
 		// Revoking the new token revokes every lease issued under it.
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)

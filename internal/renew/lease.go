@@ -27,7 +27,7 @@ func (s *sidecar) groupStep(ctx context.Context, g *group) error {
 		}
 		g.act = actRotate
 	}
-	if g.act == actRenew && g.owner != s.st.Token.Accessor {
+	if g.act == actRenew && g.owner != s.tok.id {
 		// Issued under a token that is being replaced: a renewal would not
 		// save it from that token's end.
 		g.act = actRotate
@@ -107,7 +107,7 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 // token, and swaps the file.
 func (s *sidecar) rotate(ctx context.Context, g *group) error {
 	deadline := s.expiry(g)
-	ch, err := s.fetch(ctx, s.client, s.st.Token.Accessor, g, deadline)
+	ch, err := s.fetch(ctx, s.client, s.tok.id, g, deadline)
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -130,7 +130,7 @@ func (s *sidecar) rotate(ctx context.Context, g *group) error {
 func (s *sidecar) reread(ctx context.Context, g *group) error {
 	// Nothing expires here: a short try, so that an outage does not hold
 	// up renewals; the next one comes with the backoff.
-	ch, err := s.fetch(ctx, s.client, s.st.Token.Accessor, g, time.Now().Add(rereadTimeout))
+	ch, err := s.fetch(ctx, s.client, s.tok.id, g, time.Now().Add(rereadTimeout))
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -180,9 +180,16 @@ func (s *sidecar) schedule(now time.Time, g *group) {
 			g.next = time.Time{} // a lease without a TTL: nothing to do
 			return
 		}
-		if g.capped || !g.renewable {
+		switch {
+		case (g.capped || !g.renewable) && g.owner == s.tok.id && endsWithToken(g.expiry, s.tok.hard):
+			// A new lease under the same token would end with it too (a
+			// batch token caps its leases to its own life): the login
+			// before the token ends issues the next one. Until then
+			// only its expiry, if that login never succeeds.
+			g.act, g.next = actRotate, g.expiry
+		case g.capped || !g.renewable:
 			g.act, g.next = actRotate, latest(now, g.expiry.Add(-s.rotateBefore(g.ld)))
-		} else {
+		default:
 			g.act, g.next = actRenew, s.renewAt(now, g.expiry)
 		}
 	case state.KindStatic:
@@ -194,6 +201,13 @@ func (s *sidecar) schedule(now time.Time, g *group) {
 	default:
 		g.act, g.next = actReread, now.Add(s.cfg.KVInterval)
 	}
+}
+
+// endsWithToken reports whether a lease that expires at expiry ends with
+// the token that ends (can no longer be renewed) at tokenEnd; zero: the
+// token's end is not known yet.
+func endsWithToken(expiry, tokenEnd time.Time) bool {
+	return !tokenEnd.IsZero() && !expiry.Before(tokenEnd.Add(-2*time.Second))
 }
 
 // expiry is when g's credential stops working: its lease's expiry, or
@@ -223,7 +237,7 @@ type change struct {
 	g        *group
 	f        *secrets.Fetched
 	contents [][]byte // one per g.secrets
-	owner    string   // accessor of the token that read it
+	owner    string   // tokenID of the token that read it
 	client   *api.Client
 	quiet    bool // no notification: the app has nothing new
 }

@@ -16,7 +16,7 @@ import (
 // that a restarted vault-renew revokes it.
 type retiring struct {
 	r      state.Retiring
-	owner  string    // accessor of an old token whose revocation covers it; "" if revoked on its own
+	owner  string    // tokenID of an old token whose revocation covers it; "" if revoked on its own
 	expiry time.Time // zero when unknown (read back from state.json)
 	next   time.Time // a retry after a failed revocation
 	retry  retry

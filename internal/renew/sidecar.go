@@ -67,6 +67,8 @@ type sidecar struct {
 	notify  *notifier
 	wake    <-chan struct{} // state.json changed; nil without a watch
 
+	verify verifier // --verify-interval
+
 	warnedShortToken bool
 	fatal            error // a lostError to exit with (--exit-on-failure)
 }
@@ -74,6 +76,8 @@ type sidecar struct {
 // tokenItem is the current token.
 type tokenItem struct {
 	token  string        // the secret itself: never logged
+	id     string        // tokenID: who owns a lease; safe to log
+	batch  bool          // a batch token: never renewed or revoked
 	ttl    time.Duration // what a renewal asks for: the token's creation TTL
 	expiry time.Time     // zero: the token never expires
 	hard   time.Time     // when it can no longer be renewed; zero while unknown
@@ -100,7 +104,7 @@ type group struct {
 	secrets   []*state.Secret // point into sidecar.st.Secrets
 	path      string
 	kind      string
-	owner     string        // accessor of the token the lease belongs to
+	owner     string        // tokenID of the token the lease belongs to
 	expiry    time.Time     // lease expiry, or a static credential's rotation
 	ld        time.Duration // the lease's duration: what a renewal asks for
 	renewable bool
@@ -167,6 +171,8 @@ func newSidecar(cfg *Config, st *state.State, token string, client *api.Client, 
 		client: client, st: st, notify: n,
 		tok: &tokenItem{
 			token:  token,
+			id:     tokenID(st.Token.Accessor, token),
+			batch:  st.Token.Batch() || st.Token.Accessor == "",
 			ttl:    time.Duration(st.Token.TTL) * time.Second,
 			expiry: st.Token.ExpiresAt,
 			act:    tokLookup,
@@ -186,7 +192,7 @@ func newSidecar(cfg *Config, st *state.State, token string, client *api.Client, 
 		}
 		g := &group{
 			secrets: []*state.Secret{sec}, path: sec.Path, kind: sec.Kind,
-			owner: st.Token.Accessor, expiry: sec.ExpiresAt,
+			owner: s.tok.id, expiry: sec.ExpiresAt,
 			ld:        time.Duration(sec.LeaseDuration) * time.Second,
 			renewable: sec.Renewable,
 		}
@@ -210,6 +216,9 @@ func newSidecar(cfg *Config, st *state.State, token string, client *api.Client, 
 	}
 	for _, r := range st.Retiring {
 		s.retire = append(s.retire, &retiring{r: r})
+	}
+	if cfg.VerifyInterval > 0 {
+		s.verify = verifier{next: now.Add(cfg.VerifyInterval), leases: true}
 	}
 	return s
 }
@@ -271,6 +280,7 @@ func (s *sidecar) due() (time.Time, func(context.Context) error) {
 	for _, o := range s.old {
 		consider(s.oldTokenAt(o), func(ctx context.Context) error { return s.oldTokenStep(ctx, o) })
 	}
+	consider(s.verify.next, s.verifyStep)
 	return at, step
 }
 

@@ -283,6 +283,10 @@ func (r *revoker) revokeAll(ctx context.Context) {
 // not allow it, or the token is already dead.
 func (r *revoker) fallback(ctx context.Context, rest []lease) {
 	acc := r.st.Token.Accessor
+	if r.st.Token.Batch() {
+		r.failed = append(r.failed, fmt.Errorf("permission denied revoking %s: the token is a batch token, which cannot be revoked, so its leases can only be revoked one by one: allow \"update\" on sys/leases/revoke in its policy; they end with the token at its TTL", describe(rest, false, "")))
+		return
+	}
 	if !r.st.Token.Owned {
 		err := vaultclient.Retry(ctx, r.log, "look up the token", func(ctx context.Context) error {
 			_, err := r.client.Auth().Token().LookupSelfWithContext(ctx)
@@ -318,6 +322,10 @@ func (r *revoker) revokeToken(ctx context.Context) {
 		r.log.Info("the token was supplied by the user (--auth-method token): not revoking it", "token_accessor", acc)
 		return
 	}
+	if r.st.Token.Batch() {
+		r.batchToken()
+		return
+	}
 	err := vaultclient.Retry(ctx, r.log, "revoke the token", func(ctx context.Context) error {
 		return r.client.Auth().Token().RevokeSelfWithContext(ctx, "")
 	})
@@ -330,9 +338,24 @@ func (r *revoker) revokeToken(ctx context.Context) {
 		r.log.Info("the token was already invalid (expired or revoked): Vault revoked its leases with it", "token_accessor", acc, "vault_said", vaultclient.Cause(err))
 	case gaveUp(err):
 		r.tokenLeft, r.unreachable = true, err
+	case batchRefused(err):
+		// A state.json written before the token type was recorded.
+		r.batchToken()
 	default:
 		r.failed = append(r.failed, fmt.Errorf("revoke the token (accessor %s): %s", acc, vaultclient.Cause(err)))
 	}
+}
+
+// batchToken notes, once, that a batch token is not revoked: Vault cannot
+// revoke one, and its leases were revoked one by one.
+func (r *revoker) batchToken() {
+	r.log.Info("the token is a batch token: Vault cannot revoke one, so its leases were revoked one by one; the token itself stays valid until its TTL ends, and its file is removed",
+		"expires_at", r.st.Token.ExpiresAt.Format(time.RFC3339))
+}
+
+// batchRefused reports whether Vault refused to revoke a batch token.
+func batchRefused(err error) bool {
+	return vaultclient.StatusCode(err) == 400 && strings.Contains(strings.ToLower(vaultclient.Cause(err)), "batch token")
 }
 
 // removeFiles removes every secret file and, unless a later run could

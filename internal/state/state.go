@@ -83,7 +83,19 @@ type Token struct {
 	// Orphan tokens supplied by the user (auth method "token") are not
 	// revoked by vault-revoke unless podlease created them.
 	Owned bool `json:"owned"`
+	// Type is Vault's token type: "service", or "batch" for a token that
+	// has no accessor and can be neither renewed nor revoked; its leases
+	// end with it and must be revoked one by one. Empty in a state
+	// written before this field existed.
+	Type string `json:"type,omitempty"`
 }
+
+// TokenBatch is Token.Type for a batch token.
+const TokenBatch = "batch"
+
+// Batch reports whether the token is a batch token: Vault said so, or the
+// token has no accessor (service tokens always have one).
+func (t Token) Batch() bool { return t.Type == TokenBatch }
 
 // Retiring is a replaced lease waiting for revocation.
 type Retiring struct {
