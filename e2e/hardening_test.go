@@ -244,12 +244,12 @@ func TestTamperedStateDir(t *testing.T) {
 			}
 			return ""
 		}, renew: "owned by uid 1234", revoke: "owned by uid 1234"},
-		{name: "state dir writable by others", do: func(t *testing.T, p *pod) string {
-			if err := os.Chmod(p.stateDir, 0o777); err != nil {
+		{name: "state dir of another user", do: func(t *testing.T, p *pod) string {
+			if err := os.Chown(p.stateDir, 1234, 1234); err != nil {
 				t.Fatal(err)
 			}
 			return ""
-		}, renew: "chmod go-w", revoke: "chmod go-w"},
+		}, renew: "is owned by uid 1234", revoke: "is owned by uid 1234"},
 		{name: "secrets_dir pointed elsewhere", do: func(t *testing.T, p *pod) string {
 			elsewhere := t.TempDir()
 			victim := filepath.Join(elsewhere, "db")
@@ -307,7 +307,7 @@ func TestTamperedStateDir(t *testing.T) {
 		if left := leasesLeft(t, "database/creds/"+role, 3*time.Second); c.revoked && len(left) > 0 {
 			t.Errorf("vault-revoke left the lease in Vault: %v", left)
 		}
-		os.Chmod(p.stateDir, 0o755)
+		os.Chown(p.stateDir, 0, 0)
 		os.Chown(filepath.Join(p.stateDir, state.FileName), 0, 0)
 		if !t.Failed() {
 			mu.Lock()
@@ -340,7 +340,7 @@ func TestTamperedStateDir(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	figure(t, "hostile-review", "tampered state dir (symlinked token and token.pending, state.json of another uid, world-writable dir, secrets_dir elsewhere): %d/%d refused, 0 bytes of a root-only file or token sent to the server named in state.json, 0 files removed outside --secrets-dir", clean, len(cases)+1)
+	figure(t, "hostile-review", "tampered state dir (symlinked token and token.pending, state.json or state dir of another uid, secrets_dir elsewhere): %d/%d refused, 0 bytes of a root-only file or token sent to the server named in state.json, 0 files removed outside --secrets-dir", clean, len(cases)+1)
 }
 
 // TestSecondSidecar: a second vault-renew on a state dir exits 1 at once,

@@ -58,7 +58,7 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 			return fmt.Errorf("create %s: %w", dir.path, err)
 		}
 	}
-	if err := state.CheckDir(c.StateDir); err != nil {
+	if err := state.PrepareDir(c.StateDir); err != nil {
 		return fmt.Errorf("--state-dir: %w", err)
 	}
 

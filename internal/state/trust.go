@@ -15,10 +15,10 @@ import (
 // They trust a file in it only if nobody but the process's own user can
 // have written it: a regular file (not a symlink, FIFO or device), owned
 // by the process's uid, not writable by group or others, with one link.
-// The directory itself must be owned by the process's uid or by root (a
-// Kubernetes emptyDir is root-owned and world-writable, and a non-root
-// container cannot change that); one owned by the process's uid must not
-// be writable by group or others. docs/state.md says why this is enough.
+// The directory itself must be owned by root (a Kubernetes emptyDir is
+// root-owned and world-writable, and a non-root container cannot change
+// that) or by the process's uid, and then not writable by group or others
+// (vault-init makes it so). docs/state.md says why this is enough.
 
 // maxFile bounds what is read from the state dir: state.json of a pod with
 // many templated secrets is a few hundred KiB at most.
@@ -43,12 +43,41 @@ func CheckDir(dir string) error {
 // trusted by a process running as uid.
 func dirTrust(dir string, mode os.FileMode, ownerUID, uid int) error {
 	switch {
-	case ownerUID != uid && ownerUID != 0:
+	case ownerUID == 0:
+		return nil
+	case ownerUID != uid:
 		return fmt.Errorf("state dir %s is owned by uid %d, not by this process's uid %d or root: another user could replace state.json or the token; %w", dir, ownerUID, uid, errUntrusted)
-	case ownerUID == uid && mode.Perm()&0o022 != 0:
+	case mode.Perm()&0o022 != 0:
 		return fmt.Errorf("state dir %s is writable by group or others (mode %04o): run chmod go-w %s; %w", dir, mode.Perm(), dir, errUntrusted)
 	}
 	return nil
+}
+
+// PrepareDir is vault-init's part: a state dir owned by the process's
+// (non-root) uid and writable by group or others is made private to its
+// owner for writing (chmod go-w), then CheckDir applies the rules.
+func PrepareDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if mode, change := tightened(fi.Mode(), owner(fi), os.Getuid()); change {
+		if err := os.Chmod(dir, mode); err != nil {
+			return fmt.Errorf("state dir %s: make it private (chmod go-w): %w", dir, err)
+		}
+	}
+	return CheckDir(dir)
+}
+
+// tightened is the mode PrepareDir gives a dir, and whether it changes:
+// group and other write removed from a dir of the process's own non-root
+// uid. A root-owned dir (a Kubernetes emptyDir) is left as it is: other
+// podlease containers of the pod may run as other uids of its fsGroup.
+func tightened(mode os.FileMode, ownerUID, uid int) (os.FileMode, bool) {
+	if ownerUID != uid || ownerUID == 0 || mode.Perm()&0o022 == 0 {
+		return mode, false
+	}
+	return mode &^ 0o022, true
 }
 
 // fileTrust decides whether a file in the state dir can be trusted by a

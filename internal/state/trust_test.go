@@ -25,6 +25,7 @@ func TestDirTrust(t *testing.T) {
 		{"own, group-writable", 0o770, me, false},
 		{"own, world-writable", 0o777, me, false},
 		{"root, kubelet emptyDir with fsGroup", os.ModeSetgid | 0o777, 0, true},
+		{"root, emptyDir, the process runs as root", 0o777, 0, true},
 		{"root, private", 0o700, 0, true},
 		{"another user", 0o700, 1000, false},
 		{"another user, world-writable", 0o777, 1000, false},
@@ -129,15 +130,15 @@ func TestLoadAndReadTokenUseTheTrustRules(t *testing.T) {
 	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "is a symlink") {
 		t.Errorf("Load through a symlink = %v; want refused", err)
 	}
-	shared := t.TempDir()
-	if err := os.Chmod(shared, 0o777); err != nil {
+	foreign := t.TempDir()
+	if err := os.Chown(foreign, 1234, 1234); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(shared); err == nil || !strings.Contains(err.Error(), "chmod go-w") {
-		t.Errorf("Load from a world-writable dir of our own = %v; want refused, naming the fix", err)
+	if _, err := Load(foreign); err == nil || !strings.Contains(err.Error(), "owned by uid 1234") {
+		t.Errorf("Load from another user's dir = %v; want refused, naming the owner", err)
 	}
-	if _, err := Lock(t.Context(), shared); err == nil {
-		t.Error("Lock in a world-writable dir of our own succeeded; want refused")
+	if _, err := Lock(t.Context(), foreign); err == nil {
+		t.Error("Lock in another user's dir succeeded; want refused")
 	}
 }
 
@@ -152,5 +153,34 @@ func TestCheckSecretsDir(t *testing.T) {
 	s.SecretsDir = "/etc"
 	if err := s.CheckSecretsDir("/vault/secrets"); err == nil || !strings.Contains(err.Error(), "--secrets-dir") {
 		t.Errorf("other dir: %v; want an error naming --secrets-dir", err)
+	}
+}
+
+// TestTightened: vault-init makes a state dir of its own private for
+// writing, and leaves root's (a kubelet emptyDir) alone.
+func TestTightened(t *testing.T) {
+	t.Parallel()
+	const me = 65532
+	for _, tc := range []struct {
+		name   string
+		mode   os.FileMode
+		owner  int
+		uid    int
+		want   os.FileMode
+		change bool
+	}{
+		{"own, world-writable", 0o777, me, me, 0o755, true},
+		{"own, setgid group-writable", os.ModeSetgid | 0o770, me, me, os.ModeSetgid | 0o750, true},
+		{"own, private", 0o700, me, me, 0o700, false},
+		{"root's emptyDir, non-root process", os.ModeSetgid | 0o777, 0, me, os.ModeSetgid | 0o777, false},
+		{"root's emptyDir, root process", 0o777, 0, 0, 0o777, false},
+		{"another user's", 0o777, 1000, me, 0o777, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, change := tightened(tc.mode, tc.owner, tc.uid)
+			if got != tc.want || change != tc.change {
+				t.Errorf("tightened = %v, %v; want %v, %v", got, change, tc.want, tc.change)
+			}
+		})
 	}
 }
