@@ -279,6 +279,7 @@ func TestTamperedStateDir(t *testing.T) {
 		rec := newRecorder(t)
 		p := newPod(t)
 		p.mustInit("--secret", "db=database/creds/"+role)
+		token := p.token()
 		st, err := state.Load(p.stateDir)
 		if err != nil {
 			t.Fatal(err)
@@ -296,7 +297,7 @@ func TestTamperedStateDir(t *testing.T) {
 		if rv.code != 1 || !strings.Contains(rv.stderr, c.revoke) {
 			t.Errorf("vault-revoke: exit %d, want 1 saying %q:\n%s", rv.code, c.revoke, rv.stderr)
 		}
-		if rec.holds(rootSecret) || rec.holds(p.token()) {
+		if rec.holds(rootSecret) || rec.holds(token) {
 			t.Error("a token or the root-only file's content reached the server named in state.json")
 		}
 		if keep != "" {
