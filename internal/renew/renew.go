@@ -123,7 +123,7 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 		s.wake = wake
 	}
 	s.publish()
-	log.Info("vault-renew started", "vault_addr", st.VaultAddr, "token_accessor", st.Token.Accessor, "secrets", len(st.Secrets), "retiring", len(st.Retiring))
+	log.Info("vault-renew started", "vault_addr", st.VaultAddr, "token_id", s.tok.id, "batch_token", s.tok.batch, "secrets", len(st.Secrets), "retiring", len(st.Retiring))
 	now := time.Now()
 	for _, g := range s.groups {
 		log.Info("managing secret", "secret", g.names(), "path", g.path, "kind", g.kind, "lease_id", g.leaseID(), "expires_in", until(now, g.expiry))

@@ -258,7 +258,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 		return nil
 	}
 	s.log.Info("logged in again", "method", s.st.Auth.Method, "mount", s.st.Auth.Mount, "role", s.st.Auth.Role,
-		"token_accessor", info.Accessor, "token_ttl", time.Duration(info.TTL)*time.Second, "old_token_accessor", s.st.Token.Accessor)
+		"token_id", tokenID(info.Accessor, res.Token), "token_ttl", time.Duration(info.TTL)*time.Second, "old_token_id", t.id)
 
 	nc := s.client.WithNamespace(s.client.Namespace())
 	nc.SetToken(res.Token)
