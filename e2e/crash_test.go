@@ -149,7 +149,7 @@ func TestCrashInit(t *testing.T) {
 	p0 := newPod(t)
 	r0 := p0.mustInit(secretArgs...)
 	span := max(r0.elapsed, 20*time.Millisecond)
-	if r := run(t, "vault-revoke", []string{"--state-dir", p0.stateDir}, p0.env...); r.code != 0 {
+	if r := run(t, "vault-revoke", []string{"--state-dir", p0.stateDir, "--secrets-dir", p0.secretsDir}, p0.env...); r.code != 0 {
 		t.Fatalf("vault-revoke: %s", r.stderr)
 	}
 
@@ -201,7 +201,7 @@ func TestCrashInit(t *testing.T) {
 		if err := pgLogin(user, pass); err != nil {
 			t.Errorf("kill %d: the rerun's credential does not log in: %v", i, err)
 		}
-		if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir}, p.env...); r.code != 0 {
+		if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, p.env...); r.code != 0 {
 			t.Fatalf("kill %d: vault-revoke: %s", i, r.stderr)
 		}
 	}
@@ -258,7 +258,7 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 		t.Fatal(err)
 	}
 	renLease := st0.Lookup("ren").LeaseID
-	renewArgs := []string{"--state-dir", p.stateDir, "--listen", "", "--grace", "1s", "--log-level", "debug"}
+	renewArgs := []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--grace", "1s", "--log-level", "debug"}
 
 	rotLeases := map[string]bool{st0.Lookup("rot").LeaseID: true}
 	var mismatches, loginFailures, hits int
@@ -357,7 +357,7 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 	s := start(t, "vault-renew", renewArgs, p.env...)
 	time.Sleep(2 * time.Second)
 	s.stop(10 * time.Second)
-	if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--log-level", "debug"}, p.env...); r.code != 0 {
+	if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--log-level", "debug"}, p.env...); r.code != 0 {
 		t.Fatalf("vault-revoke: exit %d\n%s", r.code, r.stderr)
 	}
 	var left []string

@@ -122,7 +122,7 @@ func renewLeaseMaxTTL(t *testing.T) {
 	// vault-revoke runs while the sidecar is still up (by hand, or from a
 	// fallback hook on clusters without native sidecars): the sidecar must
 	// stop renewing and turn unready, then exit promptly on SIGTERM.
-	if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir}); r.code != 0 {
+	if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}); r.code != 0 {
 		t.Fatalf("vault-revoke exited %d:\n%s", r.code, r.stderr)
 	}
 	waitUntil(t, 2*time.Second, "/readyz to answer 503 after vault-revoke", func() bool {
@@ -265,7 +265,7 @@ func startRenewSidecar(t *testing.T, p *pod, extra ...string) *renewSidecar {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := start(t, "vault-renew", append([]string{"--state-dir", p.stateDir, "--listen", addr}, extra...), p.env...)
+	s := start(t, "vault-renew", append([]string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", addr}, extra...), p.env...)
 	sc := &renewSidecar{started: s, url: "http://" + addr, pid: s.cmd.Process.Pid}
 	waitUntil(t, 10*time.Second, "vault-renew's /readyz to answer 200", func() bool {
 		code, _ := httpGet(t, sc.url+"/readyz")

@@ -68,6 +68,9 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 			return fmt.Errorf("create %s: %w", dir.path, err)
 		}
 	}
+	if err := state.PrepareDir(c.StateDir); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
 
 	removeStaleTemps(c, specs, log)
 
@@ -76,7 +79,7 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 		return err
 	}
 	pending := revokePending(ctx, client, c.StateDir, log)
-	revokeEarlier(ctx, c.StateDir, pending, log)
+	revokeEarlier(ctx, c.StateDir, c.SecretsDir, pending, log)
 	var res *login.Result
 	err = vaultclient.Retry(ctx, log, "log in", func(ctx context.Context) error {
 		var err error
@@ -91,6 +94,10 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	res.Info.ExpiresAt = now.Add(time.Duration(res.Info.TTL) * time.Second).UTC().Truncate(time.Second)
 	log.Info("logged in", "method", c.Auth.Method, "mount", c.Auth.Mount, "role", c.Auth.Role,
 		"token_accessor", res.Info.Accessor, "token_ttl", time.Duration(res.Info.TTL)*time.Second, "policies", strings.Join(res.Info.Policies, ","))
+	if res.Info.Batch() {
+		log.Info("the token is a batch token: Vault cannot renew or revoke it, and every lease it creates ends with it; vault-renew logs in again and issues every leased credential anew before each token ends (a new database user every token TTL), and vault-revoke revokes the leases one by one",
+			"token_ttl", time.Duration(res.Info.TTL)*time.Second)
+	}
 	client.SetToken(res.Token)
 	if res.Info.Owned {
 		if err := writePending(c.StateDir, res.Token); err != nil {
@@ -108,8 +115,9 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	}
 	if err := issueAll(ctx, client, c, specs, st, res.Token, log); err != nil {
 		// Keep the journal if the token outlives this run: the next run
-		// revokes it.
-		if res.Info.Owned && revokeToken(client, log) {
+		// revokes it. A batch token cannot be revoked: issueAll revoked
+		// its leases one by one, and the token ends at its TTL.
+		if res.Info.Owned && (res.Info.Batch() || revokeToken(client, log)) {
 			removePending(c.StateDir, log)
 		}
 		return err
@@ -127,8 +135,17 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 // issueAll reads every secret, renders every file in memory, then writes
 // the files, the token and the state, removing what it wrote if a later
 // write fails.
-func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec, st *state.State, token string, log *slog.Logger) error {
+func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec, st *state.State, token string, log *slog.Logger) (err error) {
 	fetched := map[string]*secrets.Fetched{}
+	if st.Token.Batch() {
+		// Revoking a batch token is impossible, so a failure revokes
+		// each lease this run obtained.
+		defer func() {
+			if err != nil {
+				revokeLeases(client, fetched, log)
+			}
+		}()
+	}
 	for _, sp := range specs {
 		f, err := secrets.Read(ctx, client, log, sp.Path)
 		if err != nil {
@@ -219,6 +236,23 @@ func policyHint(a state.Auth, policies []string) string {
 		return fmt.Sprintf("check the policy bound to role %q (token policies: %s)", a.Role, strings.Join(policies, ", "))
 	}
 	return fmt.Sprintf("check the token's policies (%s)", strings.Join(policies, ", "))
+}
+
+// revokeLeases revokes the leases of fetched one by one, bounded, for a
+// batch token that cannot be revoked with them.
+func revokeLeases(client *api.Client, fetched map[string]*secrets.Fetched, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for path, f := range fetched {
+		if f.Resp.LeaseID == "" {
+			continue
+		}
+		if err := client.Sys().RevokeWithContext(ctx, f.Resp.LeaseID); err != nil {
+			log.Warn("could not revoke a lease after the failure; it ends with the batch token at its TTL", "path", path, "lease_id", f.Resp.LeaseID, "err", vaultclient.Cause(err))
+			continue
+		}
+		log.Info("revoked a lease after the failure", "path", path, "lease_id", f.Resp.LeaseID)
+	}
 }
 
 // revokeToken revokes the token vault-init just created, and with it every

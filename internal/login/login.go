@@ -196,7 +196,18 @@ func InfoFromAuth(auth *api.SecretAuth) state.Token {
 		Renewable: auth.Renewable,
 		Policies:  auth.Policies,
 		Owned:     true,
+		Type:      tokenType(auth.Accessor),
 	}
+}
+
+// tokenType tells a batch token from a service token in a login answer,
+// whose token_type the api package does not pass on: a service token
+// always has an accessor, a batch token ("hvb....") never.
+func tokenType(accessor string) string {
+	if accessor == "" {
+		return state.TokenBatch
+	}
+	return "service"
 }
 
 func tokenResult(tok string, lookup *api.Secret, owned bool) (*Result, error) {
@@ -207,12 +218,14 @@ func tokenResult(tok string, lookup *api.Secret, owned bool) (*Result, error) {
 	ttl, _ := lookup.TokenTTL()
 	ren, _ := lookup.TokenIsRenewable()
 	pol, _ := lookup.TokenPolicies()
+	typ, _ := lookup.Data["type"].(string)
 	return &Result{Token: tok, Info: state.Token{
 		Accessor:  acc,
 		TTL:       int(ttl.Seconds()),
 		Renewable: ren,
 		Policies:  pol,
 		Owned:     owned,
+		Type:      typ,
 	}}, nil
 }
 

@@ -237,28 +237,28 @@ func TestLogin(t *testing.T) {
 			name:     "kubernetes",
 			auth:     state.Auth{Method: Kubernetes, Mount: "kubernetes", Role: "web", JWTFile: jwtFile},
 			wantPath: "PUT /v1/auth/kubernetes/login", wantBody: map[string]any{"role": "web", "jwt": saToken},
-			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true},
+			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true, Type: "service"},
 			wantTok: fakeToken,
 		},
 		{
 			name:     "kubernetes at another mount",
 			auth:     state.Auth{Method: Kubernetes, Mount: "k8s-prod", Role: "web", JWTFile: jwtFile},
 			wantPath: "PUT /v1/auth/k8s-prod/login",
-			want:     state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true},
+			want:     state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true, Type: "service"},
 			wantTok:  fakeToken,
 		},
 		{
 			name:     "jwt",
 			auth:     state.Auth{Method: JWT, Mount: "jwt", Role: "web", JWTFile: jwtFile},
 			wantPath: "PUT /v1/auth/jwt/login", wantBody: map[string]any{"role": "web", "jwt": saToken},
-			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true},
+			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true, Type: "service"},
 			wantTok: fakeToken,
 		},
 		{
 			name:     "approle",
 			auth:     state.Auth{Method: AppRole, Mount: "approle", RoleIDFile: roleIDFile, SecretIDFile: secretIDFile},
 			wantPath: "PUT /v1/auth/approle/login", wantBody: map[string]any{"role_id": "role-id-123", "secret_id": "secret-id-456"},
-			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true},
+			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true, Type: "service"},
 			wantTok: fakeToken,
 		},
 		{
@@ -414,5 +414,16 @@ func TestLoginUnreachable(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "is Vault reachable") {
 		t.Errorf("error %q does not say Vault is unreachable", err)
+	}
+}
+
+// TestTokenType: the api package drops a login answer's token_type; a
+// token without an accessor is a batch token.
+func TestTokenType(t *testing.T) {
+	t.Parallel()
+	for accessor, want := range map[string]string{"": state.TokenBatch, "acc-1": "service"} {
+		if got := tokenType(accessor); got != want {
+			t.Errorf("tokenType(%q) = %q; want %q", accessor, got, want)
+		}
 	}
 }

@@ -132,7 +132,7 @@ func (f *fixture) startWith(d deps, args ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	f.done = make(chan int, 1)
-	args = append([]string{"--state-dir", f.stateDir, "--listen", "", "--jitter", "0", "--log-level", "debug"}, args...)
+	args = append([]string{"--state-dir", f.stateDir, "--secrets-dir", f.secretsDir, "--listen", "", "--jitter", "0", "--log-level", "debug"}, args...)
 	if d.procRoot == "" {
 		d.procRoot = f.procRoot
 	}
@@ -811,6 +811,12 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // listening on a free port, in real time.
 func realFixture(t *testing.T, args ...string) (*fixture, string) {
 	t.Helper()
+	return realFixtureWatch(t, true, args...)
+}
+
+// realFixtureWatch is realFixture with or without the inotify watch.
+func realFixtureWatch(t *testing.T, watch bool, args ...string) (*fixture, string) {
+	t.Helper()
 	v := newFakeVault()
 	srv := httptest.NewServer(v)
 	t.Cleanup(srv.Close)
@@ -821,7 +827,7 @@ func realFixture(t *testing.T, args ...string) (*fixture, string) {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	f.startWith(deps{newClient: vaultclient.New, watch: true}, append([]string{"--listen", addr}, args...)...)
+	f.startWith(deps{newClient: vaultclient.New, watch: watch}, append([]string{"--listen", addr}, args...)...)
 	t.Cleanup(func() {
 		f.cancel()
 		f.wait()
@@ -899,7 +905,7 @@ func TestVaultRevokeIsNoticedAtOnce(t *testing.T) {
 	f, url := realFixture(t)
 	time.Sleep(100 * time.Millisecond) // past the token renewal at start
 	_, _, renewals, tokenRenewals := f.v.counts()
-	if err := revoke.Revoke(context.Background(), f.stateDir, newTestLogger(f.logs)); err != nil {
+	if err := revoke.Revoke(context.Background(), f.stateDir, f.secretsDir, newTestLogger(f.logs)); err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()

@@ -451,6 +451,11 @@ func TestWorkloads(t *testing.T) {
 			if got := cflag(renew, "state-dir", defaultStateDir); got != state {
 				t.Errorf("vault-renew --state-dir %s, vault-init's is %s", got, state)
 			}
+			// vault-renew writes only NAME in its own --secrets-dir and
+			// refuses a state.json that names another.
+			if got, want := cflag(renew, "secrets-dir", defaultSecretsDir), cflag(init, "secrets-dir", defaultSecretsDir); got != want {
+				t.Errorf("vault-renew --secrets-dir %s, vault-init's is %s", got, want)
+			}
 			// state.json records the secret files' paths: the same volumes
 			// must be at the same paths, writable (rotation, removal).
 			for _, dir := range []string{cflag(init, "secrets-dir", defaultSecretsDir), state} {
