@@ -81,7 +81,7 @@ func (p *pod) initFromAnnotations(ann map[string]string) result {
 	}
 	noteSecret(p.token())
 	p.t.Cleanup(func() {
-		if r := run(p.t, "vault-revoke", []string{"--state-dir", p.stateDir}, p.env...); r.code != 0 {
+		if r := run(p.t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, p.env...); r.code != 0 {
 			p.t.Errorf("vault-revoke exited %d:\n%s", r.code, r.stderr)
 		}
 	})
