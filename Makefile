@@ -55,7 +55,7 @@ vault: ## make sure bin/vault is a Vault dev server (PATH, cache, or built from 
 postgres: ## make sure Debian's PostgreSQL server is installed
 	@scripts/ensure-postgres.sh
 
-node: ## make sure the Kubernetes node's parts are here: containerd, runc, etcd, CNI (Debian) and the Kubernetes commands (built from the Go module once: 10-20 min)
+node: ## make sure the Kubernetes node's parts are here: containerd, runc, etcd, CNI (Debian) and the Kubernetes commands (built from the Go module once: 15-45 min on two busy cores)
 	@scripts/ensure-node.sh
 	@scripts/ensure-kubernetes.sh
 
