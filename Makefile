@@ -8,7 +8,7 @@ BINARIES := vault-init vault-renew vault-revoke
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: help build demo test unit e2e manifests fuzz bench image testbed vault postgres lint fmt clean
+.PHONY: help build demo test unit e2e kube manifests fuzz bench image testbed vault postgres node lint fmt clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -18,13 +18,17 @@ build: ## build the three static binaries into bin/
 	@for b in $(BINARIES); do $(GO_BUILD) -o bin/$$b ./cmd/$$b; done
 	@ls -l $(addprefix bin/,$(BINARIES))
 
-test: vault postgres lint unit e2e manifests ## the one test command: lint, unit tests, end-to-end tests on a real Vault and PostgreSQL
+test: vault postgres node lint unit e2e kube manifests ## the one test command: lint, unit tests, end-to-end tests on a real Vault, PostgreSQL and Kubernetes node
 
 unit: ## unit tests of the product module
 	go test -race -count=1 ./...
 
 e2e: vault postgres ## end-to-end tests: the built binaries against real Vault and PostgreSQL
-	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go test -count=1 -timeout 20m ./...
+	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go test -count=1 -timeout 20m $$(go list ./... | grep -v '/e2e/kube$$')
+
+kube: vault postgres node ## scenarios on a real Kubernetes node: the image, the manifests, Vault set up by setup.sh (needs root)
+	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" PODLEASE_KUBE_BIN_DIR="$(CURDIR)/bin/kubernetes" \
+	  go test -count=1 -timeout 30m -v ./kube 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'
 
 demo: vault postgres build ## play one pod's life on this machine: init, renew, rotation, revocation (about 1 min)
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go run ./cmd/demo --bin-dir "$(CURDIR)/bin"
@@ -39,7 +43,8 @@ testbed: vault postgres ## run the test bed (Vault, PostgreSQL, Kubernetes stand
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go run ./cmd/testbed
 
 manifests: vault ## image build check, manifest and Vault-setup tests (nested module test/manifests; needs kubectl)
-	cd test/manifests && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go test -count=1 ./...
+	cd test/manifests && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" \
+	  KUBECTL="$${KUBECTL:-$$(if [[ -x "$(CURDIR)/bin/kubernetes/kubectl" ]]; then echo "$(CURDIR)/bin/kubernetes/kubectl"; fi)}" go test -count=1 ./...
 
 image: ## build the container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD) -t podlease:$(VERSION) .
@@ -50,6 +55,10 @@ vault: ## make sure bin/vault is a Vault dev server (PATH, cache, or built from 
 postgres: ## make sure Debian's PostgreSQL server is installed
 	@scripts/ensure-postgres.sh
 
+node: ## make sure the Kubernetes node's parts are here: containerd, runc, etcd, CNI (Debian) and the Kubernetes commands (built from the Go module once: 15-45 min on two busy cores)
+	@scripts/ensure-node.sh
+	@scripts/ensure-kubernetes.sh
+
 lint: ## gofmt, go vet and staticcheck on every module
 	@out=$$(gofmt -l . | grep -v '^tools/' || true); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
@@ -59,5 +68,5 @@ lint: ## gofmt, go vet and staticcheck on every module
 	cd e2e && go run $(STATICCHECK) ./...
 	cd test/manifests && go run $(STATICCHECK) ./...
 
-clean: ## remove build output (the cached Vault build outside the clone stays)
+clean: ## remove build output (the cached Vault and Kubernetes builds outside the clone stay)
 	rm -rf bin dist

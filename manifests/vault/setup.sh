@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
-# Configures Vault for podlease: the policy "app", the kubernetes auth role
-# "app" for ServiceAccount app, and the database secrets engine's connection
-# "pg" and dynamic role "app" (database/creds/app). Safe to run again: every
-# step writes its object in full.
+# Configures Vault for podlease. Safe to run again: every step writes its
+# object in full.
+#
+#   setup.sh [all|cluster|secrets]      [all]
+#
+#   cluster  one cluster's side: the kubernetes auth method at auth/AUTH_MOUNT
+#            (its API server, CA and reviewer token) and its role "app" for
+#            ServiceAccount app, granting policy "app". Run it once per
+#            cluster, each with its own AUTH_MOUNT (e.g. kubernetes-prod-eu);
+#            it touches nothing outside auth/AUTH_MOUNT.
+#   secrets  the Vault side shared by every cluster: the policy "app", and
+#            the database secrets engine's connection "pg" and dynamic role
+#            "app" (database/creds/app).
+#   all      both (one cluster, one Vault).
 #
 # Run it as a Vault operator: VAULT_ADDR and VAULT_TOKEN (or a prior `vault
 # login`) as for any vault command, with a token that may write these paths.
 #
 # Settings, from the environment [default]:
+# cluster side:
+#   AUTH_MOUNT               path of the kubernetes auth method, without auth/
+#                            [kubernetes]; pods then run vault-init
+#                            --auth-mount=AUTH_MOUNT
 #   WORKLOAD_NAMESPACE       namespace the app's pods run in [default]
 #   KUBERNETES_HOST          the API server's URL as Vault reaches it
 #                            [https://kubernetes.default.svc]
@@ -18,6 +32,8 @@
 #                            the cluster reviews with its own pod's token]
 #   KUBERNETES_ISSUER        iss of service-account tokens, to have Vault
 #                            check it [empty: not checked]
+#   TOKEN_TTL/TOKEN_MAX_TTL  the pod's Vault token [1h / 24h]
+# secrets side:
 #   PG_CONNECTION_URL        required, e.g.
 #                            postgresql://{{username}}:{{password}}@db.example:5432/app?sslmode=verify-full
 #                            (Vault fills in the placeholders itself)
@@ -29,7 +45,7 @@
 #                            at once, so that only Vault knows it [false]
 #   DB_DEFAULT_TTL/DB_MAX_TTL    a credential's lease: default, and the most
 #                                it can be renewed to [1h / 24h]
-#   TOKEN_TTL/TOKEN_MAX_TTL      the pod's Vault token [1h / 24h]
+# both:
 #   VAULT_BIN                the vault CLI to use [vault]
 #
 # No secret is ever a command-line argument: passwords and tokens go to the
@@ -39,20 +55,43 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 vault=${VAULT_BIN:-vault}
 
-: "${WORKLOAD_NAMESPACE:=default}"
-: "${KUBERNETES_HOST:=https://kubernetes.default.svc}"
-: "${KUBERNETES_CA_CERT_FILE:=}"
-: "${TOKEN_REVIEWER_JWT_FILE:=}"
-: "${KUBERNETES_ISSUER:=}"
-: "${PG_CONNECTION_URL:?set PG_CONNECTION_URL, e.g. postgresql://{{username}}:{{password}}@db.example:5432/app?sslmode=verify-full}"
-: "${PG_USERNAME:=vault}"
-: "${PG_PASSWORD_FILE:?set PG_PASSWORD_FILE to a file holding the password of PostgreSQL user ${PG_USERNAME}}"
-: "${PG_VERIFY_CONNECTION:=true}"
-: "${PG_ROTATE_ROOT:=false}"
-: "${DB_DEFAULT_TTL:=1h}"
-: "${DB_MAX_TTL:=24h}"
-: "${TOKEN_TTL:=1h}"
-: "${TOKEN_MAX_TTL:=24h}"
+part=${1:-all}
+case $part in
+  all | cluster | secrets) ;;
+  *)
+    echo "usage: setup.sh [all|cluster|secrets] (got \"$part\"); the settings come from the environment, see the header of $0" >&2
+    exit 2
+    ;;
+esac
+cluster=false secrets=false
+[[ $part == secrets ]] || cluster=true
+[[ $part == cluster ]] || secrets=true
+
+if [[ $cluster == true ]]; then
+  : "${AUTH_MOUNT:=kubernetes}"
+  AUTH_MOUNT=${AUTH_MOUNT#auth/}
+  AUTH_MOUNT=${AUTH_MOUNT%/}
+  [[ $AUTH_MOUNT =~ ^[A-Za-z0-9][A-Za-z0-9._/-]*$ ]] || {
+    echo "setup.sh: AUTH_MOUNT \"$AUTH_MOUNT\": want a mount path such as kubernetes or kubernetes-prod-eu" >&2
+    exit 2
+  }
+  : "${WORKLOAD_NAMESPACE:=default}"
+  : "${KUBERNETES_HOST:=https://kubernetes.default.svc}"
+  : "${KUBERNETES_CA_CERT_FILE:=}"
+  : "${TOKEN_REVIEWER_JWT_FILE:=}"
+  : "${KUBERNETES_ISSUER:=}"
+  : "${TOKEN_TTL:=1h}"
+  : "${TOKEN_MAX_TTL:=24h}"
+fi
+if [[ $secrets == true ]]; then
+  : "${PG_CONNECTION_URL:?set PG_CONNECTION_URL, e.g. postgresql://{{username}}:{{password}}@db.example:5432/app?sslmode=verify-full}"
+  : "${PG_USERNAME:=vault}"
+  : "${PG_PASSWORD_FILE:?set PG_PASSWORD_FILE to a file holding the password of PostgreSQL user ${PG_USERNAME}}"
+  : "${PG_VERIFY_CONNECTION:=true}"
+  : "${PG_ROTATE_ROOT:=false}"
+  : "${DB_DEFAULT_TTL:=1h}"
+  : "${DB_MAX_TTL:=24h}"
+fi
 
 step() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -64,73 +103,81 @@ enabled() {
   [[ $list == *"\"$2/\""* ]]
 }
 
-step "policy app (from policy-app.hcl)"
-"$vault" policy write app "$here/policy-app.hcl" >/dev/null
+if [[ $secrets == true ]]; then
+  step "policy app (from policy-app.hcl)"
+  "$vault" policy write app "$here/policy-app.hcl" >/dev/null
 
-if ! enabled auth kubernetes; then
-  step "enable auth method kubernetes"
-  "$vault" auth enable kubernetes >/dev/null
+  if ! enabled secrets database; then
+    step "enable secrets engine database"
+    "$vault" secrets enable database >/dev/null
+  fi
+
+  # The password reaches vault on stdin (password=-), without the file's final
+  # newline; printf is a shell builtin, so it is in no process's arguments.
+  step "database/config/pg: PostgreSQL as ${PG_USERNAME}, for role app only"
+  printf '%s' "$(<"$PG_PASSWORD_FILE")" | "$vault" write database/config/pg \
+    plugin_name=postgresql-database-plugin \
+    connection_url="${PG_CONNECTION_URL}" \
+    username="${PG_USERNAME}" \
+    password=- \
+    password_authentication=scram-sha-256 \
+    allowed_roles=app \
+    verify_connection="${PG_VERIFY_CONNECTION}" >/dev/null
+
+  if [[ $PG_ROTATE_ROOT == true ]]; then
+    step "database/rotate-root/pg: only Vault knows ${PG_USERNAME}'s password from now on"
+    "$vault" write -f database/rotate-root/pg >/dev/null
+  fi
+
+  # Each credential is a PostgreSQL user of its own that can log in only until
+  # its lease expires (VALID UNTIL) and read the app's tables; revoking the
+  # lease drops it.
+  step "database/roles/app: leases of ${DB_DEFAULT_TTL}, renewable up to ${DB_MAX_TTL}"
+  "$vault" write database/roles/app \
+    db_name=pg \
+    creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';" \
+    creation_statements="GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";" \
+    revocation_statements="REVOKE ALL ON ALL TABLES IN SCHEMA public FROM \"{{name}}\";" \
+    revocation_statements="DROP ROLE IF EXISTS \"{{name}}\";" \
+    default_ttl="${DB_DEFAULT_TTL}" \
+    max_ttl="${DB_MAX_TTL}" >/dev/null
 fi
 
-step "auth/kubernetes/config: API server ${KUBERNETES_HOST}"
-config=("kubernetes_host=${KUBERNETES_HOST}")
-if [[ -n $KUBERNETES_CA_CERT_FILE ]]; then
-  config+=("kubernetes_ca_cert=@${KUBERNETES_CA_CERT_FILE}")
-fi
-if [[ -n $TOKEN_REVIEWER_JWT_FILE ]]; then
-  # A Vault outside the cluster: review with this token, not a local one.
-  config+=("token_reviewer_jwt=@${TOKEN_REVIEWER_JWT_FILE}" "disable_local_ca_jwt=true")
-fi
-if [[ -n $KUBERNETES_ISSUER ]]; then
-  config+=("issuer=${KUBERNETES_ISSUER}")
-fi
-"$vault" write auth/kubernetes/config "${config[@]}" >/dev/null
+if [[ $cluster == true ]]; then
+  if ! enabled auth "$AUTH_MOUNT"; then
+    step "enable auth method kubernetes at auth/${AUTH_MOUNT}"
+    "$vault" auth enable -path="$AUTH_MOUNT" kubernetes >/dev/null
+  fi
 
-# Only ServiceAccount app of the workload namespace, and only with a token
-# minted for Vault (audience vault: the pods' projected vault-token volume),
-# gets policy app.
-step "auth/kubernetes/role/app: ServiceAccount ${WORKLOAD_NAMESPACE}/app, audience vault"
-"$vault" write auth/kubernetes/role/app \
-  bound_service_account_names=app \
-  bound_service_account_namespaces="${WORKLOAD_NAMESPACE}" \
-  audience=vault \
-  token_policies=app \
-  token_ttl="${TOKEN_TTL}" \
-  token_max_ttl="${TOKEN_MAX_TTL}" >/dev/null
+  step "auth/${AUTH_MOUNT}/config: API server ${KUBERNETES_HOST}"
+  config=("kubernetes_host=${KUBERNETES_HOST}")
+  if [[ -n $KUBERNETES_CA_CERT_FILE ]]; then
+    config+=("kubernetes_ca_cert=@${KUBERNETES_CA_CERT_FILE}")
+  fi
+  if [[ -n $TOKEN_REVIEWER_JWT_FILE ]]; then
+    # A Vault outside the cluster: review with this token, not a local one.
+    config+=("token_reviewer_jwt=@${TOKEN_REVIEWER_JWT_FILE}" "disable_local_ca_jwt=true")
+  fi
+  if [[ -n $KUBERNETES_ISSUER ]]; then
+    config+=("issuer=${KUBERNETES_ISSUER}")
+  fi
+  "$vault" write "auth/${AUTH_MOUNT}/config" "${config[@]}" >/dev/null
 
-if ! enabled secrets database; then
-  step "enable secrets engine database"
-  "$vault" secrets enable database >/dev/null
-fi
-
-# The password reaches vault on stdin (password=-), without the file's final
-# newline; printf is a shell builtin, so it is in no process's arguments.
-step "database/config/pg: PostgreSQL as ${PG_USERNAME}, for role app only"
-printf '%s' "$(<"$PG_PASSWORD_FILE")" | "$vault" write database/config/pg \
-  plugin_name=postgresql-database-plugin \
-  connection_url="${PG_CONNECTION_URL}" \
-  username="${PG_USERNAME}" \
-  password=- \
-  password_authentication=scram-sha-256 \
-  allowed_roles=app \
-  verify_connection="${PG_VERIFY_CONNECTION}" >/dev/null
-
-if [[ $PG_ROTATE_ROOT == true ]]; then
-  step "database/rotate-root/pg: only Vault knows ${PG_USERNAME}'s password from now on"
-  "$vault" write -f database/rotate-root/pg >/dev/null
+  # Only ServiceAccount app of the workload namespace, and only with a token
+  # minted for Vault (audience vault: the pods' projected vault-token volume),
+  # gets policy app.
+  step "auth/${AUTH_MOUNT}/role/app: ServiceAccount ${WORKLOAD_NAMESPACE}/app, audience vault"
+  "$vault" write "auth/${AUTH_MOUNT}/role/app" \
+    bound_service_account_names=app \
+    bound_service_account_namespaces="${WORKLOAD_NAMESPACE}" \
+    audience=vault \
+    token_policies=app \
+    token_ttl="${TOKEN_TTL}" \
+    token_max_ttl="${TOKEN_MAX_TTL}" >/dev/null
 fi
 
-# Each credential is a PostgreSQL user of its own that can log in only until
-# its lease expires (VALID UNTIL) and read the app's tables; revoking the
-# lease drops it.
-step "database/roles/app: leases of ${DB_DEFAULT_TTL}, renewable up to ${DB_MAX_TTL}"
-"$vault" write database/roles/app \
-  db_name=pg \
-  creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';" \
-  creation_statements="GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";" \
-  revocation_statements="REVOKE ALL ON ALL TABLES IN SCHEMA public FROM \"{{name}}\";" \
-  revocation_statements="DROP ROLE IF EXISTS \"{{name}}\";" \
-  default_ttl="${DB_DEFAULT_TTL}" \
-  max_ttl="${DB_MAX_TTL}" >/dev/null
-
-step "done: pods of ServiceAccount ${WORKLOAD_NAMESPACE}/app can run vault-init --role=app --secret=db=database/creds/app"
+if [[ $cluster == true ]]; then
+  step "done: pods of ServiceAccount ${WORKLOAD_NAMESPACE}/app can run vault-init --auth-mount=${AUTH_MOUNT} --role=app --secret=db=database/creds/app"
+else
+  step "done: policy app and database/creds/app are ready; run setup.sh cluster once per cluster"
+fi

@@ -367,3 +367,105 @@ func TestVaultSetup(t *testing.T) {
 		t.Run(tt.name, tt.check)
 	}
 }
+
+// TestVaultSetupParts runs setup.sh as an operator with one Vault for
+// several clusters would: `secrets` once, then `cluster` per cluster, each
+// with its own AUTH_MOUNT. Each part needs only its own settings and writes
+// only its own side; bad input is a usage error (exit 2) that writes
+// nothing. The end-to-end tests on the Kubernetes node log real pods in
+// through such a mount.
+func TestVaultSetupParts(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("setup.sh needs bash")
+	}
+	v := startVault(t)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pg-password")
+	if err := os.WriteFile(pw, []byte("not-a-real-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setup := func(t *testing.T, env ...string) (string, int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		args := []string{filepath.Join(repoRoot(t), "manifests", "vault", "setup.sh")}
+		if len(env) > 0 && !strings.Contains(env[0], "=") {
+			args, env = append(args, env[0]), env[1:]
+		}
+		cmd := exec.CommandContext(ctx, "bash", args...)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "VAULT_BIN=" + v.bin, "VAULT_ADDR=" + v.addr, "VAULT_TOKEN=" + v.token}, env...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	authMounts := func() string {
+		var r map[string]any
+		v.call(t, v.token, http.MethodGet, "sys/auth", nil, &r)
+		var names []string
+		for k := range r {
+			if strings.HasSuffix(k, "/") && k != "token/" {
+				names = append(names, k)
+			}
+		}
+		slices.Sort(names)
+		return strings.Join(names, " ")
+	}
+
+	out, code := setup(t, "secrets", "PG_CONNECTION_URL=postgresql://{{username}}:{{password}}@127.0.0.1:5432/app?sslmode=disable",
+		"PG_PASSWORD_FILE="+pw, "PG_VERIFY_CONNECTION=false")
+	if code != 0 {
+		t.Fatalf("setup.sh secrets: exit %d\n%s", code, out)
+	}
+	if m := authMounts(); m != "" {
+		t.Errorf("setup.sh secrets enabled auth methods: %s", m)
+	}
+	if v.read(t, "database/roles/app")["db_name"] != "pg" {
+		t.Errorf("setup.sh secrets wrote no database role app")
+	}
+	policy := v.read(t, "sys/policy/app")["rules"]
+
+	for _, c := range []string{"kubernetes-eu", "kubernetes-us"} {
+		out, code := setup(t, "cluster", "AUTH_MOUNT="+c, "WORKLOAD_NAMESPACE=shop-"+c,
+			"KUBERNETES_HOST=https://"+c+".example:6443", "KUBERNETES_CA_CERT_FILE="+testCACert(t))
+		if code != 0 {
+			t.Fatalf("setup.sh cluster %s: exit %d\n%s", c, code, out)
+		}
+		if strings.Contains(out, "setup: database/") || strings.Contains(out, "setup: policy app") {
+			t.Errorf("setup.sh cluster touched the secrets side:\n%s", out)
+		}
+	}
+	if m := authMounts(); m != "kubernetes-eu/ kubernetes-us/" {
+		t.Errorf("auth mounts %q, want kubernetes-eu/ kubernetes-us/", m)
+	}
+	for _, c := range []string{"kubernetes-eu", "kubernetes-us"} {
+		if got := v.read(t, "auth/"+c+"/config")["kubernetes_host"]; got != "https://"+c+".example:6443" {
+			t.Errorf("auth/%s/config kubernetes_host = %v", c, got)
+		}
+		if got := fmt.Sprint(v.read(t, "auth/"+c+"/role/app")["bound_service_account_namespaces"]); got != "[shop-"+c+"]" {
+			t.Errorf("auth/%s/role/app namespaces = %s", c, got)
+		}
+	}
+	if v.read(t, "sys/policy/app")["rules"] != policy {
+		t.Errorf("setup.sh cluster changed policy app")
+	}
+
+	for _, bad := range [][]string{
+		{"everything"},
+		{"cluster", "AUTH_MOUNT=kubernetes prod"},
+		{"cluster", "AUTH_MOUNT=-bad"},
+	} {
+		out, code := setup(t, bad...)
+		if code != 2 || !strings.Contains(out, "setup.sh") {
+			t.Errorf("setup.sh %v: exit %d, want 2 with a message\n%s", bad, code, out)
+		}
+	}
+	if m := authMounts(); m != "kubernetes-eu/ kubernetes-us/" {
+		t.Errorf("a refused run changed the auth mounts: %q", m)
+	}
+}
