@@ -160,6 +160,16 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 		}
 		s.TemplateFile, s.Text, s.Template = file, string(b), t
 	}
+	for _, s := range specs {
+		if s.Template == nil {
+			continue
+		}
+		for _, p := range s.Template.Paths() {
+			if _, ok := byPath[p]; !ok {
+				return nil, fmt.Errorf("--template %s=%s: the template reads %s, which is not a --secret: add --secret NAME=%s (each path is read once, at start)", s.Name, s.TemplateFile, p, p)
+			}
+		}
+	}
 	return specs, nil
 }
 

@@ -101,6 +101,7 @@ const (
 type Secret struct {
 	Name          string    `json:"name"`
 	Path          string    `json:"path"`
+	ReadPath      string    `json:"read_path,omitempty"` // the path read, when it differs (KV v2: secret/app reads secret/data/app)
 	Kind          string    `json:"kind"`
 	LeaseID       string    `json:"lease_id,omitempty"`
 	LeaseDuration int       `json:"lease_duration"` // seconds
@@ -113,6 +114,14 @@ type Secret struct {
 	Template      string    `json:"template,omitempty"`      // template text
 	TemplateFile  string    `json:"template_file,omitempty"` // where it came from
 	Checksum      string    `json:"checksum"`                // sha256 of the rendered file
+}
+
+// VaultPath is the path Vault is read at for s.
+func (s *Secret) VaultPath() string {
+	if s.ReadPath != "" {
+		return s.ReadPath
+	}
+	return s.Path
 }
 
 // Mode parses FileMode.
