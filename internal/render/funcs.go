@@ -34,12 +34,11 @@ import (
 var now = func() time.Time { return time.Now().UTC() }
 
 // dataFuncs returns the functions that work on data alone. The map is
-// built per template parse, only when a --template is given, so a start
-// without templates pays nothing for it.
-func dataFuncs(tmpl *template.Template, done <-chan struct{}) template.FuncMap {
-	var scratch Scratch
+// built when a template is parsed, only when a --template is given, so a
+// start without templates pays nothing for it. done returns the channel
+// that closes when the current render ends.
+func dataFuncs(tmpl *template.Template, done func() <-chan struct{}) template.FuncMap {
 	return template.FuncMap{
-		"scratch":               func() *Scratch { return &scratch },
 		"base64Decode":          base64Decode,
 		"base64Encode":          base64Encode,
 		"base64URLDecode":       base64URLDecode,
@@ -335,7 +334,7 @@ func indent(n int, s string) (string, error) {
 // consul-template's does, so a range over it takes one or two variables
 // alike. The feeding goroutine ends when the render ends (done), so a
 // range that stops early leaves nothing running in vault-renew.
-func loop(done <-chan struct{}) func(args ...any) (<-chan int64, error) {
+func loop(done func() <-chan struct{}) func(args ...any) (<-chan int64, error) {
 	return func(args ...any) (<-chan int64, error) {
 		to64 := func(v any) (int64, error) {
 			rv := reflect.ValueOf(v)
@@ -366,13 +365,13 @@ func loop(done <-chan struct{}) func(args ...any) (<-chan int64, error) {
 		if err != nil {
 			return nil, err
 		}
-		ch := make(chan int64)
+		ch, end := make(chan int64), done()
 		go func() {
 			defer close(ch)
 			for i := start; i < stop; i++ {
 				select {
 				case ch <- i:
-				case <-done:
+				case <-end:
 					return
 				}
 			}

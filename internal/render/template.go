@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 	"text/template/parse"
 )
@@ -30,27 +31,69 @@ type Lookup func(path string) (*Secret, error)
 // sorted.
 type List func(path string) ([]string, error)
 
-// Template is a parsed secret template.
+// Template is a parsed secret template. It is parsed once and rendered any
+// number of times, one render at a time.
 type Template struct {
 	name  string
 	text  string
 	paths []string
+
+	mu   sync.Mutex
+	tmpl *template.Template
+	run  *render // the render under way, under mu
 }
+
+// render is the state of one Execute: what secret and secrets read, the
+// scratch pad, and done, which ends what the render started (loop).
+type render struct {
+	lookup  Lookup
+	list    List
+	done    chan struct{}
+	scratch Scratch
+	seen    []*Secret
+}
+
+// parsed keeps the templates parsed so far, so that vault-init's check
+// before login and its render share one parse, and vault-renew parses each
+// template once for its life. It is bounded: templates are configuration,
+// a handful per pod.
+var parsed struct {
+	sync.Mutex
+	m map[[2]string]*Template
+}
+
+const maxParsed = 64
 
 // ParseTemplate checks text and returns the template. name is used in
 // errors (the --template value). A template that calls a consul-template
 // function podlease leaves out is refused here, before any login, with the
 // function's name and the reason.
 func ParseTemplate(name, text string) (*Template, error) {
-	tmpl, err := newTemplate(name, text, nil, nil, nil)
-	if err != nil {
+	key := [2]string{name, text}
+	parsed.Lock()
+	t := parsed.m[key]
+	parsed.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	t = &Template{name: name, text: text}
+	if err := t.parse(); err != nil {
 		return nil, err
 	}
-	paths, err := checkCalls(tmpl)
+	paths, err := checkCalls(t.tmpl)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
-	return &Template{name: name, text: text, paths: paths}, nil
+	t.paths = paths
+	parsed.Lock()
+	if parsed.m == nil {
+		parsed.m = map[[2]string]*Template{}
+	}
+	if len(parsed.m) < maxParsed {
+		parsed.m[key] = t
+	}
+	parsed.Unlock()
+	return t, nil
 }
 
 // Paths returns the Vault paths the template reads with a literal
@@ -62,12 +105,14 @@ func (t *Template) Paths() []string { return t.paths }
 // consul-template does: surrounding spaces and slashes do not count.
 func SecretPath(p string) string { return strings.Trim(strings.TrimSpace(p), "/") }
 
-// newTemplate parses text. The root template is unnamed, as in
+// parse parses t's text. The root template is unnamed, as in
 // consul-template, so that no {{ define }} can clash with it; errors are
-// prefixed with name instead. done ends what a render started (loop).
-func newTemplate(name, text string, lookup Lookup, list List, done <-chan struct{}) (*template.Template, error) {
+// prefixed with t's name instead. The functions that depend on the render
+// read it from t.run.
+func (t *Template) parse() error {
 	tmpl := template.New("").Option("missingkey=error")
-	funcs := dataFuncs(tmpl, done)
+	funcs := dataFuncs(tmpl, func() <-chan struct{} { return t.run.done })
+	funcs["scratch"] = func() *Scratch { return &t.run.scratch }
 	funcs["secret"] = func(args ...string) (any, error) {
 		if len(args) == 0 {
 			return nil, nil
@@ -76,26 +121,32 @@ func newTemplate(name, text string, lookup Lookup, list List, done <-chan struct
 		if len(args) > 1 {
 			return nil, fmt.Errorf("secret %q: writing parameters is not supported; give the path with --secret", path)
 		}
-		if lookup == nil {
-			return nil, fmt.Errorf("secret %q: no lookup", path)
+		r := t.run
+		if r.lookup == nil {
+			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
 		}
-		return lookup(path)
+		s, err := r.lookup(path)
+		if s != nil {
+			r.seen = append(r.seen, s)
+		}
+		return s, err
 	}
 	funcs["secrets"] = func(path string) ([]string, error) {
 		path = SecretPath(path)
 		if path == "" {
 			return nil, nil
 		}
-		if list == nil {
+		if t.run.list == nil {
 			return nil, fmt.Errorf("secrets %q: no lister", path)
 		}
-		return list(path)
+		return t.run.list(path)
 	}
-	t, err := tmpl.Funcs(funcs).Parse(text)
+	var err error
+	t.tmpl, err = tmpl.Funcs(funcs).Parse(t.text)
 	if err != nil {
-		return nil, located(name, explainUndefined(err))
+		return located(t.name, explainUndefined(err))
 	}
-	return t, nil
+	return nil
 }
 
 // checkCalls walks every action of tmpl: it returns the literal paths of
@@ -177,25 +228,17 @@ func checkCalls(tmpl *template.Template) ([]string, error) {
 // An error never quotes a secret value: every value of the secrets the
 // template could see is replaced with [redacted].
 func (t *Template) Execute(self *Secret, lookup Lookup, list List) ([]byte, error) {
-	seen := []*Secret{self}
-	done := make(chan struct{})
-	defer close(done)
-	tmpl, err := newTemplate(t.name, t.text, func(path string) (*Secret, error) {
-		if lookup == nil {
-			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
-		}
-		s, err := lookup(path)
-		if s != nil {
-			seen = append(seen, s)
-		}
-		return s, err
-	}, list, done)
-	if err != nil {
-		return nil, err
-	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := &render{lookup: lookup, list: list, done: make(chan struct{}), seen: []*Secret{self}}
+	t.run = r
+	defer func() {
+		close(r.done)
+		t.run = nil
+	}()
 	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, self); err != nil {
-		return nil, located(t.name, redact(err, seen))
+	if err := t.tmpl.Execute(&buf, self); err != nil {
+		return nil, located(t.name, redact(err, r.seen))
 	}
 	return buf.Bytes(), nil
 }
