@@ -18,7 +18,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/podlease/podlease/internal/secrets"
 	"github.com/podlease/podlease/internal/state"
 )
 
@@ -150,7 +149,7 @@ func TestCrashInit(t *testing.T) {
 	p0 := newPod(t)
 	r0 := p0.mustInit(secretArgs...)
 	span := max(r0.elapsed, 20*time.Millisecond)
-	if r := run(t, "vault-revoke", []string{"--state-dir", p0.stateDir}, p0.env...); r.code != 0 {
+	if r := run(t, "vault-revoke", []string{"--state-dir", p0.stateDir, "--secrets-dir", p0.secretsDir}, p0.env...); r.code != 0 {
 		t.Fatalf("vault-revoke: %s", r.stderr)
 	}
 
@@ -202,7 +201,7 @@ func TestCrashInit(t *testing.T) {
 		if err := pgLogin(user, pass); err != nil {
 			t.Errorf("kill %d: the rerun's credential does not log in: %v", i, err)
 		}
-		if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir}, p.env...); r.code != 0 {
+		if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, p.env...); r.code != 0 {
 			t.Fatalf("kill %d: vault-revoke: %s", i, r.stderr)
 		}
 	}
@@ -259,7 +258,7 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 		t.Fatal(err)
 	}
 	renLease := st0.Lookup("ren").LeaseID
-	renewArgs := []string{"--state-dir", p.stateDir, "--listen", "", "--grace", "1s", "--log-level", "debug"}
+	renewArgs := []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--grace", "1s", "--log-level", "debug"}
 
 	rotLeases := map[string]bool{st0.Lookup("rot").LeaseID: true}
 	var mismatches, loginFailures, hits int
@@ -291,10 +290,10 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 		}
 		// A kill mid-rotation leaves the new lease journaled as pending:
 		// named in state.json, and the file may already hold it.
-		journaled := map[string]string{} // secret -> checksum of its pending credential
+		journaled := map[string]bool{} // secrets with a pending credential
 		for _, pe := range st.Pending {
 			known[pe.LeaseID] = true
-			journaled[pe.Name] = pe.Checksum
+			journaled[pe.Name] = true
 		}
 		for _, s := range st.Secrets {
 			known[s.LeaseID] = true
@@ -307,7 +306,9 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 				t.Fatalf("kill %d: %s is not a complete credential: %v", i, s.File, err)
 			}
 			noteSecret(c.Password)
-			if sum := secrets.Checksum(b); sum != s.Checksum && sum != journaled[s.Name] {
+			// The file is the one state.json recorded, or a pending
+			// rotation replaced it (vault-renew settles which at start).
+			if ino := state.Inode(s.File); ino != s.FileInode && !journaled[s.Name] {
 				mismatches++
 				t.Errorf("kill %d: %s does not hold the credential state.json records (lease %s): the credential in the file belongs to a lease nobody renews", i, s.File, s.LeaseID)
 			}
@@ -356,7 +357,7 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 	s := start(t, "vault-renew", renewArgs, p.env...)
 	time.Sleep(2 * time.Second)
 	s.stop(10 * time.Second)
-	if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--log-level", "debug"}, p.env...); r.code != 0 {
+	if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--log-level", "debug"}, p.env...); r.code != 0 {
 		t.Fatalf("vault-revoke: exit %d\n%s", r.code, r.stderr)
 	}
 	var left []string
@@ -382,13 +383,13 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 		kills, what, elapsed.Round(time.Second), ttl, renLease == st0.Lookup("ren").LeaseID, len(rotLeases)-1, mismatches, loginFailures, len(orphans), len(left))
 }
 
-// fileMatchesState reports whether secret name's file holds what
-// state.json records for it.
+// fileMatchesState reports whether secret name's file is the one
+// state.json records for it, with no rotation pending.
 func fileMatchesState(p *pod, name string) bool {
 	st, err := state.Load(p.stateDir)
 	if err != nil || st.Lookup(name) == nil {
 		return false
 	}
-	b, err := os.ReadFile(st.Lookup(name).File)
-	return err == nil && secrets.Checksum(b) == st.Lookup(name).Checksum
+	s := st.Lookup(name)
+	return len(st.Pending) == 0 && state.Inode(s.File) == s.FileInode
 }

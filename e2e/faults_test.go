@@ -196,7 +196,7 @@ func TestFaultsInitLostAnswers(t *testing.T) {
 	if id := st.Lookup("db").LeaseID; !slices.Contains(leases, id) {
 		t.Errorf("the lease in state.json (%s) is not live in Vault", id)
 	}
-	rv := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--log-level", "debug"}, p.env...)
+	rv := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--log-level", "debug"}, p.env...)
 	if rv.code != 0 {
 		t.Fatalf("vault-revoke exit %d: %s", rv.code, rv.stderr)
 	}
@@ -244,7 +244,7 @@ func TestFaultsRevoke(t *testing.T) {
 		if err := fp.Set(fc.rule); err != nil {
 			t.Fatal(err)
 		}
-		r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--timeout", timeout.String()}, p.env...)
+		r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--timeout", timeout.String()}, p.env...)
 		worst.observe(r.elapsed)
 		if r.elapsed > bound {
 			t.Errorf("took %s with --timeout %s, want at most %s", r.elapsed.Round(time.Millisecond), timeout, bound)
@@ -270,7 +270,7 @@ func TestFaultsRevoke(t *testing.T) {
 		if err := fp.Clear(); err != nil {
 			t.Fatal(err)
 		}
-		r = run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--timeout", "10s"}, p.env...)
+		r = run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--timeout", "10s"}, p.env...)
 		if r.code != 0 {
 			t.Fatalf("second vault-revoke after the fault cleared: exit %d:\n%s", r.code, r.stderr)
 		}
@@ -332,7 +332,7 @@ func TestFaultsRenew(t *testing.T) {
 			t.Fatal(err)
 		}
 		lease0 := st0.Lookup("db").LeaseID
-		s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--listen", "", "--log-level", "debug"}, p.env...)
+		s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug"}, p.env...)
 		time.Sleep(time.Until(t0.Add(c.start)))
 		if err := fp.SetFor(c.rule, c.length); err != nil {
 			t.Fatal(err)
@@ -489,7 +489,7 @@ func TestFaultsRevokeOnExit(t *testing.T) {
 	concurrently(t, vaultFaults, func(fc faultCase) string { return fc.rule.Fault.String() }, func(t *testing.T, fc faultCase) {
 		p, fp, prefix := podBehindFaultProxy(t, "fsc"+fc.rule.Fault.String())
 		dbCreds(t, filepath.Join(p.secretsDir, "db"))
-		s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--listen", "", "--log-level", "debug",
+		s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug",
 			"--revoke-on-exit", "--revoke-timeout", timeout.String()}, p.env...)
 		time.Sleep(500 * time.Millisecond) // started, token looked up
 		if err := fp.Set(fc.rule); err != nil {
@@ -503,7 +503,7 @@ func TestFaultsRevokeOnExit(t *testing.T) {
 		if err := fp.Clear(); err != nil {
 			t.Fatal(err)
 		}
-		r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--timeout", "10s"}, p.env...)
+		r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--timeout", "10s"}, p.env...)
 		if r.code != 0 {
 			t.Fatalf("vault-revoke after the fault cleared: exit %d:\n%s", r.code, r.stderr)
 		}

@@ -8,11 +8,10 @@ require (
 	github.com/jackc/pgx/v5 v5.7.6
 	github.com/podlease/podlease v0.0.0
 	github.com/prometheus/common v0.66.1
+	sigs.k8s.io/yaml v1.6.0
 )
 
 require (
-	dario.cat/mergo v1.0.2 // indirect
-	github.com/BurntSushi/toml v1.5.0 // indirect
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.1 // indirect
 	github.com/hashicorp/errwrap v1.1.0 // indirect

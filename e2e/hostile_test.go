@@ -164,7 +164,7 @@ func TestHostileInit(t *testing.T) {
 				writeState(t, p, strings.Replace(validState, `"version":1`, `"version":99`, 1))
 				return p.initArgs("--secret", db)
 			},
-			mentions: []string{"format version 99, this build reads version 1"},
+			mentions: []string{"format version 99, this build reads versions 1 to 2"},
 			check:    replaced,
 		},
 		{
@@ -411,10 +411,10 @@ func TestHostileState(t *testing.T) {
 		{name: "no state", content: "", renew: []string{"no state", "vault-init must run first"}, revokeOK: true},
 		{name: "corrupt", content: "{\x00garbage", renew: []string{"is not valid state", "run vault-init again"}, revoke: []string{"is not valid state"}},
 		{name: "truncated", content: valid[:len(valid)/2], renew: []string{"is not valid state", "unexpected end of JSON input"}, revoke: []string{"unexpected end of JSON input"}},
-		{name: "future version", content: strings.Replace(valid, `"version":1`, `"version":99`, 1), renew: []string{"format version 99, this build reads version 1"}, revoke: []string{"format version 99"}},
+		{name: "future version", content: strings.Replace(valid, `"version":1`, `"version":99`, 1), renew: []string{"format version 99, this build reads versions 1 to 2"}, revoke: []string{"format version 99"}},
 		{name: "unknown field", content: strings.Replace(valid, `"version":1`, `"version":1,"evil":true`, 1), renew: []string{"unknown field", "evil"}, revoke: []string{"unknown field", "evil"}},
 		{name: "empty file", content: " ", renew: []string{"is not valid state"}, revoke: []string{"is not valid state"}},
-		{name: "directory", content: "DIR", renew: []string{"is a directory"}, revoke: []string{"is a directory"}},
+		{name: "directory", content: "DIR", renew: []string{"is not a regular file"}, revoke: []string{"is not a regular file"}},
 	}
 	var clean atomic.Int32
 	concurrently(t, cases, func(c stateCase) string { return c.name }, func(t *testing.T, c stateCase) {
@@ -433,14 +433,14 @@ func TestHostileState(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(p.stateDir, state.TokenName), []byte("hvs.not-a-real-token"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		r := runWith(t, "vault-renew", []string{"--state-dir", p.stateDir, "--listen", "", "--log-level", "debug"}, runOpts{env: p.env, timeout: 20 * time.Second})
+		r := runWith(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug"}, runOpts{env: p.env, timeout: 20 * time.Second})
 		if r.code != 1 {
 			t.Errorf("vault-renew: exit %d, want 1:\n%s", r.code, r.stderr)
 		}
 		if m := mentionsAll(r.stderr, c.renew...); len(m) > 0 {
 			t.Errorf("vault-renew: stderr lacks %q:\n%s", m, r.stderr)
 		}
-		r = runWith(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--log-level", "debug"}, runOpts{env: p.env, timeout: 20 * time.Second})
+		r = runWith(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--log-level", "debug"}, runOpts{env: p.env, timeout: 20 * time.Second})
 		want := 1
 		if c.revokeOK {
 			want = 0
@@ -476,7 +476,7 @@ func TestHostileStateOutsideFiles(t *testing.T) {
 	if err := state.Save(p.stateDir, st); err != nil {
 		t.Fatal(err)
 	}
-	r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir}, p.env...)
+	r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, p.env...)
 	_, err = os.Stat(victim)
 	if err != nil {
 		t.Errorf("vault-revoke deleted %s, outside the secrets dir %s, because state.json named it (exit %d):\n%s", victim, st.SecretsDir, r.code, r.stderr)

@@ -94,7 +94,7 @@ func TestHygieneProcesses(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	before := readFile(t, filepath.Join(p.secretsDir, "db"))
-	renew := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--listen", "", "--log-level", "debug",
+	renew := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug",
 		"--notify-process", appName, "--notify-signal", "SIGHUP", "--notify-url", srv.URL + "/-/reload"}, p.env...)
 	time.Sleep(300 * time.Millisecond)
 	renewCmdline, renewEnv := procText(t, renew.cmd.Process.Pid, "cmdline"), procText(t, renew.cmd.Process.Pid, "environ")
@@ -118,7 +118,7 @@ func TestHygieneProcesses(t *testing.T) {
 	dbCreds(t, filepath.Join(p.secretsDir, "db"))
 	appEnv := procText(t, appCmd.Process.Pid, "environ")
 	renew.stop(10 * time.Second)
-	r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--log-level", "debug"}, p.env...)
+	r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--log-level", "debug"}, p.env...)
 	if r.code != 0 {
 		t.Fatalf("vault-revoke: %s", r.stderr)
 	}

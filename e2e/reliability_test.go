@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podlease/podlease/internal/secrets"
 	"github.com/podlease/podlease/internal/state"
 )
 
@@ -167,7 +166,7 @@ func revokePrefix(t *testing.T, prefix string) {
 
 // assertCompleteSet checks what vault-init promises after exit 0: a state
 // that parses, a live-looking token file, and every secret file present
-// with the content state.json's checksum describes. It returns the state.
+// and the very file state.json records (its inode). It returns the state.
 func assertCompleteSet(t *testing.T, p *pod) *state.State {
 	t.Helper()
 	st, err := state.Load(p.stateDir)
@@ -178,12 +177,11 @@ func assertCompleteSet(t *testing.T, p *pod) *state.State {
 		t.Fatal("empty token file")
 	}
 	for _, s := range st.Secrets {
-		b, err := os.ReadFile(s.File)
-		if err != nil {
+		if _, err := os.Stat(s.File); err != nil {
 			t.Fatalf("secret %q: %v", s.Name, err)
 		}
-		if got := secrets.Checksum(b); got != s.Checksum {
-			t.Errorf("secret file %s does not match the checksum in state.json", s.File)
+		if got := state.Inode(s.File); got != s.FileInode {
+			t.Errorf("secret file %s is not the file state.json records (inode %d, state says %d)", s.File, got, s.FileInode)
 		}
 	}
 	return st

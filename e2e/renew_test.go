@@ -67,14 +67,19 @@ func renewLeaseMaxTTL(t *testing.T) {
 		t.Errorf("/healthz = %d %q; want 200", code, body)
 	}
 	m := sc.metrics(t)
-	if v := m[`podlease_secret_expiry_seconds{secret="db"}`]; v <= 0 || v > 10 {
-		t.Errorf("podlease_secret_expiry_seconds{secret=\"db\"} = %v; want 0 < v <= 10", v)
+	// Expiries are Unix times, so that an alert can say
+	// podlease_secret_expiry_timestamp_seconds - time() < 120.
+	now := float64(time.Now().Unix())
+	if v := m[`podlease_secret_expiry_timestamp_seconds{secret="db"}`]; v-now < -1 || v-now > 10 {
+		t.Errorf("podlease_secret_expiry_timestamp_seconds{secret=\"db\"} = %v, %v s from now; want 0 < v - now <= 10", v, v-now)
 	}
-	if v := m["podlease_token_expiry_seconds"]; v < 3000 {
-		t.Errorf("podlease_token_expiry_seconds = %v; want about an hour", v)
+	if v := m["podlease_token_expiry_timestamp_seconds"]; v-now < 3000 {
+		t.Errorf("podlease_token_expiry_timestamp_seconds = %v, %v s from now; want about an hour", v, v-now)
 	}
 	for _, sample := range []string{`podlease_secret_renewals_total{secret="db"}`, `podlease_secret_rotations_total{secret="db"}`,
-		`podlease_secret_renewal_failures_total{secret="db"}`, "podlease_logins_total", "podlease_revoked"} {
+		`podlease_secret_renewal_failures_total{secret="db",operation="renew"}`, `podlease_secret_renewal_failures_total{secret="db",operation="rotate"}`,
+		`podlease_secret_renewal_failures_total{secret="db",operation="reissue"}`, `podlease_secret_renewal_failures_total{secret="db",operation="reread"}`,
+		"podlease_logins_total", "podlease_revoked"} {
 		if v, ok := m[sample]; !ok || v != 0 {
 			t.Errorf("%s = %v (present %v); want 0 at start", sample, v, ok)
 		}
@@ -92,8 +97,10 @@ func renewLeaseMaxTTL(t *testing.T) {
 	if v := m[`podlease_secret_renewals_total{secret="db"}`]; v < 4 {
 		t.Errorf("renewals = %v; want several", v)
 	}
-	if v := m[`podlease_secret_renewal_failures_total{secret="db"}`]; v != 0 {
-		t.Errorf("renewal failures = %v; want 0", v)
+	for _, op := range []string{"renew", "rotate", "reissue", "reread"} {
+		if v := m[`podlease_secret_renewal_failures_total{secret="db",operation="`+op+`"}`]; v != 0 {
+			t.Errorf("%s failures = %v; want 0", op, v)
+		}
 	}
 	if leases := leasesUnder(t, "database/creds/"+role); len(leases) > 2 {
 		t.Errorf("live leases at the end: %v; want the current one and at most one in its grace period", leases)
@@ -115,7 +122,7 @@ func renewLeaseMaxTTL(t *testing.T) {
 	// vault-revoke runs while the sidecar is still up (by hand, or from a
 	// fallback hook on clusters without native sidecars): the sidecar must
 	// stop renewing and turn unready, then exit promptly on SIGTERM.
-	if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir}); r.code != 0 {
+	if r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}); r.code != 0 {
 		t.Fatalf("vault-revoke exited %d:\n%s", r.code, r.stderr)
 	}
 	waitUntil(t, 2*time.Second, "/readyz to answer 503 after vault-revoke", func() bool {
@@ -223,8 +230,11 @@ func renewVaultOutage(t *testing.T) {
 		t.Errorf("state.json after the outage holds another lease (%v)", err)
 	}
 	m := sc.metrics(t)
-	if v := m[`podlease_secret_renewal_failures_total{secret="db"}`]; v < 1 {
-		t.Errorf("renewal failures = %v; want the outage counted", v)
+	if v := m[`podlease_secret_renewal_failures_total{secret="db",operation="renew"}`]; v < 1 {
+		t.Errorf("renew failures = %v; want the outage counted as failed renewals", v)
+	}
+	if v := m[`podlease_secret_renewal_failures_total{secret="db",operation="rotate"}`]; v != 0 {
+		t.Errorf("rotate failures = %v; want 0: the outage cost no rotation", v)
 	}
 	if v := m[`podlease_secret_rotations_total{secret="db"}`]; v != 0 {
 		t.Errorf("rotations = %v; want 0", v)
@@ -255,7 +265,7 @@ func startRenewSidecar(t *testing.T, p *pod, extra ...string) *renewSidecar {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := start(t, "vault-renew", append([]string{"--state-dir", p.stateDir, "--listen", addr}, extra...), p.env...)
+	s := start(t, "vault-renew", append([]string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", addr}, extra...), p.env...)
 	sc := &renewSidecar{started: s, url: "http://" + addr, pid: s.cmd.Process.Pid}
 	waitUntil(t, 10*time.Second, "vault-renew's /readyz to answer 200", func() bool {
 		code, _ := httpGet(t, sc.url+"/readyz")

@@ -50,7 +50,7 @@ func initForRevoke(t *testing.T, dbRole string, ttl time.Duration, extra ...stri
 
 func (p *revokedPod) revoke(args ...string) result {
 	p.t.Helper()
-	return run(p.t, "vault-revoke", append([]string{"--state-dir", p.stateDir}, args...), p.env...)
+	return run(p.t, "vault-revoke", append([]string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, args...), p.env...)
 }
 
 // assertGone checks everything a user relies on after a successful

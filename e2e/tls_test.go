@@ -168,7 +168,7 @@ func TestTLS(t *testing.T) {
 // environment) and vault-revoke against the TLS address.
 func tlsLifecycle(t *testing.T, p *pod, env []string) {
 	t.Helper()
-	s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--listen", "", "--log-level", "debug"}, env...)
+	s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug"}, env...)
 	time.Sleep(1500 * time.Millisecond)
 	if d := s.stop(10 * time.Second); d > 5*time.Second {
 		t.Errorf("vault-renew took %s to stop", d)
@@ -177,7 +177,7 @@ func tlsLifecycle(t *testing.T, p *pod, env []string) {
 	if strings.Contains(out, "level=ERROR") || strings.Contains(out, "level=WARN") || !strings.Contains(out, "vault-renew started") {
 		t.Errorf("vault-renew over TLS:\n%s", out)
 	}
-	r := runWith(t, "vault-revoke", []string{"--state-dir", p.stateDir}, runOpts{env: env})
+	r := runWith(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, runOpts{env: env})
 	if r.code != 0 || !strings.Contains(r.stderr, "revoked lease") {
 		t.Errorf("vault-revoke over TLS: exit %d\n%s", r.code, r.stderr)
 	}

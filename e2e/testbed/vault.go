@@ -61,6 +61,9 @@ path "sys/leases/renew" {
 path "sys/leases/revoke" {
   capabilities = ["update"]
 }
+path "sys/leases/lookup" {
+  capabilities = ["update"]
+}
 `
 
 // Default TTLs of the bed's roles.

@@ -47,6 +47,19 @@ func EnvName(flag string) string {
 	return "PODLEASE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// noEnv is the annotation NoEnv sets on a flag.
+const noEnv = "podlease/no-env"
+
+// NoEnv marks flag name as one that asks a question instead of configuring
+// the run (--version): Parse never fills it from the environment, so a stray
+// PODLEASE_VERSION cannot turn an init container into a no-op that exits 0.
+// Only flags registered on fs can be marked; it panics otherwise.
+func NoEnv(fs *pflag.FlagSet, name string) {
+	if err := fs.SetAnnotation(name, noEnv, []string{"true"}); err != nil {
+		panic(err)
+	}
+}
+
 // NewFlagSet returns a flag set that reports errors instead of exiting and
 // prints its usage to w.
 func NewFlagSet(name, summary string, w io.Writer) *pflag.FlagSet {
@@ -54,14 +67,15 @@ func NewFlagSet(name, summary string, w io.Writer) *pflag.FlagSet {
 	fs.SetOutput(w)
 	fs.SortFlags = false
 	fs.Usage = func() {
-		fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n\nFlags (each also read from PODLEASE_<FLAG>, e.g. --state-dir from PODLEASE_STATE_DIR; flag > environment > default):\n", name, summary)
+		fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n\nFlags (each, except --help and --version, also read from PODLEASE_<FLAG>, e.g. --state-dir from PODLEASE_STATE_DIR; flag > environment > default):\n", name, summary)
 		fmt.Fprint(w, fs.FlagUsages())
 	}
 	return fs
 }
 
 // Parse parses args, then fills every flag not given on the command line
-// from its PODLEASE_* variable. Repeatable flags take several values from
+// from its PODLEASE_* variable, except flags marked with NoEnv (and --help,
+// which is no flag of the set). Repeatable flags take several values from
 // one variable, separated by newlines or commas. The returned error is a
 // UsageError naming the flag or variable; pflag.ErrHelp is passed through.
 func Parse(fs *pflag.FlagSet, args []string, getenv func(string) string) error {
@@ -76,7 +90,7 @@ func Parse(fs *pflag.FlagSet, args []string, getenv func(string) string) error {
 	}
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
+		if f.Changed || f.Annotations[noEnv] != nil {
 			return
 		}
 		env := EnvName(f.Name)
@@ -94,11 +108,28 @@ func Parse(fs *pflag.FlagSet, args []string, getenv func(string) string) error {
 				return
 			}
 		}
+		_ = fs.SetAnnotation(f.Name, fromEnv, []string{env})
 	})
 	if err := errors.Join(errs...); err != nil {
 		return &UsageError{Err: err}
 	}
 	return nil
+}
+
+// fromEnv is the flag annotation Parse leaves on a flag it set from the
+// environment, holding the variable's name.
+const fromEnv = "podlease.io/from-env"
+
+// Source says where a parsed flag's value came from: "--name" (the
+// command line), the PODLEASE_* variable's name, or "default".
+func Source(f *pflag.Flag) string {
+	if env := f.Annotations[fromEnv]; len(env) == 1 {
+		return env[0]
+	}
+	if f.Changed {
+		return "--" + f.Name
+	}
+	return "default"
 }
 
 func isRepeatable(f *pflag.Flag) bool {
@@ -154,11 +185,13 @@ type Command struct {
 // PODLEASE_* variables, answer --version, validate, build the logger, run,
 // and turn the outcome into the exit code.
 func Main(ctx context.Context, cmd Command, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := NewFlagSet(cmd.Name, cmd.Summary, stderr)
+	// --help was asked for: its text is the output, so it goes to stdout.
+	fs := NewFlagSet(cmd.Name, cmd.Summary, stdout)
 	cmd.Flags(fs)
 	var lf LogFlags
 	lf.Register(fs)
-	showVersion := fs.Bool("version", false, "print the version and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit (never read from the environment)")
+	NoEnv(fs, "version")
 	if err := Parse(fs, args, getenv); err != nil {
 		return Report(stderr, cmd.Name, err)
 	}

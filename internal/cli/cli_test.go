@@ -2,8 +2,11 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -266,5 +269,101 @@ func TestLogFlagsRegister(t *testing.T) {
 	}
 	if _, err := l.Logger(&out); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMainVersionAndHelpNotFromEnv checks that PODLEASE_VERSION and
+// PODLEASE_HELP do not stand in for --version and --help: an init container
+// with a stray variable must still do its work, not print and exit 0.
+func TestMainVersionAndHelpNotFromEnv(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantRun bool
+		wantOut string // on stdout
+	}{
+		{name: "PODLEASE_VERSION", env: map[string]string{"PODLEASE_VERSION": "1"}, wantRun: true},
+		{name: "PODLEASE_VERSION=true", env: map[string]string{"PODLEASE_VERSION": "true"}, wantRun: true},
+		{name: "PODLEASE_HELP", env: map[string]string{"PODLEASE_HELP": "true"}, wantRun: true},
+		{name: "--version", args: []string{"--version"}, wantOut: "vault-test "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			ran := false
+			cmd := Command{
+				Name:     "vault-test",
+				Summary:  "A test command.",
+				Flags:    func(*pflag.FlagSet) {},
+				Validate: func(func(string) string) error { return nil },
+				Run:      func(context.Context, *slog.Logger) error { ran = true; return nil },
+			}
+			if code := Main(context.Background(), cmd, tc.args, env(tc.env), &stdout, &stderr); code != ExitOK {
+				t.Fatalf("exit code %d, stderr %q", code, stderr.String())
+			}
+			if ran != tc.wantRun {
+				t.Errorf("ran = %v, want %v (stdout %q)", ran, tc.wantRun, stdout.String())
+			}
+			if !strings.HasPrefix(stdout.String(), tc.wantOut) || (tc.wantOut == "" && stdout.Len() > 0) {
+				t.Errorf("stdout %q, want it to start with %q", stdout.String(), tc.wantOut)
+			}
+		})
+	}
+}
+
+func TestNoEnvFlagIgnoresEnvironment(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	fs, got := newFlags(&out)
+	NoEnv(fs, "verbose")
+	if err := Parse(fs, nil, env(map[string]string{"PODLEASE_VERBOSE": "true", "PODLEASE_TIMEOUT": "5s"})); err != nil {
+		t.Fatal(err)
+	}
+	if got.verbose || got.timeout != 5*time.Second {
+		t.Errorf("verbose %v timeout %v: want false (not from env), 5s (from env)", got.verbose, got.timeout)
+	}
+	if err := Parse(fs, []string{"--verbose"}, env(nil)); err != nil || !got.verbose {
+		t.Errorf("--verbose on the command line: err %v, verbose %v", err, got.verbose)
+	}
+}
+
+func TestMainHelpGoesToStdout(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"--help", "-h"} {
+		var stdout, stderr bytes.Buffer
+		cmd := Command{
+			Name:     "vault-test",
+			Summary:  "A test command.",
+			Flags:    func(*pflag.FlagSet) {},
+			Validate: func(func(string) string) error { t.Error("validated after --help"); return nil },
+			Run:      func(context.Context, *slog.Logger) error { t.Error("ran after --help"); return nil },
+		}
+		if code := Main(context.Background(), cmd, []string{arg}, env(nil), &stdout, &stderr); code != ExitOK {
+			t.Errorf("%s: exit code %d, want 0", arg, code)
+		}
+		if !strings.Contains(stdout.String(), "Usage: vault-test") || stderr.Len() > 0 {
+			t.Errorf("%s: stdout %q, stderr %q: want the usage on stdout and nothing on stderr", arg, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// TestSource: Source tells a flag given on the command line from one
+// filled from its PODLEASE_* variable and from one left at its default.
+func TestSource(t *testing.T) {
+	t.Parallel()
+	fs := NewFlagSet("x", "", io.Discard)
+	fs.String("role", "", "")
+	fs.String("state-dir", "/s", "")
+	fs.String("timeout", "1m", "")
+	env := map[string]string{"PODLEASE_STATE_DIR": "/e", "PODLEASE_ROLE": "ignored"}
+	if err := Parse(fs, []string{"--role=app"}, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string]string{"role": "--role", "state-dir": "PODLEASE_STATE_DIR", "timeout": "default"} {
+		if got := Source(fs.Lookup(flag)); got != want {
+			t.Errorf("Source(%s) = %q, want %q", flag, got, want)
+		}
 	}
 }

@@ -43,6 +43,10 @@ func TestValidateErrors(t *testing.T) {
 		want   string // the error starts with this: the flag and the value
 		also   string // and contains this
 	}{
+		{name: "vault addr without scheme", edit: func(c *Config) { c.VaultAddr = "vault:8200" }, want: `--vault-addr "vault:8200": want a URL with http:// or https://`},
+		{name: "vault addr host only", edit: func(c *Config) { c.VaultAddr = "vault.vault.svc" }, want: `--vault-addr "vault.vault.svc": want a URL`},
+		{name: "vault addr other scheme", edit: func(c *Config) { c.VaultAddr = "tcp://vault:8200" }, want: `--vault-addr "tcp://vault:8200": want a URL`},
+		{name: "VAULT_ADDR without scheme", getenv: vaultEnv("VAULT_ADDR", "vault:8200"), want: `VAULT_ADDR "vault:8200": want a URL`},
 		{name: "secret without =", edit: func(c *Config) { c.Secrets = []string{"db"} }, want: `--secret "db": want NAME=PATH`},
 		{name: "secret with empty path", edit: func(c *Config) { c.Secrets = []string{"db="} }, want: `--secret "db=": want NAME=PATH`},
 		{name: "secret with only slashes", edit: func(c *Config) { c.Secrets = []string{"db=//"} }, want: `--secret "db=//": want NAME=PATH`},

@@ -49,6 +49,16 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	start := time.Now()
+	for _, o := range c.Origins {
+		if o.Overridden {
+			log.Info("annotation overridden", "annotation", o.Setting, "value", o.Value, "by", o.From)
+			continue
+		}
+		log.Debug("setting", "name", o.Setting, "value", o.Value, "from", o.From)
+	}
+	for _, w := range c.Warnings {
+		log.Warn("ignoring annotation", "annotation", w.Annotation, "why", w.Why)
+	}
 
 	for _, dir := range []struct {
 		path string
@@ -58,6 +68,9 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 			return fmt.Errorf("create %s: %w", dir.path, err)
 		}
 	}
+	if err := state.PrepareDir(c.StateDir); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
 
 	removeStaleTemps(c, specs, log)
 
@@ -66,7 +79,7 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 		return err
 	}
 	pending := revokePending(ctx, client, c.StateDir, log)
-	revokeEarlier(ctx, c.StateDir, pending, log)
+	revokeEarlier(ctx, c.StateDir, c.SecretsDir, pending, log)
 	var res *login.Result
 	err = vaultclient.Retry(ctx, log, "log in", func(ctx context.Context) error {
 		var err error
@@ -81,6 +94,10 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	res.Info.ExpiresAt = now.Add(time.Duration(res.Info.TTL) * time.Second).UTC().Truncate(time.Second)
 	log.Info("logged in", "method", c.Auth.Method, "mount", c.Auth.Mount, "role", c.Auth.Role,
 		"token_accessor", res.Info.Accessor, "token_ttl", time.Duration(res.Info.TTL)*time.Second, "policies", strings.Join(res.Info.Policies, ","))
+	if res.Info.Batch() {
+		log.Info("the token is a batch token: Vault cannot renew or revoke it, and every lease it creates ends with it; vault-renew logs in again and issues every leased credential anew before each token ends (a new database user every token TTL), and vault-revoke revokes the leases one by one",
+			"token_ttl", time.Duration(res.Info.TTL)*time.Second)
+	}
 	client.SetToken(res.Token)
 	if res.Info.Owned {
 		if err := writePending(c.StateDir, res.Token); err != nil {
@@ -98,8 +115,9 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	}
 	if err := issueAll(ctx, client, c, specs, st, res.Token, log); err != nil {
 		// Keep the journal if the token outlives this run: the next run
-		// revokes it.
-		if res.Info.Owned && revokeToken(client, log) {
+		// revokes it. A batch token cannot be revoked: issueAll revoked
+		// its leases one by one, and the token ends at its TTL.
+		if res.Info.Owned && (res.Info.Batch() || revokeToken(client, log)) {
 			removePending(c.StateDir, log)
 		}
 		return err
@@ -117,9 +135,18 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 // issueAll reads every secret, renders every file in memory, then writes
 // the files, the token and the state, removing what it wrote if a later
 // write fails.
-func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec, st *state.State, token string, log *slog.Logger) error {
+func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec, st *state.State, token string, log *slog.Logger) (err error) {
 	fetched := map[string]*secrets.Fetched{}
 	readPath := map[string]string{}
+	if st.Token.Batch() {
+		// Revoking a batch token is impossible, so a failure revokes
+		// each lease this run obtained.
+		defer func() {
+			if err != nil {
+				revokeLeases(client, fetched, log)
+			}
+		}()
+	}
 	for _, sp := range specs {
 		rp := secrets.Resolve(ctx, client, log, sp.Path)
 		f, err := secrets.Read(ctx, client, log, rp)
@@ -144,7 +171,6 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		return f.Template(), nil
 	}
 	list := secrets.Lister(ctx, client, log)
-	mode := c.FileMode
 	type out struct {
 		sec     state.Secret
 		content []byte
@@ -153,7 +179,7 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 	for _, sp := range specs {
 		s := state.Secret{
 			Name: sp.Name, Path: sp.Path,
-			File: c.SecretsDir + "/" + sp.Name, FileMode: mode,
+			File: c.SecretsDir + "/" + sp.Name, FileMode: sp.FileMode,
 			Format: sp.Format, Template: sp.Text, TemplateFile: sp.TemplateFile,
 		}
 		if sp.Template != nil {
@@ -162,11 +188,19 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		if rp := readPath[sp.Path]; rp != sp.Path {
 			s.ReadPath = rp
 		}
+		// Exit 1, not 2: Vault was contacted, and the caller revokes the
+		// token and with it the leases just read.
 		content, err := secrets.Render(&s, fetched[sp.Path], lookup, list)
 		if err != nil {
-			return &cli.UsageError{Err: err}
+			return err
 		}
-		secrets.Record(&s, fetched[sp.Path], content)
+		if s.Format == render.Env {
+			if fields := render.EnvEscapedFields(fetched[sp.Path].Fields); len(fields) > 0 {
+				log.Warn("a field of this env-format secret holds a newline or another control character: a dotenv reader gets it back, but a shell that sources the file sees the escape (\\n) instead; use --format json or a --template for multi-line values",
+					"secret", s.Name, "fields", strings.Join(fields, ","))
+			}
+		}
+		secrets.Record(&s, fetched[sp.Path])
 		outs = append(outs, out{s, content})
 	}
 
@@ -208,6 +242,23 @@ func policyHint(a state.Auth, policies []string) string {
 		return fmt.Sprintf("check the policy bound to role %q (token policies: %s)", a.Role, strings.Join(policies, ", "))
 	}
 	return fmt.Sprintf("check the token's policies (%s)", strings.Join(policies, ", "))
+}
+
+// revokeLeases revokes the leases of fetched one by one, bounded, for a
+// batch token that cannot be revoked with them.
+func revokeLeases(client *api.Client, fetched map[string]*secrets.Fetched, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for path, f := range fetched {
+		if f.Resp.LeaseID == "" {
+			continue
+		}
+		if err := client.Sys().RevokeWithContext(ctx, f.Resp.LeaseID); err != nil {
+			log.Warn("could not revoke a lease after the failure; it ends with the batch token at its TTL", "path", path, "lease_id", f.Resp.LeaseID, "err", vaultclient.Cause(err))
+			continue
+		}
+		log.Info("revoked a lease after the failure", "path", path, "lease_id", f.Resp.LeaseID)
+	}
 }
 
 // revokeToken revokes the token vault-init just created, and with it every

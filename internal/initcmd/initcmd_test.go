@@ -246,8 +246,8 @@ func TestRunHelpAndVersion(t *testing.T) {
 		t.Errorf("--help exit code %d, want 0", r.code)
 	}
 	for _, want := range []string{"Usage: vault-init [flags]", "--secret", "--state-dir", "PODLEASE_"} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("help does not contain %q:\n%s", want, r.stderr)
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("help does not contain %q:\n%s", want, r.stdout)
 		}
 	}
 	r = runInit(t, []string{"--version"}, nil)
@@ -332,7 +332,7 @@ func TestRunFailures(t *testing.T) {
 			name:        "template with a missing field",
 			vault:       &fakeVault{},
 			args:        []string{"--secret", "db=database/creds/app", "--template", "db=testdata/missingkey.tmpl"},
-			wantCode:    2,
+			wantCode:    1,
 			want:        []string{`template testdata/missingkey.tmpl for secret \"db\"`, "no_such_field"},
 			wantLogins:  1,
 			wantReads:   map[string]int{"database/creds/app": 1},

@@ -47,7 +47,7 @@ func removePending(dir string, log *slog.Logger) {
 // that token ("" if none).
 func revokePending(ctx context.Context, client *api.Client, dir string, log *slog.Logger) string {
 	path := filepath.Join(dir, pendingName)
-	b, err := os.ReadFile(path)
+	b, err := state.ReadFile(dir, pendingName)
 	if errors.Is(err, os.ErrNotExist) {
 		return ""
 	}
@@ -111,7 +111,7 @@ func removeStaleTemps(c *Config, specs []*Spec, log *slog.Logger) {
 // killed after it wrote its state but before it removed its journal, its
 // leases are going with that token already, and revoking them once more
 // would race Vault's own revocation of the same database users.
-func revokeEarlier(ctx context.Context, dir, pending string, log *slog.Logger) {
+func revokeEarlier(ctx context.Context, dir, secretsDir, pending string, log *slog.Logger) {
 	if _, err := os.Stat(filepath.Join(dir, state.FileName)); err != nil {
 		return
 	}
@@ -122,7 +122,7 @@ func revokeEarlier(ctx context.Context, dir, pending string, log *slog.Logger) {
 	log.Info("the state dir holds the state of an earlier run: revoking its leases and token before replacing it", "state_dir", dir)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := revoke.Revoke(rctx, dir, log.With("earlier_run", true)); err != nil {
+	if err := revoke.Revoke(rctx, dir, secretsDir, log.With("earlier_run", true)); err != nil {
 		log.Warn("could not revoke what the earlier run left; replacing its state anyway (what was not revoked expires at its TTL)", "err", err)
 	}
 }

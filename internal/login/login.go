@@ -128,7 +128,11 @@ func Login(ctx context.Context, c *api.Client, a state.Auth, getenv func(string)
 		return nil, fmt.Errorf("unknown auth method %q", a.Method)
 	}
 	if err != nil {
-		return nil, &Error{Where: where, Err: err, Hint: hint(a, err)}
+		h := hint(a, err)
+		if code := vaultclient.StatusCode(err); (code == 403 || code == 401) && a.Method != Token && !mounted(ctx, c, a.Mount) {
+			h = fmt.Sprintf("no auth method is mounted at auth/%s: check --auth-mount (vault auth list shows the mounts)", a.Mount)
+		}
+		return nil, &Error{Where: where, Err: err, Hint: h}
 	}
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
 		return nil, fmt.Errorf("%s: Vault returned no token", where)
@@ -152,6 +156,18 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// mounted reports whether an auth method answers logins at auth/MOUNT.
+// Vault answers 403 to a login at a path where nothing is mounted, as it
+// does when a role's bindings refuse a credential: it does not reveal its
+// mounts to a client without a token. A login without credentials tells
+// them apart: every auth method refuses it with 400 ("missing role",
+// "missing role_id").
+func mounted(ctx context.Context, c *api.Client, mount string) bool {
+	_, err := c.Logical().WriteWithContext(ctx, "auth/"+mount+"/login", map[string]any{})
+	code := vaultclient.StatusCode(err)
+	return code != 403 && code != 401
+}
 
 func hint(a state.Auth, err error) string {
 	switch code := vaultclient.StatusCode(err); {
@@ -180,7 +196,18 @@ func InfoFromAuth(auth *api.SecretAuth) state.Token {
 		Renewable: auth.Renewable,
 		Policies:  auth.Policies,
 		Owned:     true,
+		Type:      tokenType(auth.Accessor),
 	}
+}
+
+// tokenType tells a batch token from a service token in a login answer,
+// whose token_type the api package does not pass on: a service token
+// always has an accessor, a batch token ("hvb....") never.
+func tokenType(accessor string) string {
+	if accessor == "" {
+		return state.TokenBatch
+	}
+	return "service"
 }
 
 func tokenResult(tok string, lookup *api.Secret, owned bool) (*Result, error) {
@@ -191,12 +218,14 @@ func tokenResult(tok string, lookup *api.Secret, owned bool) (*Result, error) {
 	ttl, _ := lookup.TokenTTL()
 	ren, _ := lookup.TokenIsRenewable()
 	pol, _ := lookup.TokenPolicies()
+	typ, _ := lookup.Data["type"].(string)
 	return &Result{Token: tok, Info: state.Token{
 		Accessor:  acc,
 		TTL:       int(ttl.Seconds()),
 		Renewable: ren,
 		Policies:  pol,
 		Owned:     owned,
+		Type:      typ,
 	}}, nil
 }
 

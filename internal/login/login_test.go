@@ -154,11 +154,12 @@ func TestValidate(t *testing.T) {
 
 // fakeVault answers logins the way Vault does, and records the requests.
 type fakeVault struct {
-	mu       sync.Mutex
-	requests []string // "METHOD /path"
-	bodies   []map[string]any
-	status   int    // for logins; 0: 200
-	errMsg   string // Vault's error message with status
+	mu        sync.Mutex
+	requests  []string // "METHOD /path"
+	bodies    []map[string]any
+	status    int    // for logins; 0: 200
+	errMsg    string // Vault's error message with status
+	unmounted bool   // no auth method answers a login without credentials with 400
 }
 
 const fakeToken = "hvs.FAKE-issued-token-do-not-log"
@@ -173,6 +174,12 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status, msg := f.status, f.errMsg
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
+	if status != 0 && len(body) == 0 && strings.HasSuffix(r.URL.Path, "/login") && !f.unmounted {
+		// A login without credentials, at a mounted auth method.
+		w.WriteHeader(400)
+		io.WriteString(w, `{"errors":["missing role"]}`)
+		return
+	}
 	if status != 0 {
 		w.WriteHeader(status)
 		json.NewEncoder(w).Encode(map[string]any{"errors": []string{msg}})
@@ -220,6 +227,8 @@ func TestLogin(t *testing.T) {
 		wantPath  string
 		wantBody  map[string]any
 		wantErr   []string // substrings; nil for success
+		probe     bool     // a refused login: expect a probe without credentials
+		unmounted bool
 		transient bool
 		want      state.Token
 		wantTok   string
@@ -228,28 +237,28 @@ func TestLogin(t *testing.T) {
 			name:     "kubernetes",
 			auth:     state.Auth{Method: Kubernetes, Mount: "kubernetes", Role: "web", JWTFile: jwtFile},
 			wantPath: "PUT /v1/auth/kubernetes/login", wantBody: map[string]any{"role": "web", "jwt": saToken},
-			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true},
+			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true, Type: "service"},
 			wantTok: fakeToken,
 		},
 		{
 			name:     "kubernetes at another mount",
 			auth:     state.Auth{Method: Kubernetes, Mount: "k8s-prod", Role: "web", JWTFile: jwtFile},
 			wantPath: "PUT /v1/auth/k8s-prod/login",
-			want:     state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true},
+			want:     state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true, Type: "service"},
 			wantTok:  fakeToken,
 		},
 		{
 			name:     "jwt",
 			auth:     state.Auth{Method: JWT, Mount: "jwt", Role: "web", JWTFile: jwtFile},
 			wantPath: "PUT /v1/auth/jwt/login", wantBody: map[string]any{"role": "web", "jwt": saToken},
-			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true},
+			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true, Type: "service"},
 			wantTok: fakeToken,
 		},
 		{
 			name:     "approle",
 			auth:     state.Auth{Method: AppRole, Mount: "approle", RoleIDFile: roleIDFile, SecretIDFile: secretIDFile},
 			wantPath: "PUT /v1/auth/approle/login", wantBody: map[string]any{"role_id": "role-id-123", "secret_id": "secret-id-456"},
-			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true},
+			want:    state.Token{Accessor: "acc-1", TTL: 3600, Renewable: true, Policies: []string{"default", "web-db"}, Owned: true, Type: "service"},
 			wantTok: fakeToken,
 		},
 		{
@@ -287,6 +296,15 @@ func TestLogin(t *testing.T) {
 			status: 403, errMsg: "permission denied",
 			wantPath: "PUT /v1/auth/jwt/login",
 			wantErr:  []string{"auth/jwt", "permission denied (HTTP 403)", "Vault refused the credential"},
+			probe:    true,
+		},
+		{
+			name:   "nothing mounted there",
+			auth:   state.Auth{Method: Kubernetes, Mount: "kubernets", Role: "web", JWTFile: jwtFile},
+			status: 403, errMsg: "permission denied", unmounted: true,
+			wantPath: "PUT /v1/auth/kubernets/login",
+			wantErr:  []string{"auth/kubernets", "permission denied (HTTP 403)", "no auth method is mounted at auth/kubernets: check --auth-mount"},
+			probe:    true,
 		},
 		{
 			name:   "vault down",
@@ -309,7 +327,7 @@ func TestLogin(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := &fakeVault{status: tc.status, errMsg: tc.errMsg}
+			f := &fakeVault{status: tc.status, errMsg: tc.errMsg, unmounted: tc.unmounted}
 			c, err := vaultclient.New(newFake(t, f), "", 5*time.Second, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -318,6 +336,14 @@ func TestLogin(t *testing.T) {
 			requests, bodies := f.seen()
 			if tc.wantPath == "" && len(requests) != 0 {
 				t.Errorf("requests %v, want none", requests)
+			}
+			if tc.probe {
+				// A refused login is followed by one without credentials,
+				// to tell a refusal from a mount that does not exist.
+				if len(requests) != 2 || requests[1] != tc.wantPath || len(bodies[1]) != 0 {
+					t.Fatalf("requests %v, want the login and a probe without credentials, both at %s", requests, tc.wantPath)
+				}
+				requests = requests[:1]
 			}
 			if tc.wantPath != "" && (len(requests) != 1 || requests[0] != tc.wantPath) {
 				t.Fatalf("requests %v, want [%s]", requests, tc.wantPath)
@@ -388,5 +414,16 @@ func TestLoginUnreachable(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "is Vault reachable") {
 		t.Errorf("error %q does not say Vault is unreachable", err)
+	}
+}
+
+// TestTokenType: the api package drops a login answer's token_type; a
+// token without an accessor is a batch token.
+func TestTokenType(t *testing.T) {
+	t.Parallel()
+	for accessor, want := range map[string]string{"": state.TokenBatch, "acc-1": "service"} {
+		if got := tokenType(accessor); got != want {
+			t.Errorf("tokenType(%q) = %q; want %q", accessor, got, want)
+		}
 	}
 }

@@ -36,6 +36,9 @@ func Format(f string, data map[string]any) ([]byte, error) {
 		fieldOf := map[string]string{} // variable name -> the field it came from
 		return lines(data, func(k string, v any) (string, error) {
 			name := envKey(k)
+			if refusedEnvName(name) {
+				return "", fmt.Errorf("becomes variable %s, which changes what a shell or program that loads the file runs: the env format refuses it; rename the field in Vault, or use json, yaml or a --template", name)
+			}
 			if other, dup := fieldOf[name]; dup {
 				return "", fmt.Errorf("field %q also becomes variable %s: the env format needs field names that differ after upper-casing; use json or a --template", other, name)
 			}
@@ -90,8 +93,56 @@ func envKey(k string) string {
 	return k
 }
 
-// envQuote double-quotes s the way shells and dotenv readers agree on,
-// escaping what could end the quote, expand, or start a new line.
+// refusedEnvPrefixes and refusedEnvNames are variables that make a shell
+// or the dynamic loader, or an interpreter, run or load other code, or
+// change how a shell splits and parses what follows: a field of a secret
+// must not set one when the file is sourced or loaded as an environment.
+var (
+	refusedEnvPrefixes = []string{"LD_", "DYLD_", "BASH_FUNC_"}
+	refusedEnvNames    = map[string]bool{
+		"PATH": true, "ENV": true, "BASH_ENV": true, "IFS": true, "SHELLOPTS": true, "BASHOPTS": true,
+		"PS1": true, "PS2": true, "PS3": true, "PS4": true, "PROMPT_COMMAND": true, "CDPATH": true, "GLOBIGNORE": true,
+		"GCONV_PATH": true, "HOSTALIASES": true, "LOCPATH": true, "NLSPATH": true,
+		"PYTHONPATH": true, "PYTHONHOME": true, "PYTHONSTARTUP": true, "PERL5LIB": true, "PERL5OPT": true, "PERLLIB": true,
+		"RUBYOPT": true, "RUBYLIB": true, "NODE_OPTIONS": true, "NODE_PATH": true, "JAVA_TOOL_OPTIONS": true, "_JAVA_OPTIONS": true,
+	}
+)
+
+// refusedEnvName reports whether the env format refuses variable name.
+func refusedEnvName(name string) bool {
+	for _, p := range refusedEnvPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return refusedEnvNames[name]
+}
+
+// EnvEscapedFields returns, sorted, the fields of data whose env text holds
+// a newline or another control character. envQuote writes those as escapes
+// (\n, \r, \xNN): a dotenv reader turns them back into the character, but
+// a shell sourcing the file keeps the backslash and the letters, so such a
+// value does not reach a shell as it is in Vault.
+func EnvEscapedFields(data map[string]any) []string {
+	var out []string
+	for k, v := range data {
+		s, err := scalar(v)
+		if err == nil && strings.ContainsFunc(s, isControl) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// envQuote double-quotes s so that no value can end the quote, expand, or
+// start a new line. A shell sourcing the file and a dotenv reader see the
+// same value as long as it has no control character. A newline, carriage
+// return or other control character is written as an escape (\n, \r,
+// \xNN): dotenv readers decode it, a shell does not (it sees the two
+// characters \ and n), so multi-line values belong in json or a template.
 func envQuote(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
@@ -105,7 +156,7 @@ func envQuote(s string) string {
 		case '\r':
 			b.WriteString(`\r`)
 		default:
-			if r < 0x20 || r == 0x7f {
+			if isControl(r) {
 				fmt.Fprintf(&b, `\x%02x`, r)
 				continue
 			}

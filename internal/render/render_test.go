@@ -554,3 +554,88 @@ func TestYAMLKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvRefusesDangerousNames: a field that becomes PATH, LD_PRELOAD,
+// BASH_ENV, IFS... would change what a shell or program that loads the
+// file runs; the env format refuses it with a message naming the field and
+// the variable, never the value.
+func TestEnvRefusesDangerousNames(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ field, variable string }{
+		{"path", "PATH"},
+		{"Path", "PATH"},
+		{"ld_preload", "LD_PRELOAD"},
+		{"ld-library-path", "LD_LIBRARY_PATH"},
+		{"LD_AUDIT", "LD_AUDIT"},
+		{"bash_env", "BASH_ENV"},
+		{"env", "ENV"},
+		{"ifs", "IFS"},
+		{"ps4", "PS4"},
+		{"shellopts", "SHELLOPTS"},
+		{"prompt_command", "PROMPT_COMMAND"},
+		{"BASH_FUNC_x%%", "BASH_FUNC_X__"},
+		{"node.options", "NODE_OPTIONS"},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			t.Parallel()
+			out, err := Format(Env, map[string]any{"username": "u", tc.field: "/tmp/evil-value"})
+			if err == nil {
+				t.Fatalf("no error; output:\n%s", out)
+			}
+			for _, want := range []string{strconv.Quote(tc.field), tc.variable, "json"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), "evil-value") {
+				t.Errorf("error %q shows the value", err)
+			}
+		})
+	}
+	for _, field := range []string{"path_prefix", "my_path", "environment", "ldap_url", "home"} {
+		if _, err := Format(Env, map[string]any{field: "v"}); err != nil {
+			t.Errorf("field %q refused: %v", field, err)
+		}
+	}
+}
+
+// TestEnvMultilineValue pins what the docs say about a multi-line value in
+// the env format: it stays on one line; a dotenv reader gets the newline
+// back; a shell that sources the file sees a backslash and an n instead.
+// EnvEscapedFields names such fields so that vault-init can warn.
+func TestEnvMultilineValue(t *testing.T) {
+	t.Parallel()
+	pem := "-----BEGIN KEY-----\nMIIB\n-----END KEY-----"
+	data := map[string]any{"cert": pem, "user": "u", "tabbed": "a\tb", "list": []any{"x\ny"}}
+	out, err := Format(Env, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(out), "\n"); n != len(data) {
+		t.Fatalf("%d lines for %d fields:\n%s", n, len(data), out)
+	}
+	vars, err := parseEnv(out)
+	if err != nil || vars["CERT"] != pem {
+		t.Errorf("dotenv reader: CERT = %q (%v), want the PEM with its newlines", vars["CERT"], err)
+	}
+	if got, want := EnvEscapedFields(data), []string{"cert", "tabbed"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("EnvEscapedFields = %v, want %v", got, want)
+	}
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal("no sh on PATH")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "secret.env"), out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sh, "-c", `. ./secret.env && printf '%s' "$CERT"`)
+	cmd.Dir = dir
+	got, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.ReplaceAll(pem, "\n", `\n`); string(got) != want {
+		t.Errorf("sh sees CERT = %q, want %q (the escape, not a newline)", got, want)
+	}
+}

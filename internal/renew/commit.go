@@ -3,6 +3,7 @@ package renew
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -15,6 +16,7 @@ import (
 // newToken is a fresh login not yet written to the state dir.
 type newToken struct {
 	token  string
+	id     string // tokenID
 	info   state.Token
 	client *api.Client
 	at     time.Time
@@ -116,10 +118,10 @@ func (s *sidecar) writeFiles(ch *change) error {
 // the next renewal, and the old lease's revocation after the grace period.
 func (s *sidecar) apply(now time.Time, ch *change) {
 	g := ch.g
-	oldLease, oldOwner, oldExpiry := g.leaseID(), g.owner, s.expiry(g)
-	oldAlive := oldExpiry.After(now)
-	for i, sec := range g.secrets {
-		secrets.Record(sec, ch.f, ch.contents[i])
+	oldLease, oldOwner, oldExpiry, oldVaultGone := g.leaseID(), g.owner, s.expiry(g), g.vaultGone
+	for _, sec := range g.secrets {
+		secrets.Record(sec, ch.f)
+		sec.FileInode = state.Inode(sec.File)
 	}
 	ttl := ch.f.TTL()
 	g.kind, g.owner = ch.f.Kind, ch.owner
@@ -131,7 +133,7 @@ func (s *sidecar) apply(now time.Time, ch *change) {
 		g.ld = ttl
 	}
 	g.renewable = ch.f.Resp.Renewable
-	g.capped, g.gone = false, false
+	g.capped, g.gone, g.vaultGone = false, false, false
 	g.ident = fingerprint(ch.f)
 	g.retry.reset()
 	s.schedule(now, g)
@@ -144,19 +146,21 @@ func (s *sidecar) apply(now time.Time, ch *change) {
 	} else {
 		s.log.Info("secret changed: file rewritten", "secret", g.names(), "path", g.path, "notify", !ch.quiet)
 	}
-	if oldAlive && oldLease != "" && oldLease != g.leaseID() {
+	// A replaced lease stays in the state until it is revoked or Vault
+	// said it is gone: one that looks expired by the clock may be alive.
+	if !oldVaultGone && oldLease != "" && oldLease != g.leaseID() {
 		s.retireLease(now, g.secrets[0].Name, oldLease, oldOwner, oldExpiry)
 	}
 }
 
 // loadForWrite reads state.json under the lock before a write: it returns
 // errRevoked once vault-revoke ran, and nil state (write ours) if the file
-// cannot be read.
+// is gone or cannot be read.
 func (s *sidecar) loadForWrite() (*state.State, error) {
 	disk, err := state.Load(s.dir)
 	switch {
 	case errors.Is(err, state.ErrNotExist):
-		return nil, errRevoked
+		return nil, nil
 	case err != nil:
 		s.log.Warn("cannot read state.json before writing it; writing the state in memory", "err", err)
 		return nil, nil
@@ -180,6 +184,14 @@ func (s *sidecar) writeState(disk *state.State) {
 	if err := state.Save(s.dir, &merged); err != nil {
 		s.log.Error("cannot save state.json; the state in memory is saved again at the next change", "err", err)
 	}
+	// A token file that vanished is written again too, for a later
+	// vault-revoke to find.
+	if _, err := state.ReadToken(s.dir); errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("the token file is gone; writing it again from memory", "state_dir", s.dir)
+		if err := state.WriteToken(s.dir, s.tok.token); err != nil {
+			s.log.Error("cannot write the token file", "err", err)
+		}
+	}
 }
 
 // save writes state.json after a renewal.
@@ -202,6 +214,13 @@ func (s *sidecar) save(ctx context.Context) error {
 
 // discard revokes credentials that were fetched but will never be used.
 func (s *sidecar) discard(changes []*change, nt *newToken) {
+	if nt != nil && nt.info.Batch() {
+		// A batch token cannot be revoked: its leases one by one.
+		for _, ch := range changes {
+			s.revokeLease(ch.client, ch.f.Resp.LeaseID, ch.g.names())
+		}
+		return
+	}
 	if nt != nil {
 		// Revoking the new token revokes every lease issued under it.
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)

@@ -13,33 +13,38 @@ import (
 )
 
 // Config is vault-renew's parsed command line. Everything about Vault
-// (address, login, secrets) comes from state.json instead.
+// (address, login, secrets) comes from state.json instead, but for the
+// secrets dir, which bounds the files it writes.
 type Config struct {
-	StateDir      string
-	Listen        string
-	RenewFraction float64
-	Jitter        float64
-	RotateBefore  time.Duration
-	Grace         time.Duration
-	KVInterval    time.Duration
-	NotifySignal  string
-	NotifyProcess string
-	NotifyURL     string
-	ExitOnFailure bool
-	RevokeOnExit  bool
-	RevokeTimeout time.Duration
+	StateDir       string
+	SecretsDir     string
+	Listen         string
+	RenewFraction  float64
+	Jitter         float64
+	RotateBefore   time.Duration
+	Grace          time.Duration
+	KVInterval     time.Duration
+	VerifyInterval time.Duration
+	NotifySignal   string
+	NotifyProcess  string
+	NotifyURL      string
+	ExitOnFailure  bool
+	RevokeOnExit   bool
+	RevokeTimeout  time.Duration
 
 	signal syscall.Signal // parsed NotifySignal
 }
 
 func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory holding the token and state.json written by vault-init")
+	fs.StringVar(&c.SecretsDir, "secrets-dir", "/vault/secrets", "directory holding the secret files, as given to vault-init; vault-renew writes only NAME in it, and refuses a state.json that names another")
 	fs.StringVar(&c.Listen, "listen", ":8099", "address for /healthz, /readyz and /metrics; empty disables the HTTP server")
 	fs.Float64Var(&c.RenewFraction, "renew-fraction", 0.66, "renew a lease or the token when this fraction of its remaining TTL has passed")
 	fs.Float64Var(&c.Jitter, "jitter", 0.1, "renew up to this fraction earlier than --renew-fraction says, at random, so pods do not renew in lockstep")
 	fs.DurationVar(&c.RotateBefore, "rotate-before", 0, "replace a credential (or log in again) this long before its hard expiry; 0 means max(TTL/3, 5s), never more than half the TTL")
 	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "keep a replaced credential this long (at most until it expires) so connection pools can drain, then revoke it")
 	fs.DurationVar(&c.KVInterval, "kv-interval", 5*time.Minute, "re-read secrets without a lease (KV, static credentials) this often; the file changes only if the secret did")
+	fs.DurationVar(&c.VerifyInterval, "verify-interval", 0, "between renewals, check this often that the token and every lease still exist in Vault (1 + one per leased secret requests each time; needs update on sys/leases/lookup), so that a lease or token revoked by hand is replaced, and /readyz turns 503, within this long; 0 disables")
 	fs.StringVar(&c.NotifySignal, "notify-signal", "", "signal sent to --notify-process after a file changed (default SIGHUP)")
 	fs.StringVar(&c.NotifyProcess, "notify-process", "", "name (as in /proc/PID/comm or argv[0]) of the app process to signal; needs shareProcessNamespace: true")
 	fs.StringVar(&c.NotifyURL, "notify-url", "", `URL to POST {"secret": NAME} to after a file changed, e.g. http://127.0.0.1:8080/-/reload`)
@@ -52,6 +57,9 @@ func (c *Config) register(fs *pflag.FlagSet) {
 func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return fmt.Errorf("--state-dir must not be empty")
+	}
+	if c.SecretsDir == "" {
+		return fmt.Errorf("--secrets-dir must not be empty")
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -72,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RevokeTimeout <= 0 {
 		return fmt.Errorf("--revoke-timeout %s: want a positive duration such as 10s", c.RevokeTimeout)
+	}
+	if c.VerifyInterval != 0 && c.VerifyInterval < time.Second {
+		return fmt.Errorf("--verify-interval %s: want 0 (off) or at least 1s", c.VerifyInterval)
 	}
 	if c.KVInterval < time.Second {
 		return fmt.Errorf("--kv-interval %s: want at least 1s", c.KVInterval)

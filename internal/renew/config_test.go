@@ -51,7 +51,7 @@ func TestUsage(t *testing.T) {
 
 func TestValidDefaults(t *testing.T) {
 	t.Parallel()
-	c := Config{StateDir: "/vault/state", Listen: ":8099", RenewFraction: 0.66, Jitter: 0.1, Grace: 30 * time.Second, KVInterval: 5 * time.Minute, RevokeTimeout: 10 * time.Second, NotifyProcess: "nginx"}
+	c := Config{StateDir: "/vault/state", SecretsDir: "/vault/secrets", Listen: ":8099", RenewFraction: 0.66, Jitter: 0.1, Grace: 30 * time.Second, KVInterval: 5 * time.Minute, RevokeTimeout: 10 * time.Second, NotifyProcess: "nginx"}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

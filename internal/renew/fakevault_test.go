@@ -45,6 +45,7 @@ type fakeVault struct {
 	// Counters tests assert on.
 	logins, issued, leaseRenewals, tokenRenewals int
 	kvReads                                      int
+	requests                                     int // every request with a token
 }
 
 type fakeToken struct {
@@ -142,6 +143,7 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := v.tokens[r.Header.Get("X-Vault-Token")]
+	v.requests++
 	if t == nil || t.revoked || !now.Before(t.expiry) {
 		vaultError(w, 403, "permission denied")
 		return
@@ -221,6 +223,13 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		l.expiry = earliest(now.Add(inc), l.issued.Add(l.max))
 		reply(w, map[string]any{"lease_id": l.id, "lease_duration": int(l.expiry.Sub(now).Seconds()), "renewable": true})
+	case path == "sys/leases/lookup":
+		l := v.lease(str(body["lease_id"]), now)
+		if l == nil {
+			vaultError(w, 400, "invalid lease")
+			return
+		}
+		reply(w, map[string]any{"data": map[string]any{"id": l.id, "ttl": int(l.expiry.Sub(now).Seconds()), "renewable": true}})
 	case path == "sys/leases/revoke":
 		if l := v.leases[str(body["lease_id"])]; l != nil {
 			l.revoked = true

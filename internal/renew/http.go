@@ -38,13 +38,14 @@ func (c credStatus) finalStretch() time.Duration {
 	return time.Minute
 }
 
-// remaining is the seconds left, at most 0 once lost.
-func (c credStatus) remaining(now time.Time) float64 {
-	r := c.expiry.Sub(now).Seconds()
-	if c.lost {
-		r = min(r, 0)
+// expiresAt is the expiry as a Unix time in whole seconds, at most now
+// once lost: Vault said the credential is gone, whatever its expiry said.
+func (c credStatus) expiresAt(now time.Time) float64 {
+	e := c.expiry
+	if c.lost && now.Before(e) {
+		e = now
 	}
-	return r
+	return float64(e.Unix())
 }
 
 // publish copies the loop's view into the status.

@@ -1,10 +1,13 @@
 package renew
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"strings"
 	"time"
 
@@ -27,7 +30,7 @@ func (s *sidecar) groupStep(ctx context.Context, g *group) error {
 		}
 		g.act = actRotate
 	}
-	if g.act == actRenew && g.owner != s.st.Token.Accessor {
+	if g.act == actRenew && g.owner != s.tok.id {
 		// Issued under a token that is being replaced: a renewal would not
 		// save it from that token's end.
 		g.act = actRotate
@@ -79,7 +82,7 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 	if ctx.Err() != nil {
 		return nil
 	}
-	s.metrics.failed(g)
+	s.metrics.failed(g, opRenew)
 	switch code := vaultclient.StatusCode(err); {
 	case code == 400 && strings.Contains(vaultclient.Cause(err), "not renewable"):
 		s.log.Warn("Vault says the lease is not renewable: replacing the credential before it expires", "secret", g.names(), "lease_id", g.leaseID(), "expires_in", until(now, g.expiry))
@@ -87,7 +90,7 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 		s.schedule(now, g)
 	case code == 400 || code == 404:
 		s.log.Warn("Vault no longer knows the lease (revoked or expired): issuing a new credential", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err))
-		g.gone = true
+		g.gone, g.vaultGone = true, true
 		g.act, g.next = actRotate, now
 	case code == 403 || code == 401:
 		s.log.Warn("permission denied renewing the lease: checking the token now; if the token is fine, the policy must allow update on sys/leases/renew. Until then the credential is replaced before it expires",
@@ -107,13 +110,13 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 // token, and swaps the file.
 func (s *sidecar) rotate(ctx context.Context, g *group) error {
 	deadline := s.expiry(g)
-	ch, err := s.fetch(ctx, s.client, s.st.Token.Accessor, g, deadline)
+	ch, err := s.fetch(ctx, s.client, s.tok.id, g, deadline)
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.metrics.failed(g)
+		s.metrics.failed(g, opRotate)
 		g.next = s.retryAt(now, &g.retry, deadline, !vaultclient.Transient(err))
 		s.log.Warn("could not issue a new credential; retrying", "secret", g.names(), "path", g.path, "err", err.Error(),
 			"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", until(now, deadline))
@@ -130,13 +133,13 @@ func (s *sidecar) rotate(ctx context.Context, g *group) error {
 func (s *sidecar) reread(ctx context.Context, g *group) error {
 	// Nothing expires here: a short try, so that an outage does not hold
 	// up renewals; the next one comes with the backoff.
-	ch, err := s.fetch(ctx, s.client, s.st.Token.Accessor, g, time.Now().Add(rereadTimeout))
+	ch, err := s.fetch(ctx, s.client, s.tok.id, g, time.Now().Add(rereadTimeout))
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.metrics.failed(g)
+		s.metrics.failed(g, opReread)
 		g.next = earliest(s.retryAt(now, &g.retry, time.Time{}, !vaultclient.Transient(err)), now.Add(s.cfg.KVInterval))
 		s.log.Warn("could not re-read the secret; its file keeps the current content", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(now, g.next))
 		return nil
@@ -146,9 +149,10 @@ func (s *sidecar) reread(ctx context.Context, g *group) error {
 	ident := fingerprint(ch.f)
 	changed := ident != g.ident
 	if g.ident == "" {
+		// First read since start: the file tells whether the data changed.
 		changed = false
 		for i, sec := range g.secrets {
-			if secrets.Checksum(ch.contents[i]) != sec.Checksum {
+			if b, err := os.ReadFile(sec.File); err != nil || !bytes.Equal(b, ch.contents[i]) {
 				changed = true
 			}
 		}
@@ -180,9 +184,16 @@ func (s *sidecar) schedule(now time.Time, g *group) {
 			g.next = time.Time{} // a lease without a TTL: nothing to do
 			return
 		}
-		if g.capped || !g.renewable {
+		switch {
+		case (g.capped || !g.renewable) && g.owner == s.tok.id && endsWithToken(g.expiry, s.tok.hard):
+			// A new lease under the same token would end with it too (a
+			// batch token caps its leases to its own life): the login
+			// before the token ends issues the next one. Until then
+			// only its expiry, if that login never succeeds.
+			g.act, g.next = actRotate, g.expiry
+		case g.capped || !g.renewable:
 			g.act, g.next = actRotate, latest(now, g.expiry.Add(-s.rotateBefore(g.ld)))
-		} else {
+		default:
 			g.act, g.next = actRenew, s.renewAt(now, g.expiry)
 		}
 	case state.KindStatic:
@@ -194,6 +205,13 @@ func (s *sidecar) schedule(now time.Time, g *group) {
 	default:
 		g.act, g.next = actReread, now.Add(s.cfg.KVInterval)
 	}
+}
+
+// endsWithToken reports whether a lease that expires at expiry ends with
+// the token that ends (can no longer be renewed) at tokenEnd; zero: the
+// token's end is not known yet.
+func endsWithToken(expiry, tokenEnd time.Time) bool {
+	return !tokenEnd.IsZero() && !expiry.Before(tokenEnd.Add(-2*time.Second))
 }
 
 // expiry is when g's credential stops working: its lease's expiry, or
@@ -223,7 +241,7 @@ type change struct {
 	g        *group
 	f        *secrets.Fetched
 	contents [][]byte // one per g.secrets
-	owner    string   // accessor of the token that read it
+	owner    string   // tokenID of the token that read it
 	client   *api.Client
 	quiet    bool // no notification: the app has nothing new
 }
@@ -299,5 +317,7 @@ func fingerprint(f *secrets.Fetched) string {
 	if err != nil {
 		return ""
 	}
-	return secrets.Checksum(b)
+	// Kept in memory only, like the secret itself.
+	sum := sha256.Sum256(b)
+	return string(sum[:])
 }

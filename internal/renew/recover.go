@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/podlease/podlease/internal/secrets"
@@ -20,9 +19,10 @@ func pendingRecords(changes []*change) []state.Secret {
 		if ch.f.Resp.LeaseID == "" {
 			continue
 		}
-		for i, sec := range ch.g.secrets {
+		for _, sec := range ch.g.secrets {
+			// next.FileInode stays the inode of the file it replaces.
 			next := *sec
-			secrets.Record(&next, ch.f, ch.contents[i])
+			secrets.Record(&next, ch.f)
 			out = append(out, next)
 		}
 	}
@@ -30,10 +30,11 @@ func pendingRecords(changes []*change) []state.Secret {
 }
 
 // recoverPending finishes a commit that a crash interrupted, before
-// anything else runs: a pending credential whose file holds it (same
-// checksum) becomes the secret's current one and the lease it replaced is
-// retired after the grace period; a pending credential that never reached
-// its file is revoked at once. Either way no lease is left that state.json
+// anything else runs: a pending credential whose file holds it (the file
+// is no longer the one state.json recorded: another inode) becomes the
+// secret's current one and the lease it replaced is retired after the
+// grace period; a pending credential that never reached its file is
+// revoked at once. Either way no lease is left that state.json
 // does not name, and the app keeps the credential its file holds.
 func recoverPending(ctx context.Context, dir string, grace time.Duration, log *slog.Logger) (*state.State, error) {
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
@@ -50,8 +51,11 @@ func recoverPending(ctx context.Context, dir string, grace time.Duration, log *s
 	now := time.Now().UTC()
 	for _, p := range st.Pending {
 		cur := st.Lookup(p.Name)
-		b, err := os.ReadFile(p.File)
-		if cur != nil && err == nil && secrets.Checksum(b) == p.Checksum {
+		// Only this process writes the file, by renaming a new one over
+		// it: a file with another inode was written by the interrupted
+		// commit, and holds the pending credential.
+		ino := state.Inode(p.File)
+		if cur != nil && ino != 0 && ino != cur.FileInode {
 			if cur.LeaseID != "" && cur.LeaseID != p.LeaseID {
 				revokeAt := now.Add(grace)
 				if !cur.ExpiresAt.IsZero() {
@@ -60,6 +64,7 @@ func recoverPending(ctx context.Context, dir string, grace time.Duration, log *s
 				st.Retiring = append(st.Retiring, state.Retiring{Secret: p.Name, LeaseID: cur.LeaseID, RevokeAt: revokeAt})
 			}
 			*cur = p
+			cur.FileInode = ino
 			log.Info("adopted a credential that an interrupted run wrote but did not record", "secret", p.Name, "lease_id", p.LeaseID)
 			continue
 		}

@@ -34,20 +34,24 @@ func TestRecoverPending(t *testing.T) {
 			oldContent, newContent := []byte(`{"username":"old"}`), []byte(`{"username":"new"}`)
 			file := filepath.Join(secretsDir, "db")
 			cur := state.Secret{Name: "db", Path: "database/creds/app", Kind: state.KindLeased, LeaseID: "lease/old",
-				LeaseDuration: 60, File: file, FileMode: "0440", Format: "json", Checksum: secrets.Checksum(oldContent),
+				LeaseDuration: 60, File: file, FileMode: "0440", Format: "json",
 				ExpiresAt: time.Now().Add(time.Minute).UTC()}
+			if err := secrets.WriteFile(&cur, oldContent); err != nil {
+				t.Fatal(err)
+			}
 			next := cur
-			next.LeaseID, next.Checksum = "lease/new", secrets.Checksum(newContent)
+			next.LeaseID = "lease/new"
 			st := &state.State{VaultAddr: "http://127.0.0.1:1", SecretsDir: secretsDir, Secrets: []state.Secret{cur}, Pending: []state.Secret{next}}
 			if err := state.Save(dir, st); err != nil {
 				t.Fatal(err)
 			}
 			content := oldContent
 			if tc.fileHolds == "new" {
+				// The interrupted commit renamed a new file over the old.
 				content = newContent
-			}
-			if err := os.WriteFile(file, content, 0o440); err != nil {
-				t.Fatal(err)
+				if err := secrets.WriteFile(&next, newContent); err != nil {
+					t.Fatal(err)
+				}
 			}
 			var logs bytes.Buffer
 			got, err := recoverPending(context.Background(), dir, 30*time.Second, newTestLogger(&logs))
@@ -65,8 +69,11 @@ func TestRecoverPending(t *testing.T) {
 				if id := s.Lookup("db").LeaseID; id != tc.wantCurrent {
 					t.Errorf("current lease %s, want %s", id, tc.wantCurrent)
 				}
-				if c := s.Lookup("db").Checksum; c != secrets.Checksum(content) {
-					t.Errorf("state's checksum does not match the file")
+				if ino := s.Lookup("db").FileInode; ino != state.Inode(file) {
+					t.Errorf("state's file_inode %d is not the file's %d", ino, state.Inode(file))
+				}
+				if b, _ := os.ReadFile(file); !bytes.Equal(b, content) {
+					t.Errorf("the file changed")
 				}
 				retired := map[string]time.Duration{}
 				for _, r := range s.Retiring {

@@ -58,11 +58,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // serve runs the sidecar until ctx ends.
 func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog.Logger, d deps) error {
+	// One sidecar per state dir, for its whole life: a second one would
+	// rotate the same leases and each would record leases the other
+	// replaced.
+	release, err := state.LockSidecar(c.StateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	st, err := state.Load(c.StateDir)
 	if errors.Is(err, state.ErrNotExist) {
 		return fmt.Errorf("%w: vault-init must run first, as an init container with the same --state-dir", err)
 	}
 	if err != nil {
+		return err
+	}
+	if err := st.CheckSecretsDir(c.SecretsDir); err != nil {
 		return err
 	}
 	names := make([]string, len(st.Secrets))
@@ -112,7 +123,7 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 		s.wake = wake
 	}
 	s.publish()
-	log.Info("vault-renew started", "vault_addr", st.VaultAddr, "token_accessor", st.Token.Accessor, "secrets", len(st.Secrets), "retiring", len(st.Retiring))
+	log.Info("vault-renew started", "vault_addr", st.VaultAddr, "token_id", s.tok.id, "batch_token", s.tok.batch, "secrets", len(st.Secrets), "retiring", len(st.Retiring))
 	now := time.Now()
 	for _, g := range s.groups {
 		log.Info("managing secret", "secret", g.names(), "path", g.path, "kind", g.kind, "lease_id", g.leaseID(), "expires_in", until(now, g.expiry))

@@ -108,7 +108,7 @@ func newFixture(t *testing.T, v *fakeVault, specs ...spec) *fixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		secrets.Record(&s, fe, content)
+		secrets.Record(&s, fe)
 		if err := secrets.WriteFile(&s, content); err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +132,7 @@ func (f *fixture) startWith(d deps, args ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	f.done = make(chan int, 1)
-	args = append([]string{"--state-dir", f.stateDir, "--listen", "", "--jitter", "0", "--log-level", "debug"}, args...)
+	args = append([]string{"--state-dir", f.stateDir, "--secrets-dir", f.secretsDir, "--listen", "", "--jitter", "0", "--log-level", "debug"}, args...)
 	if d.procRoot == "" {
 		d.procRoot = f.procRoot
 	}
@@ -501,7 +501,7 @@ func TestOutageShorterThanTTLKeepsTheSameLease(t *testing.T) {
 		if got := f.state().Secrets[0].LeaseID; got != lease || !v.alive(lease) {
 			t.Errorf("lease after the outage = %s (alive %v); want %s, alive", got, v.alive(lease), lease)
 		}
-		if got := f.metric(`podlease_secret_renewal_failures_total{secret="db"}`); got < 2 {
+		if got := f.metric(`podlease_secret_renewal_failures_total{secret="db",operation="renew"}`); got < 2 {
 			t.Errorf("renewal failures metric = %v; want the failed attempts counted", got)
 		}
 		if code, _ := f.get("/readyz"); code != 200 {
@@ -648,17 +648,23 @@ func TestReadyzAndMetrics(t *testing.T) {
 		if code, body := f.get("/readyz"); code != 200 || body != "ready\n" {
 			t.Errorf("/readyz = %d %q", code, body)
 		}
+		// Expiries are absolute Unix times, so that an alert can compare
+		// them with time().
+		now := float64(time.Now().Unix())
 		for sample, want := range map[string]float64{
-			`podlease_secret_expiry_seconds{secret="db"}`:          99,
-			`podlease_secret_renewals_total{secret="db"}`:          0,
-			`podlease_secret_renewal_failures_total{secret="db"}`:  0,
-			`podlease_secret_rotations_total{secret="db"}`:         0,
-			`podlease_secret_rotations_total{secret="app"}`:        0,
-			`podlease_secret_renewal_failures_total{secret="app"}`: 0,
-			`podlease_token_expiry_seconds`:                        3599,
-			`podlease_token_renewals_total`:                        1,
-			`podlease_logins_total`:                                0,
-			`podlease_revoked`:                                     0,
+			`podlease_secret_expiry_timestamp_seconds{secret="db"}`:                   now + 99,
+			`podlease_secret_renewals_total{secret="db"}`:                             0,
+			`podlease_secret_renewal_failures_total{secret="db",operation="renew"}`:   0,
+			`podlease_secret_renewal_failures_total{secret="db",operation="rotate"}`:  0,
+			`podlease_secret_renewal_failures_total{secret="db",operation="reissue"}`: 0,
+			`podlease_secret_renewal_failures_total{secret="db",operation="reread"}`:  0,
+			`podlease_secret_rotations_total{secret="db"}`:                            0,
+			`podlease_secret_rotations_total{secret="app"}`:                           0,
+			`podlease_secret_renewal_failures_total{secret="app",operation="reread"}`: 0,
+			`podlease_token_expiry_timestamp_seconds`:                                 now + 3599,
+			`podlease_token_renewals_total`:                                           1,
+			`podlease_logins_total`:                                                   0,
+			`podlease_revoked`:                                                        0,
 		} {
 			if got := f.metric(sample); got != want {
 				t.Errorf("%s = %v; want %v", sample, got, want)
@@ -673,7 +679,7 @@ func TestReadyzAndMetrics(t *testing.T) {
 				t.Errorf("/metrics has a series that is not podlease's: %s", line)
 			}
 		}
-		if strings.Contains(body, `podlease_secret_expiry_seconds{secret="app"}`) {
+		if strings.Contains(body, `podlease_secret_expiry_timestamp_seconds{secret="app"}`) {
 			t.Error("a KV secret has no expiry, but /metrics reports one")
 		}
 
@@ -805,6 +811,12 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // listening on a free port, in real time.
 func realFixture(t *testing.T, args ...string) (*fixture, string) {
 	t.Helper()
+	return realFixtureWatch(t, true, args...)
+}
+
+// realFixtureWatch is realFixture with or without the inotify watch.
+func realFixtureWatch(t *testing.T, watch bool, args ...string) (*fixture, string) {
+	t.Helper()
 	v := newFakeVault()
 	srv := httptest.NewServer(v)
 	t.Cleanup(srv.Close)
@@ -815,7 +827,7 @@ func realFixture(t *testing.T, args ...string) (*fixture, string) {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	f.startWith(deps{newClient: vaultclient.New, watch: true}, append([]string{"--listen", addr}, args...)...)
+	f.startWith(deps{newClient: vaultclient.New, watch: watch}, append([]string{"--listen", addr}, args...)...)
 	t.Cleanup(func() {
 		f.cancel()
 		f.wait()
@@ -864,7 +876,7 @@ func TestRunServesHTTPAndExitsPromptly(t *testing.T) {
 	f, url := realFixture(t, "--revoke-on-exit")
 	st := f.state()
 	code, body := httpGet(url + "/metrics")
-	if code != 200 || !regexp.MustCompile(`(?m)^podlease_secret_expiry_seconds\{secret="db"\} 3\d{3}`).MatchString(body) {
+	if code != 200 || !regexp.MustCompile(`(?m)^podlease_secret_expiry_timestamp_seconds\{secret="db"\} \d{10}`).MatchString(body) {
 		t.Errorf("/metrics over HTTP = %d, lacking the db expiry:\n%s", code, body)
 	}
 	if code, body := httpGet(url + "/healthz"); code != 200 || body != "ok\n" {
@@ -893,7 +905,7 @@ func TestVaultRevokeIsNoticedAtOnce(t *testing.T) {
 	f, url := realFixture(t)
 	time.Sleep(100 * time.Millisecond) // past the token renewal at start
 	_, _, renewals, tokenRenewals := f.v.counts()
-	if err := revoke.Revoke(context.Background(), f.stateDir, newTestLogger(f.logs)); err != nil {
+	if err := revoke.Revoke(context.Background(), f.stateDir, f.secretsDir, newTestLogger(f.logs)); err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()

@@ -16,29 +16,47 @@ import (
 // that a restarted vault-renew revokes it.
 type retiring struct {
 	r      state.Retiring
-	owner  string    // accessor of an old token whose revocation covers it; "" if revoked on its own
+	owner  string    // tokenID of an old token whose revocation covers it; "" if revoked on its own
 	expiry time.Time // zero when unknown (read back from state.json)
 	next   time.Time // a retry after a failed revocation
 	retry  retry
+	// parked: revoking it failed for good (permission denied, or Vault
+	// kept failing); it stays listed in state.json, without more tries,
+	// for vault-revoke to revoke with the token when the pod ends.
+	parked bool
 }
 
 // retireLease schedules the revocation of a replaced lease: after the
 // grace period, capped to the lease's own life, or with the old token that
-// holds it.
+// holds it. expiry is zero when the lease's end is unknown.
 func (s *sidecar) retireLease(now time.Time, secret, leaseID, owner string, expiry time.Time) {
 	r := &retiring{r: state.Retiring{Secret: secret, LeaseID: leaseID}, expiry: expiry}
 	if o := s.oldToken(owner); o != nil && o.owned {
 		r.owner = owner
 		r.r.RevokeAt = o.revokeAt
 	} else {
-		r.r.RevokeAt = latest(now, earliest(now.Add(s.cfg.Grace), expiry.Add(-time.Second)))
+		r.r.RevokeAt = revokeAfterGrace(now, expiry, s.cfg.Grace)
 	}
 	r.r.RevokeAt = r.r.RevokeAt.UTC()
 	s.retire = append(s.retire, r)
 	s.log.Info("keeping the replaced lease for the grace period", "secret", secret, "lease_id", leaseID, "revoke_in", until(now, r.r.RevokeAt))
 }
 
+// revokeAfterGrace is when to revoke a replaced lease that expires at
+// expiry: after the grace period, but before it expires by itself (and
+// still after the grace period when its expiry is unknown or looks past,
+// since the clock may be wrong and the app may still use it).
+func revokeAfterGrace(now, expiry time.Time, grace time.Duration) time.Time {
+	if !expiry.After(now) {
+		return now.Add(grace)
+	}
+	return latest(now, earliest(now.Add(grace), expiry.Add(-time.Second)))
+}
+
 func (s *sidecar) retireAt(r *retiring) time.Time {
+	if r.parked {
+		return time.Time{}
+	}
 	if o := s.oldToken(r.owner); o != nil && o.owned {
 		return time.Time{} // revoked with its token
 	}
@@ -49,16 +67,10 @@ func (s *sidecar) retireAt(r *retiring) time.Time {
 }
 
 func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
-	now := time.Now()
-	if !r.expiry.IsZero() && !now.Before(r.expiry) {
-		s.log.Debug("replaced lease expired before its revocation", "secret", r.r.Secret, "lease_id", r.r.LeaseID)
-		s.dropRetiring(r)
-		return s.save(ctx)
-	}
 	actx, cancel := attempt(ctx, time.Time{})
 	err := s.client.Sys().RevokeWithContext(actx, r.r.LeaseID)
 	cancel()
-	now = time.Now()
+	now := time.Now()
 	switch code := vaultclient.StatusCode(err); {
 	case err == nil:
 		s.log.Info("revoked the replaced lease", "secret", r.r.Secret, "lease_id", r.r.LeaseID)
@@ -67,8 +79,10 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 	case code == 400 || code == 404:
 		s.log.Info("the replaced lease is already gone", "secret", r.r.Secret, "lease_id", r.r.LeaseID)
 	case code == 403 || code == 401:
-		s.log.Warn("permission denied revoking the replaced lease: allow update on sys/leases/revoke in the policy; it stays valid until it expires",
+		s.log.Warn("permission denied revoking the replaced lease: allow update on sys/leases/revoke in the policy; it stays valid until it expires, or until vault-revoke revokes the token",
 			"secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+		r.parked = true
+		return s.save(ctx)
 	default:
 		deadline := r.expiry
 		if deadline.IsZero() {
@@ -79,7 +93,9 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 			s.log.Warn("revoking the replaced lease failed; retrying", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err), "retry_in", until(now, r.next))
 			return nil
 		}
-		s.log.Warn("giving up revoking the replaced lease; it expires at its TTL", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+		s.log.Warn("giving up revoking the replaced lease; it stays listed for vault-revoke, and expires at its TTL", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+		r.parked = true
+		return s.save(ctx)
 	}
 	s.dropRetiring(r)
 	return s.save(ctx)
@@ -194,12 +210,18 @@ func (s *sidecar) revokeOldTokens(ctx context.Context) {
 
 // revokeAll is --revoke-on-exit: what vault-revoke does (revoke every
 // lease, retiring ones included, and the token; remove the files; mark the
-// state revoked), after revoking the old tokens only vault-renew knows.
+// state revoked), for the state and token in memory, after revoking the
+// old tokens only vault-renew knows.
 func (s *sidecar) revokeAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
 	defer cancel()
 	s.revokeOldTokens(ctx)
-	if err := revoke.Revoke(ctx, s.dir, s.log); err != nil {
+	// What the sidecar holds, whatever the disk says: state.json may be
+	// gone, renamed, corrupt, or behind the memory.
+	known := *s.st
+	known.Retiring = s.retiringState()
+	known.Pending = s.pending
+	if err := revoke.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, &known, s.tok.token, s.log); err != nil {
 		s.log.Warn("--revoke-on-exit did not finish; what is left expires at its TTL", "err", err)
 		return
 	}

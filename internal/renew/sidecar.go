@@ -33,7 +33,7 @@ const (
 
 var (
 	// errRevoked stops all work: vault-revoke ran (state.json has
-	// revoked_at, or is gone).
+	// revoked_at).
 	errRevoked = errors.New("vault-revoke ran")
 )
 
@@ -67,6 +67,8 @@ type sidecar struct {
 	notify  *notifier
 	wake    <-chan struct{} // state.json changed; nil without a watch
 
+	verify verifier // --verify-interval
+
 	warnedShortToken bool
 	fatal            error // a lostError to exit with (--exit-on-failure)
 }
@@ -74,6 +76,8 @@ type sidecar struct {
 // tokenItem is the current token.
 type tokenItem struct {
 	token  string        // the secret itself: never logged
+	id     string        // tokenID: who owns a lease; safe to log
+	batch  bool          // a batch token: never renewed or revoked
 	ttl    time.Duration // what a renewal asks for: the token's creation TTL
 	expiry time.Time     // zero: the token never expires
 	hard   time.Time     // when it can no longer be renewed; zero while unknown
@@ -100,12 +104,13 @@ type group struct {
 	secrets   []*state.Secret // point into sidecar.st.Secrets
 	path      string
 	kind      string
-	owner     string        // accessor of the token the lease belongs to
+	owner     string        // tokenID of the token the lease belongs to
 	expiry    time.Time     // lease expiry, or a static credential's rotation
 	ld        time.Duration // the lease's duration: what a renewal asks for
 	renewable bool
 	capped    bool   // renewals stopped extending it: replace before expiry
-	gone      bool   // Vault no longer has the lease: nothing to retire
+	gone      bool   // the credential no longer works (expired or refused)
+	vaultGone bool   // Vault said the lease no longer exists: nothing to retire
 	ident     string // fingerprint of a non-leased secret's data
 	quiet     bool   // do not notify the app about the next re-read
 	settle    int    // re-reads spent waiting for Vault to rotate a static credential
@@ -166,6 +171,8 @@ func newSidecar(cfg *Config, st *state.State, token string, client *api.Client, 
 		client: client, st: st, notify: n,
 		tok: &tokenItem{
 			token:  token,
+			id:     tokenID(st.Token.Accessor, token),
+			batch:  st.Token.Batch() || st.Token.Accessor == "",
 			ttl:    time.Duration(st.Token.TTL) * time.Second,
 			expiry: st.Token.ExpiresAt,
 			act:    tokLookup,
@@ -185,7 +192,7 @@ func newSidecar(cfg *Config, st *state.State, token string, client *api.Client, 
 		}
 		g := &group{
 			secrets: []*state.Secret{sec}, path: sec.VaultPath(), kind: sec.Kind,
-			owner: st.Token.Accessor, expiry: sec.ExpiresAt,
+			owner: s.tok.id, expiry: sec.ExpiresAt,
 			ld:        time.Duration(sec.LeaseDuration) * time.Second,
 			renewable: sec.Renewable,
 		}
@@ -209,6 +216,9 @@ func newSidecar(cfg *Config, st *state.State, token string, client *api.Client, 
 	}
 	for _, r := range st.Retiring {
 		s.retire = append(s.retire, &retiring{r: r})
+	}
+	if cfg.VerifyInterval > 0 {
+		s.verify = verifier{next: now.Add(cfg.VerifyInterval), leases: true}
 	}
 	return s
 }
@@ -270,23 +280,27 @@ func (s *sidecar) due() (time.Time, func(context.Context) error) {
 	for _, o := range s.old {
 		consider(s.oldTokenAt(o), func(ctx context.Context) error { return s.oldTokenStep(ctx, o) })
 	}
+	consider(s.verify.next, s.verifyStep)
 	return at, step
 }
 
 // checkRevoked reads state.json: once vault-revoke ran, nothing may be
-// renewed, rotated or issued again.
+// renewed, rotated or issued again. Only revoked_at says that: a state
+// file that vanished or cannot be read is not a revocation, so the state
+// in memory (which is authoritative) is written again.
 func (s *sidecar) checkRevoked() error {
 	disk, err := state.Load(s.dir)
 	switch {
-	case errors.Is(err, state.ErrNotExist):
+	case err == nil && disk.RevokedAt != nil:
 		return errRevoked
-	case err != nil:
-		s.log.Warn("cannot read state.json; carrying on with the state in memory", "err", err)
+	case err == nil:
 		return nil
-	case disk.RevokedAt != nil:
-		return errRevoked
+	case errors.Is(err, state.ErrNotExist):
+		s.log.Warn("state.json is gone; that is not a revocation (vault-revoke marks it revoked_at): writing it again from the state in memory", "state_dir", s.dir)
+	default:
+		s.log.Warn("cannot read state.json; writing it again from the state in memory", "err", err)
 	}
-	return nil
+	return s.save(context.Background())
 }
 
 // renewAt is when to renew something expiring at expiry: after the

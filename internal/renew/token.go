@@ -18,7 +18,7 @@ import (
 // so that the credentials issued under it stay valid while the app picks
 // up the new files; revoking it revokes its leases too.
 type oldToken struct {
-	accessor string
+	accessor string      // tokenID
 	client   *api.Client // carries the old token
 	expiry   time.Time
 	revokeAt time.Time
@@ -30,8 +30,10 @@ type oldToken struct {
 func (s *sidecar) tokenStep(ctx context.Context) error {
 	t := s.tok
 	now := time.Now()
-	if !t.lost && !t.expiry.IsZero() && !now.Before(t.expiry) {
-		if err := s.tokenLost(now, "it expired"); err != nil {
+	// At start the expiry is a wall-clock time from state.json, which a
+	// clock jump can make look past: the lookup asks Vault instead.
+	if !t.lost && t.act != tokLookup && !t.expiry.IsZero() && !now.Before(t.expiry) {
+		if err := s.tokenLost(now, "it expired", false); err != nil {
 			return err
 		}
 	}
@@ -61,7 +63,7 @@ func (s *sidecar) lookupToken(ctx context.Context) error {
 		}
 		s.metrics.tokenFailures.Add(1)
 		if code := vaultclient.StatusCode(err); code == 403 || code == 401 {
-			return s.tokenLost(now, "Vault refused it ("+vaultclient.Cause(err)+")")
+			return s.tokenLost(now, "Vault refused it ("+vaultclient.Cause(err)+")", true)
 		}
 		s.log.Warn("cannot look up the token; renewing it on the schedule from state.json", "token_accessor", s.st.Token.Accessor, "err", vaultclient.Cause(err))
 		t.act = tokRenew
@@ -161,7 +163,7 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) err
 	s.metrics.tokenFailures.Add(1)
 	switch code := vaultclient.StatusCode(err); {
 	case code == 403 || code == 401:
-		return s.tokenLost(now, "Vault refused to renew it ("+vaultclient.Cause(err)+")")
+		return s.tokenLost(now, "Vault refused to renew it ("+vaultclient.Cause(err)+")", true)
 	case code == 400:
 		// "token not renewable": live with its expiry.
 		s.log.Warn("Vault will not renew the token; logging in again before it expires", "token_accessor", s.st.Token.Accessor, "expires_in", until(now, t.expiry), "err", vaultclient.Cause(err))
@@ -177,20 +179,23 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) err
 
 // tokenLost notes that the token is dead (expired or refused): every lease
 // issued under it is gone with it, so log in and re-issue them all.
-func (s *sidecar) tokenLost(now time.Time, why string) error {
+// refused says Vault said so; otherwise the replaced leases are still
+// revoked, in case they are alive after all.
+func (s *sidecar) tokenLost(now time.Time, why string, refused bool) error {
 	t := s.tok
 	if !t.lost {
 		s.log.Error("the token is no longer valid: "+why+"; its leases are gone with it, logging in again and issuing new credentials",
 			"token_accessor", s.st.Token.Accessor)
 		// At start there is nothing a restart would fix: log in instead.
 		if s.cfg.ExitOnFailure && t.act != tokLookup {
-			return &lostError{what: "the Vault token (accessor " + s.st.Token.Accessor + ")"}
+			return &lostError{what: "the Vault token (" + s.tok.id + ")"}
 		}
 	}
 	t.lost = true
 	for _, g := range s.groups {
-		if g.kind == state.KindLeased && g.owner == s.st.Token.Accessor {
+		if g.kind == state.KindLeased && g.owner == s.tok.id {
 			g.gone = true
+			g.vaultGone = g.vaultGone || refused
 		}
 	}
 	t.act, t.next = tokLogin, now
@@ -242,7 +247,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 	info := res.Info
 	info.IssuedAt = now.UTC().Truncate(time.Second)
 	info.ExpiresAt = now.Add(time.Duration(info.TTL) * time.Second).UTC().Truncate(time.Second)
-	if info.Accessor == s.st.Token.Accessor {
+	if res.Token == t.token {
 		// The token auth method hands back the same token: nothing to
 		// re-issue; it lives as long as it lives.
 		s.log.Warn("login returned the same token (auth method token): it cannot be replaced; supply a fresh token in the token file before it expires",
@@ -253,11 +258,15 @@ func (s *sidecar) relogin(ctx context.Context) error {
 		return nil
 	}
 	s.log.Info("logged in again", "method", s.st.Auth.Method, "mount", s.st.Auth.Mount, "role", s.st.Auth.Role,
-		"token_accessor", info.Accessor, "token_ttl", time.Duration(info.TTL)*time.Second, "old_token_accessor", s.st.Token.Accessor)
+		"token_id", tokenID(info.Accessor, res.Token), "token_ttl", time.Duration(info.TTL)*time.Second, "old_token_id", t.id)
 
 	nc := s.client.WithNamespace(s.client.Namespace())
 	nc.SetToken(res.Token)
-	nt := &newToken{token: res.Token, info: info, client: nc, at: now}
+	nt := &newToken{token: res.Token, id: tokenID(info.Accessor, res.Token), info: info, client: nc, at: now}
+	if info.Batch() {
+		s.log.Info("the new token is a batch token: it cannot be renewed or revoked; every leased credential is issued again under each new token before the old one ends, and replaced leases are revoked one by one",
+			"token_id", nt.id, "token_ttl", time.Duration(info.TTL)*time.Second)
+	}
 
 	// Re-issue under the new token everything that lives and dies with
 	// the old one, before the old one dies.
@@ -267,16 +276,16 @@ func (s *sidecar) relogin(ctx context.Context) error {
 		deadline = time.Time{}
 	}
 	for _, g := range s.groups {
-		if g.kind != state.KindLeased || g.owner != s.st.Token.Accessor {
+		if g.kind != state.KindLeased || g.owner != s.tok.id {
 			continue
 		}
-		ch, err := s.fetch(ctx, nc, info.Accessor, g, deadline)
+		ch, err := s.fetch(ctx, nc, nt.id, g, deadline)
 		if err != nil {
 			if ctx.Err() != nil {
 				s.discard(changes, nt)
 				return nil
 			}
-			s.metrics.failed(g)
+			s.metrics.failed(g, opReissue)
 			g.act = actRotate
 			g.next = s.retryAt(time.Now(), &g.retry, time.Time{}, !vaultclient.Transient(err))
 			s.log.Warn("could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(time.Now(), g.next))
@@ -291,12 +300,14 @@ func (s *sidecar) relogin(ctx context.Context) error {
 // grace period if it is still alive and ours to revoke.
 func (s *sidecar) switchToken(now time.Time, nt *newToken) {
 	t := s.tok
-	oldAcc := s.st.Token.Accessor
+	oldAcc := t.id
 	if !t.lost && t.expiry.After(now) {
 		oc := s.client.WithNamespace(s.client.Namespace())
 		oc.SetToken(t.token)
 		revokeAt := earliest(now.Add(s.cfg.Grace), t.expiry.Add(-time.Second))
-		s.old = append(s.old, &oldToken{accessor: oldAcc, client: oc, expiry: t.expiry, revokeAt: latest(now, revokeAt), owned: s.st.Token.Owned})
+		// A batch token cannot be revoked: it just ends, and the leases
+		// replaced under it are revoked one by one.
+		s.old = append(s.old, &oldToken{accessor: oldAcc, client: oc, expiry: t.expiry, revokeAt: latest(now, revokeAt), owned: s.st.Token.Owned && !t.batch})
 	} else {
 		// The old token is dead: so is every credential still issued
 		// under it.
@@ -315,6 +326,8 @@ func (s *sidecar) switchToken(now time.Time, nt *newToken) {
 	s.st.Token = nt.info
 	s.tok = &tokenItem{
 		token:  nt.token,
+		id:     nt.id,
+		batch:  nt.info.Batch(),
 		ttl:    time.Duration(nt.info.TTL) * time.Second,
 		expiry: nt.at.Add(time.Duration(nt.info.TTL) * time.Second),
 	}
@@ -336,7 +349,7 @@ func (s *sidecar) warnShortToken(now time.Time) {
 		return
 	}
 	for _, g := range s.groups {
-		if g.kind == state.KindLeased && g.owner == s.st.Token.Accessor && g.expiry.After(s.tok.hard) {
+		if g.kind == state.KindLeased && g.owner == s.tok.id && g.expiry.After(s.tok.hard) {
 			s.warnedShortToken = true
 			s.log.Warn("the token's max TTL is shorter than the leases it holds: Vault revokes leases with their token, so vault-renew logs in again and issues new credentials before each token ends; raise token_max_ttl of the auth role above the secrets' max TTL to keep one credential per pod",
 				"secret", g.names(), "lease_expires_in", until(now, g.expiry), "token_expires_in", until(now, s.tok.hard),

@@ -10,7 +10,8 @@ import (
 	"github.com/podlease/podlease/internal/state"
 )
 
-// watchState wakes the loop whenever state.json is replaced or removed,
+// watchState wakes the loop whenever state.json is replaced, renamed away
+// or removed,
 // so that vault-revoke's revoked_at stops all work at once instead of at
 // the next scheduled action. It uses inotify, not polling. Without inotify
 // the returned channel is nil, and revoked_at is seen at the next wake-up
@@ -21,7 +22,7 @@ func watchState(dir string, log *slog.Logger) (wake <-chan struct{}, stop func()
 		log.Debug("cannot watch the state dir; vault-revoke is noticed at the next scheduled action", "err", err)
 		return nil, func() {}
 	}
-	if _, err := syscall.InotifyAddWatch(fd, dir, syscall.IN_MOVED_TO|syscall.IN_CLOSE_WRITE|syscall.IN_DELETE); err != nil {
+	if _, err := syscall.InotifyAddWatch(fd, dir, syscall.IN_MOVED_TO|syscall.IN_MOVED_FROM|syscall.IN_CLOSE_WRITE|syscall.IN_DELETE); err != nil {
 		syscall.Close(fd)
 		log.Debug("cannot watch the state dir; vault-revoke is noticed at the next scheduled action", "err", err)
 		return nil, func() {}

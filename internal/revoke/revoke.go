@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,12 +32,14 @@ twice; gives up after --timeout.`
 
 // Config is vault-revoke's parsed command line.
 type Config struct {
-	StateDir string
-	Timeout  time.Duration
+	StateDir   string
+	SecretsDir string
+	Timeout    time.Duration
 }
 
 func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory holding the token and state.json")
+	fs.StringVar(&c.SecretsDir, "secrets-dir", "/vault/secrets", "directory holding the secret files, as given to vault-init; the files removed are NAME in it, whatever state.json says")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "give up after this long (keep it well under the pod's termination grace period)")
 }
 
@@ -44,6 +47,9 @@ func (c *Config) register(fs *pflag.FlagSet) {
 func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return errors.New("--state-dir must not be empty")
+	}
+	if c.SecretsDir == "" {
+		return errors.New("--secrets-dir must not be empty")
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("--timeout %s: want a positive duration such as 10s", c.Timeout)
@@ -60,7 +66,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Run: func(ctx context.Context, log *slog.Logger) error {
 			ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 			defer cancel()
-			return Revoke(ctx, c.StateDir, log)
+			return Revoke(ctx, c.StateDir, c.SecretsDir, log)
 		},
 	}, args, getenv, stdout, stderr)
 }
@@ -70,13 +76,27 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 const maxRequest = 5 * time.Second
 
 // Revoke revokes the leases and the token recorded in dir, then removes
-// the secret files and, once nothing is left to revoke, the token file.
+// the secret files (each NAME in secretsDir) and, once nothing is left to
+// revoke, the token file. A state.json naming another secrets dir is
+// still revoked in Vault, but no file is removed and an error says why.
 // It marks state.json revoked first, so that vault-renew stops renewing
-// and re-issuing. ctx bounds everything. vault-revoke runs it; vault-renew
-// may run it on SIGTERM.
-func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
+// and re-issuing. ctx bounds everything.
+func Revoke(ctx context.Context, dir, secretsDir string, log *slog.Logger) error {
+	return revokeDir(ctx, dir, secretsDir, nil, "", log)
+}
+
+// RevokeKnown is Revoke for vault-renew --revoke-on-exit, which holds the
+// state and the token in memory: it revokes what known names (and
+// whatever state.json names besides) with token, even when state.json is
+// gone, renamed or unreadable, and then records revoked_at. Only a
+// state.json that already says revoked_at means vault-revoke did the work.
+func RevokeKnown(ctx context.Context, dir, secretsDir string, known *state.State, token string, log *slog.Logger) error {
+	return revokeDir(ctx, dir, secretsDir, known, token, log)
+}
+
+func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, token string, log *slog.Logger) error {
 	start := time.Now()
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && known == nil {
 		log.Info("nothing to revoke: no state dir", "state_dir", dir)
 		return nil
 	}
@@ -84,17 +104,30 @@ func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
 	// the work done; vault-renew sees RevokedAt as soon as it gets in.
 	unlock, err := state.Lock(ctx, dir)
 	if err != nil {
-		return err
+		if known == nil {
+			return err
+		}
+		log.Warn("cannot lock the state dir; revoking what vault-renew holds anyway", "err", err)
+		unlock = func() {}
 	}
 	defer unlock()
 
-	st, err := state.Load(dir)
-	if errors.Is(err, state.ErrNotExist) {
+	disk, err := state.Load(dir)
+	var st *state.State
+	switch {
+	case known != nil && (err != nil || disk.RevokedAt == nil):
+		if err != nil {
+			log.Warn("state.json cannot be read; revoking what vault-renew holds in memory", "err", err)
+			disk = nil
+		}
+		st = mergeKnown(known, disk)
+	case errors.Is(err, state.ErrNotExist):
 		log.Info("nothing to revoke: no state in the state dir", "state_dir", dir)
 		return nil
-	}
-	if err != nil {
+	case err != nil:
 		return err
+	default:
+		st = disk
 	}
 	tokenFile := filepath.Join(dir, state.TokenName)
 	if st.RevokedAt != nil {
@@ -107,12 +140,18 @@ func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
 		now := time.Now().UTC().Truncate(time.Second)
 		st.RevokedAt = &now
 		if err := state.Save(dir, st); err != nil {
-			return fmt.Errorf("mark the state revoked: %w", err)
+			if known == nil {
+				return fmt.Errorf("mark the state revoked: %w", err)
+			}
+			log.Warn("cannot mark state.json revoked; revoking anyway", "err", err)
 		}
 	}
 
 	r := &revoker{st: st, log: log, leases: leasesOf(st)}
-	token, err := state.ReadToken(dir)
+	err = nil
+	if token == "" {
+		token, err = state.ReadToken(dir)
+	}
 	if err == nil {
 		var client *api.Client
 		client, err = vaultclient.New(st.VaultAddr, st.Namespace, requestTimeout(ctx), log)
@@ -131,7 +170,12 @@ func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
 		r.failed = []error{err}
 	}
 
-	cleanupErr := r.removeFiles(tokenFile)
+	var cleanupErr error
+	if err := st.CheckSecretsDir(secretsDir); err != nil {
+		cleanupErr = fmt.Errorf("secret files not removed: %w", err)
+	} else {
+		cleanupErr = r.removeFiles(tokenFile)
+	}
 	if err := r.result(dir); err != nil {
 		return errors.Join(err, cleanupErr)
 	}
@@ -140,6 +184,27 @@ func Revoke(ctx context.Context, dir string, log *slog.Logger) error {
 	}
 	log.Info("vault-revoke done", "leases", len(r.leases), "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// mergeKnown is what vault-renew holds in memory, plus any lease that
+// state.json on disk names and memory does not (the disk may be behind,
+// never ahead, but revoking one lease too many costs nothing).
+func mergeKnown(known, disk *state.State) *state.State {
+	st := *known
+	st.RevokedAt = nil
+	if disk == nil {
+		return &st
+	}
+	have := map[string]bool{}
+	for _, l := range leasesOf(&st) {
+		have[l.id] = true
+	}
+	for _, l := range leasesOf(disk) {
+		if !have[l.id] {
+			st.Retiring = append(slices.Clip(st.Retiring), state.Retiring{Secret: l.secret, LeaseID: l.id})
+		}
+	}
+	return &st
 }
 
 func requestTimeout(ctx context.Context) time.Duration {
@@ -218,6 +283,10 @@ func (r *revoker) revokeAll(ctx context.Context) {
 // not allow it, or the token is already dead.
 func (r *revoker) fallback(ctx context.Context, rest []lease) {
 	acc := r.st.Token.Accessor
+	if r.st.Token.Batch() {
+		r.failed = append(r.failed, fmt.Errorf("permission denied revoking %s: the token is a batch token, which cannot be revoked, so its leases can only be revoked one by one: allow \"update\" on sys/leases/revoke in its policy; they end with the token at its TTL", describe(rest, false, "")))
+		return
+	}
 	if !r.st.Token.Owned {
 		err := vaultclient.Retry(ctx, r.log, "look up the token", func(ctx context.Context) error {
 			_, err := r.client.Auth().Token().LookupSelfWithContext(ctx)
@@ -253,6 +322,10 @@ func (r *revoker) revokeToken(ctx context.Context) {
 		r.log.Info("the token was supplied by the user (--auth-method token): not revoking it", "token_accessor", acc)
 		return
 	}
+	if r.st.Token.Batch() {
+		r.batchToken()
+		return
+	}
 	err := vaultclient.Retry(ctx, r.log, "revoke the token", func(ctx context.Context) error {
 		return r.client.Auth().Token().RevokeSelfWithContext(ctx, "")
 	})
@@ -265,9 +338,24 @@ func (r *revoker) revokeToken(ctx context.Context) {
 		r.log.Info("the token was already invalid (expired or revoked): Vault revoked its leases with it", "token_accessor", acc, "vault_said", vaultclient.Cause(err))
 	case gaveUp(err):
 		r.tokenLeft, r.unreachable = true, err
+	case batchRefused(err):
+		// A state.json written before the token type was recorded.
+		r.batchToken()
 	default:
 		r.failed = append(r.failed, fmt.Errorf("revoke the token (accessor %s): %s", acc, vaultclient.Cause(err)))
 	}
+}
+
+// batchToken notes, once, that a batch token is not revoked: Vault cannot
+// revoke one, and its leases were revoked one by one.
+func (r *revoker) batchToken() {
+	r.log.Info("the token is a batch token: Vault cannot revoke one, so its leases were revoked one by one; the token itself stays valid until its TTL ends, and its file is removed",
+		"expires_at", r.st.Token.ExpiresAt.Format(time.RFC3339))
+}
+
+// batchRefused reports whether Vault refused to revoke a batch token.
+func batchRefused(err error) bool {
+	return vaultclient.StatusCode(err) == 400 && strings.Contains(strings.ToLower(vaultclient.Cause(err)), "batch token")
 }
 
 // removeFiles removes every secret file and, unless a later run could

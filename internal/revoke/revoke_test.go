@@ -104,6 +104,7 @@ func (f *fakeVault) calls() (leases []string, selfRevokes, lookups, badTokens in
 // state.json.
 type pod struct {
 	stateDir, tokenFile string
+	secretsDir          string
 	token               string
 	files               []string
 }
@@ -117,6 +118,7 @@ func newPod(t *testing.T, vaultAddr string, owned bool) *pod {
 	}
 	p.tokenFile = filepath.Join(p.stateDir, state.TokenName)
 	secretsDir := filepath.Join(dir, "secrets")
+	p.secretsDir = secretsDir
 	for _, d := range []string{p.stateDir, secretsDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -250,7 +252,7 @@ func TestRevoke(t *testing.T) {
 			p := newPod(t, addr, tt.owned)
 			f.token = p.token
 
-			code, stderr := run(t, nil, "--state-dir", p.stateDir)
+			code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
 			if code != 0 {
 				t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
 			}
@@ -288,12 +290,12 @@ func TestSecondRunIsNoOp(t *testing.T) {
 	f := &fakeVault{}
 	p := newPod(t, startVault(t, f), true)
 	f.token = p.token
-	if code, stderr := run(t, nil, "--state-dir", p.stateDir); code != 0 {
+	if code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir); code != 0 {
 		t.Fatalf("first run: exit %d; stderr:\n%s", code, stderr)
 	}
 	leases, self, _, _ := f.calls()
 
-	code, stderr := run(t, nil, "--state-dir", p.stateDir)
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
 	if code != 0 {
 		t.Fatalf("second run: exit %d, want 0; stderr:\n%s", code, stderr)
 	}
@@ -323,7 +325,7 @@ func TestRetryAfterEarlierFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, stderr := run(t, nil, "--state-dir", p.stateDir)
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
 	if code != 0 {
 		t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
 	}
@@ -384,7 +386,7 @@ func TestVaultUnreachable(t *testing.T) {
 
 	p := newPod(t, addr, true)
 	start := time.Now()
-	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--timeout", "1s")
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--timeout", "1s")
 	elapsed := time.Since(start)
 
 	if code != 1 {
@@ -417,7 +419,7 @@ func TestUserTokenWithoutPermission(t *testing.T) {
 	p := newPod(t, startVault(t, f), false)
 	f.token = p.token
 
-	code, stderr := run(t, nil, "--state-dir", p.stateDir)
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
 	}

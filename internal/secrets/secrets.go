@@ -6,13 +6,10 @@ package secrets
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -75,7 +72,7 @@ func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*F
 	err := vaultclient.Retry(ctx, log, "read "+path, func(ctx context.Context) error {
 		var err error
 		resp, err = c.Logical().ReadWithContext(ctx, path)
-		if err == nil && (resp == nil || deletedKV2(path, resp.Data)) {
+		if err == nil && (resp == nil || deletedKV2(resp.Data)) {
 			err = errNotFound
 		}
 		return err
@@ -86,16 +83,19 @@ func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*F
 	return classify(path, resp, time.Now()), nil
 }
 
+// classify tells what kind of secret resp is from what Vault returned,
+// never from the path: a KV v2 secret may live under .../static-creds/...,
+// and a static role may be mounted anywhere.
 func classify(path string, resp *api.Secret, now time.Time) *Fetched {
 	f := &Fetched{Path: path, Resp: resp, Fields: resp.Data, At: now}
 	switch {
 	case resp.LeaseID != "":
 		f.Kind = state.KindLeased
-	case strings.Contains(path, "/static-creds/"):
+	case isStatic(resp.Data):
 		f.Kind = state.KindStatic
 	default:
 		f.Kind = state.KindKV
-		if inner, ok := kv2Data(path, resp.Data); ok {
+		if inner, ok := kv2Envelope(resp.Data); ok && inner != nil {
 			f.Fields = inner
 		}
 	}
@@ -105,26 +105,47 @@ func classify(path string, resp *api.Secret, now time.Time) *Fetched {
 	return f
 }
 
-// kv2Data returns the inner data of a KV v2 read (path MOUNT/data/...,
-// response {"data": {...}, "metadata": {...}}).
-func kv2Data(path string, data map[string]any) (map[string]any, bool) {
-	if !strings.Contains(path, "/data/") {
+// isStatic reports a database static role's credential: Vault returns the
+// time of the last rotation and the seconds until the next one beside the
+// username and password.
+func isStatic(data map[string]any) bool {
+	_, rotated := data["last_vault_rotation"]
+	_, ttl := data["ttl"].(json.Number)
+	return rotated && ttl
+}
+
+// kv2Envelope returns the inner data of a KV v2 read, which Vault wraps as
+// {"data": {...}, "metadata": {"version": N, ...}};
+// ok is false for any other response. inner is nil for a deleted or
+// destroyed version.
+func kv2Envelope(data map[string]any) (inner map[string]any, ok bool) {
+	if len(data) != 2 {
 		return nil, false
 	}
-	inner, ok := data["data"].(map[string]any)
-	if _, hasMeta := data["metadata"]; !ok || !hasMeta {
+	meta, isMap := data["metadata"].(map[string]any)
+	if !isMap {
 		return nil, false
 	}
-	return inner, true
+	if _, v := meta["version"]; !v {
+		return nil, false
+	}
+	raw, present := data["data"]
+	if !present {
+		return nil, false
+	}
+	if raw == nil {
+		return nil, true
+	}
+	inner, isMap = raw.(map[string]any)
+	return inner, isMap
 }
 
 // deletedKV2 reports a KV v2 read of a deleted or destroyed version:
 // Vault answers 404 with the metadata and "data": null, which the client
 // returns as a secret.
-func deletedKV2(path string, data map[string]any) bool {
-	inner, hasData := data["data"]
-	_, hasMeta := data["metadata"]
-	return strings.Contains(path, "/data/") && hasData && inner == nil && hasMeta
+func deletedKV2(data map[string]any) bool {
+	inner, ok := kv2Envelope(data)
+	return ok && inner == nil
 }
 
 // Template returns what a template sees of f.
@@ -179,15 +200,9 @@ func Render(s *state.Secret, f *Fetched, lookup render.Lookup, list render.List)
 	return b, nil
 }
 
-// Checksum fingerprints rendered content so a re-read can tell whether
-// the file must change, without keeping the secret.
-func Checksum(content []byte) string {
-	sum := sha256.Sum256(content)
-	return hex.EncodeToString(sum[:])
-}
-
-// Record updates s with the lease of f and the checksum of its file.
-func Record(s *state.Secret, f *Fetched, content []byte) {
+// Record updates s with the lease of f. It keeps nothing of the content:
+// WriteFile records which file holds it.
+func Record(s *state.Secret, f *Fetched) {
 	s.Kind = f.Kind
 	s.LeaseID = f.Resp.LeaseID
 	s.Renewable = f.Resp.Renewable
@@ -198,14 +213,18 @@ func Record(s *state.Secret, f *Fetched, content []byte) {
 	if ttl > 0 {
 		s.ExpiresAt = f.At.Add(ttl).UTC().Truncate(time.Second)
 	}
-	s.Checksum = Checksum(content)
 }
 
-// WriteFile writes content to s.File atomically with s's mode.
+// WriteFile writes content to s.File atomically with s's mode, and records
+// the new file's inode in s.
 func WriteFile(s *state.Secret, content []byte) error {
 	mode, err := s.Mode()
 	if err != nil {
 		return fmt.Errorf("secret %q: %w", s.Name, err)
 	}
-	return atomicfile.Write(s.File, content, mode)
+	if err := atomicfile.Write(s.File, content, mode); err != nil {
+		return err
+	}
+	s.FileInode = state.Inode(s.File)
+	return nil
 }

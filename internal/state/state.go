@@ -10,9 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,8 +22,9 @@ import (
 	"github.com/podlease/podlease/internal/atomicfile"
 )
 
-// Version is the state.json format this build reads and writes.
-const Version = 1
+// Version is the state.json format this build writes. It also reads
+// version 1, which held a SHA-256 of each rendered file (see upgradeV1).
+const Version = 2
 
 // File names inside the state directory.
 const (
@@ -81,7 +84,19 @@ type Token struct {
 	// Orphan tokens supplied by the user (auth method "token") are not
 	// revoked by vault-revoke unless podlease created them.
 	Owned bool `json:"owned"`
+	// Type is Vault's token type: "service", or "batch" for a token that
+	// has no accessor and can be neither renewed nor revoked; its leases
+	// end with it and must be revoked one by one. Empty in a state
+	// written before this field existed.
+	Type string `json:"type,omitempty"`
 }
+
+// TokenBatch is Token.Type for a batch token.
+const TokenBatch = "batch"
+
+// Batch reports whether the token is a batch token: Vault said so, or the
+// token has no accessor (service tokens always have one).
+func (t Token) Batch() bool { return t.Type == TokenBatch }
 
 // Retiring is a replaced lease waiting for revocation.
 type Retiring struct {
@@ -113,7 +128,12 @@ type Secret struct {
 	Format        string    `json:"format"`
 	Template      string    `json:"template,omitempty"`      // template text
 	TemplateFile  string    `json:"template_file,omitempty"` // where it came from
-	Checksum      string    `json:"checksum"`                // sha256 of the rendered file
+	// FileInode is the inode of File as this credential's write left it.
+	// A rotation interrupted between replacing the file and saving the
+	// state is settled by it: a file with another inode was replaced. It
+	// says nothing about the content, unlike a hash, which for a short
+	// secret (a PIN) gives the value away to anyone who reads state.json.
+	FileInode uint64 `json:"file_inode,omitempty"`
 }
 
 // VaultPath is the path Vault is read at for s.
@@ -152,7 +172,7 @@ func (s *State) Lookup(name string) *Secret {
 // is none, and a clear error for a corrupt file or a newer format.
 func Load(dir string) (*State, error) {
 	path := filepath.Join(dir, FileName)
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(dir, FileName)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", path, ErrNotExist)
 	}
@@ -170,11 +190,18 @@ func Decode(path string, b []byte) (*State, error) {
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return nil, fmt.Errorf("%s is not valid state (%v): run vault-init again", path, err)
 	}
+	if probe.Version == 1 {
+		up, err := upgradeV1(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s is not valid state (%v): run vault-init again", path, err)
+		}
+		b, probe.Version = up, Version
+	}
 	if probe.Version == 0 {
 		return nil, fmt.Errorf("%s has no format version: it was not written by vault-init; run vault-init again", path)
 	}
 	if probe.Version != Version {
-		return nil, fmt.Errorf("%s has format version %d, this build reads version %d: use the same podlease version for every container", path, probe.Version, Version)
+		return nil, fmt.Errorf("%s has format version %d, this build reads versions 1 to %d: use the same podlease version for every container", path, probe.Version, Version)
 	}
 	var s State
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -210,7 +237,7 @@ func Save(dir string, s *State) error {
 // ReadToken reads the token file.
 func ReadToken(dir string) (string, error) {
 	path := filepath.Join(dir, TokenName)
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(dir, TokenName)
 	if err != nil {
 		return "", fmt.Errorf("read token file: %w", err)
 	}
@@ -230,10 +257,20 @@ func WriteToken(dir, token string) error {
 // binaries never interleave a read-modify-write of state.json. It waits
 // for the lock until ctx is done; the returned function releases it.
 func Lock(ctx context.Context, dir string) (unlock func(), err error) {
+	if err := CheckDir(dir); err != nil {
+		return nil, fmt.Errorf("lock state dir: %w", err)
+	}
 	// O_NOFOLLOW: a symlink planted as the lock file must not make us
 	// create or open a file elsewhere.
 	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("lock state dir: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || fileTrust(f.Name(), fi, os.Getuid()) != nil {
+		f.Close()
+		if err == nil {
+			err = fileTrust(f.Name(), fi, os.Getuid())
+		}
 		return nil, fmt.Errorf("lock state dir: %w", err)
 	}
 	for {
@@ -251,6 +288,58 @@ func Lock(ctx context.Context, dir string) (unlock func(), err error) {
 			return nil, fmt.Errorf("lock state dir %s: held by another podlease process: %w", dir, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// sidecarLockName is held by vault-renew for its whole life.
+const sidecarLockName = ".sidecar.lock"
+
+// ErrSidecarRunning is returned by LockSidecar when another vault-renew
+// holds the state dir.
+var ErrSidecarRunning = errors.New("another vault-renew is running on this state dir")
+
+// LockSidecar takes the state dir for one vault-renew for as long as it
+// runs: two sidecars renewing and rotating the same leases would each
+// replace credentials the other does not know. It does not wait: a second
+// instance gets ErrSidecarRunning (wrapped, naming the holder's pid). The
+// lock is released when the returned function is called or the process
+// ends. It is separate from Lock, which vault-revoke and vault-renew take
+// for each read-modify-write of state.json.
+func LockSidecar(dir string) (unlock func(), err error) {
+	if err := CheckDir(dir); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, sidecarLockName)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock state dir: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = fileTrust(path, fi, os.Getuid())
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock state dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := ""
+		if b, rerr := io.ReadAll(io.LimitReader(f, 32)); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
+			holder = " (pid " + string(bytes.TrimSpace(b)) + ")"
+		}
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w%s: state dir %s: one sidecar per pod; stop the other one first", ErrSidecarRunning, holder, dir)
+		}
+		return nil, fmt.Errorf("lock state dir %s: %w", dir, err)
+	}
+	// The holder's pid, for the message a second instance prints.
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return func() {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)

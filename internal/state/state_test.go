@@ -2,7 +2,10 @@ package state
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -56,7 +59,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"truncated", good[:len(good)/2], []string{"is not valid state", "unexpected end of JSON input"}},
 		{"trailing garbage", good + "}", []string{"is not valid state"}},
 		{"two documents", good + good, []string{"is not valid state"}},
-		{"future version", strings.Replace(good, `"version": 1`, `"version": 2`, 1), []string{"format version 2", "reads version 1", "same podlease version"}},
+		{"future version", strings.Replace(good, `"version": 1`, `"version": 3`, 1), []string{"format version 3", "reads versions 1 to 2", "same podlease version"}},
+		{"version 2 with a version 1 checksum", strings.Replace(good, `"version": 1`, `"version": 2`, 1), []string{"is not valid state", `unknown field "checksum"`}},
 		{"no version", strings.Replace(good, `"version": 1,`, ``, 1), []string{"has no format version"}},
 		{"version as string", strings.Replace(good, `"version": 1`, `"version": "1"`, 1), []string{"is not valid state"}},
 		{"unknown field", strings.Replace(good, `"namespace"`, `"surprise": true, "namespace"`, 1), []string{"is not valid state", `unknown field "surprise"`}},
@@ -285,4 +289,57 @@ func TestLock(t *testing.T) {
 			t.Errorf("err = %v", err)
 		}
 	})
+}
+
+// TestUpgradeV1 reads a version 1 state, which held a SHA-256 of each
+// rendered file: the hash settles which file holds which credential one
+// last time (a file that still matches gets its inode; one a pending
+// rotation replaced gets 0, so the pending credential is adopted), and is
+// gone from what Save writes.
+func TestUpgradeV1(t *testing.T) {
+	t.Parallel()
+	stateDir, secretsDir := t.TempDir(), t.TempDir()
+	write := func(name, content string) (file, sum string) {
+		file = filepath.Join(secretsDir, name)
+		if err := os.WriteFile(file, []byte(content), 0o440); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256([]byte(content))
+		return file, hex.EncodeToString(h[:])
+	}
+	dbFile, dbSum := write("db", "PIN=\"1234\"\n")
+	rotFile, rotSum := write("rot", "old credential\n")
+	write("rot", "new credential, written by the rotation left pending\n")
+	v1 := fmt.Sprintf(`{"version":1,"vault_addr":"http://127.0.0.1:8200","auth":{"method":"kubernetes","mount":"kubernetes"},"token":{"accessor":"a","ttl":60,"renewable":true,"issued_at":"2025-01-01T00:00:00Z","expires_at":"2025-01-01T00:01:00Z","owned":true},
+"secrets_dir":%q,
+"secrets":[{"name":"db","path":"kv/db","kind":"kv","lease_duration":0,"renewable":false,"issued_at":"2025-01-01T00:00:00Z","file":%q,"file_mode":"0440","format":"env","checksum":%q},
+{"name":"rot","path":"database/creds/r","kind":"leased","lease_id":"database/creds/r/OLD","lease_duration":60,"renewable":true,"issued_at":"2025-01-01T00:00:00Z","file":%q,"file_mode":"0440","format":"json","checksum":%q}],
+"pending":[{"name":"rot","path":"database/creds/r","kind":"leased","lease_id":"database/creds/r/NEW","lease_duration":60,"renewable":true,"issued_at":"2025-01-01T00:00:00Z","file":%q,"file_mode":"0440","format":"json","checksum":"ffff"}],
+"updated_at":"2025-01-01T00:00:00Z"}`, secretsDir, dbFile, dbSum, rotFile, rotSum, rotFile)
+	if err := os.WriteFile(filepath.Join(stateDir, FileName), []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Load(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := st.Lookup("db").FileInode, Inode(dbFile); got != want || want == 0 {
+		t.Errorf("db: file_inode %d, want the file's %d: the file still holds what state names", got, want)
+	}
+	if got := st.Lookup("rot").FileInode; got != 0 {
+		t.Errorf("rot: file_inode %d, want 0: the pending rotation replaced the file", got)
+	}
+	if len(st.Pending) != 1 || st.Pending[0].LeaseID != "database/creds/r/NEW" {
+		t.Errorf("pending = %+v, want the new lease kept", st.Pending)
+	}
+	if err := Save(stateDir, st); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(stateDir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"version": 2`) || strings.Contains(string(b), "checksum") || strings.Contains(string(b), dbSum) {
+		t.Errorf("saved state still holds a version 1 checksum, or is not version 2:\n%s", b)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -99,7 +100,13 @@ func StatusCode(err error) int {
 func Cause(err error) string {
 	var re *api.ResponseError
 	if errors.As(err, &re) {
-		msg := strings.Join(re.Errors, "; ")
+		msgs := make([]string, 0, len(re.Errors))
+		for _, e := range re.Errors {
+			if e = flatten(e); e != "" {
+				msgs = append(msgs, e)
+			}
+		}
+		msg := strings.Join(msgs, "; ")
 		if msg == "" {
 			msg = http.StatusText(re.StatusCode)
 		}
@@ -113,6 +120,26 @@ func Cause(err error) string {
 		return ue.Err.Error()
 	}
 	return err.Error()
+}
+
+// multiErrorHead is how go-multierror, which Vault uses, starts its text:
+// "1 error occurred:\n\t* permission denied\n\n".
+var multiErrorHead = regexp.MustCompile(`^\d+ errors? occurred:`)
+
+// flatten puts one of Vault's error messages on one line: the items of a
+// multierror list joined with "; ", any other line break or tab a space.
+func flatten(msg string) string {
+	msg = strings.TrimSpace(msg)
+	if head := multiErrorHead.FindString(msg); head != "" {
+		var items []string
+		for _, line := range strings.Split(msg[len(head):], "\n") {
+			if line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*")); line != "" {
+				items = append(items, line)
+			}
+		}
+		msg = strings.Join(items, "; ")
+	}
+	return strings.Join(strings.Fields(msg), " ")
 }
 
 // tlsProblem explains a TLS failure and what to change, or returns "" if
@@ -198,17 +225,23 @@ type GaveUpError struct {
 }
 
 func (e *GaveUpError) Error() string {
-	reason := "gave up"
-	if errors.Is(e.Ctx, context.DeadlineExceeded) {
-		reason = "timed out"
-	} else if errors.Is(e.Ctx, context.Canceled) {
-		reason = "interrupted"
-	}
 	attempts := fmt.Sprintf("%d attempts", e.Attempts)
 	if e.Attempts == 1 {
 		attempts = "1 attempt"
 	}
-	return fmt.Sprintf("%s: %s after %s, Vault kept failing: %s", e.Op, reason, attempts, Cause(e.Last))
+	switch {
+	case errors.Is(e.Ctx, context.Canceled):
+		// A signal stopped the command: that is the news, not the
+		// "context canceled" it made of the request in flight.
+		if errors.Is(e.Last, context.Canceled) || errors.Is(e.Last, context.DeadlineExceeded) {
+			return fmt.Sprintf("%s: interrupted during attempt %d", e.Op, e.Attempts)
+		}
+		return fmt.Sprintf("%s: interrupted after %s; the last one failed: %s", e.Op, attempts, Cause(e.Last))
+	case errors.Is(e.Ctx, context.DeadlineExceeded):
+		return fmt.Sprintf("%s: timed out after %s, Vault kept failing: %s", e.Op, attempts, Cause(e.Last))
+	default:
+		return fmt.Sprintf("%s: gave up after %s, Vault kept failing: %s", e.Op, attempts, Cause(e.Last))
+	}
 }
 
 func (e *GaveUpError) Unwrap() []error { return []error{e.Last, e.Ctx} }

@@ -103,7 +103,7 @@ func TestTransientRealErrors(t *testing.T) {
 	}{
 		{"connection refused", closed, "x", time.Second, true, "connection refused"},
 		{"request timeout", srv.URL, "slow", 200 * time.Millisecond, true, ""},
-		{"403", srv.URL, "denied", time.Second, false, "permission denied\n\n (HTTP 403)"},
+		{"403", srv.URL, "denied", time.Second, false, "permission denied (HTTP 403)"},
 		{"503", srv.URL, "sealed", time.Second, true, "Vault is sealed (HTTP 503)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,6 +124,9 @@ func TestTransientRealErrors(t *testing.T) {
 			if tc.wantCause != "" && !strings.Contains(cause, tc.wantCause) {
 				t.Errorf("Cause = %q, want it to contain %q", cause, tc.wantCause)
 			}
+			if strings.ContainsAny(cause, "\n\t") {
+				t.Errorf("Cause %q spans lines: one log line per error", cause)
+			}
 			if strings.Contains(cause, "hvs.must-not-show") {
 				t.Errorf("Cause %q shows the token", cause)
 			}
@@ -141,6 +144,9 @@ func TestCause(t *testing.T) {
 		{"vault message", vaultErr(403, "permission denied"), "permission denied (HTTP 403)"},
 		{"several messages", vaultErr(400, "invalid role", "missing jwt"), "invalid role; missing jwt (HTTP 400)"},
 		{"no message", vaultErr(503), "Service Unavailable (HTTP 503)"},
+		{"multierror flattened", vaultErr(403, "1 error occurred:\n\t* permission denied\n\n"), "permission denied (HTTP 403)"},
+		{"multierror of two", vaultErr(400, "2 errors occurred:\n\t* invalid role\n\t* missing jwt\n\n"), "invalid role; missing jwt (HTTP 400)"},
+		{"other line breaks", vaultErr(500, "internal error:\n\tdetail"), "internal error: detail (HTTP 500)"},
 		{"wrapped", fmt.Errorf("ctx: %w", vaultErr(404, "not found")), "not found (HTTP 404)"},
 		{"network drops the URL", refused, "dial tcp: connection refused"},
 		{"other", errors.New("boom"), "boom"},
@@ -289,6 +295,21 @@ func TestRetryInterrupted(t *testing.T) {
 	var ge *GaveUpError
 	if !errors.As(err, &ge) || !strings.Contains(err.Error(), "log in: interrupted") {
 		t.Errorf("err = %v, want an interrupted GaveUpError", err)
+	}
+}
+
+// TestRetryInterruptedInFlight: a signal during a request says
+// "interrupted", not that Vault kept failing with "context canceled".
+func TestRetryInterruptedInFlight(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	err := Retry(ctx, discard(), "log in", func(ctx context.Context) error {
+		cancel()
+		<-ctx.Done()
+		return &url.Error{Op: "Put", URL: "http://x", Err: ctx.Err()}
+	})
+	if err == nil || err.Error() != "log in: interrupted during attempt 1" {
+		t.Errorf("err = %v, want \"log in: interrupted during attempt 1\"", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,10 +32,13 @@ const (
 	base       = "manifests/base"
 	jobExample = "manifests/examples/job"
 	vaultSide  = "manifests/vault"
+	// Built with the podlease component.
+	annotationsExample = "manifests/examples/annotations"
+	agentExample       = "manifests/examples/from-agent-injector"
 )
 
 // workloadBuilds are the kustomizations that run pods with podlease.
-var workloadBuilds = []string{topLevel, base, jobExample}
+var workloadBuilds = []string{topLevel, base, jobExample, annotationsExample, agentExample}
 
 // podleaseImage is the image repository of the podlease containers.
 const podleaseImage = "ghcr.io/podlease/podlease"
@@ -45,10 +49,14 @@ var decoders = map[string]func() metav1.Object{
 	"v1/Namespace":      func() metav1.Object { return new(corev1.Namespace) },
 	"v1/ServiceAccount": func() metav1.Object { return new(corev1.ServiceAccount) },
 	"v1/Secret":         func() metav1.Object { return new(corev1.Secret) },
+	"v1/ConfigMap":      func() metav1.Object { return new(corev1.ConfigMap) },
 	"apps/v1/Deployment": func() metav1.Object {
 		return new(appsv1.Deployment)
 	},
-	"batch/v1/Job": func() metav1.Object { return new(batchv1.Job) },
+	"apps/v1/StatefulSet": func() metav1.Object { return new(appsv1.StatefulSet) },
+	"apps/v1/DaemonSet":   func() metav1.Object { return new(appsv1.DaemonSet) },
+	"batch/v1/Job":        func() metav1.Object { return new(batchv1.Job) },
+	"batch/v1/CronJob":    func() metav1.Object { return new(batchv1.CronJob) },
 	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() metav1.Object {
 		return new(rbacv1.ClusterRoleBinding)
 	},
@@ -170,6 +178,8 @@ func TestKustomizeBuilds(t *testing.T) {
 		{topLevel, []string{"ServiceAccount", "Deployment"}},
 		{base, []string{"ServiceAccount", "Deployment"}},
 		{jobExample, []string{"ServiceAccount", "Job"}},
+		{annotationsExample, []string{"ServiceAccount", "ConfigMap", "Deployment"}},
+		{agentExample, []string{"ServiceAccount", "ConfigMap", "Deployment"}},
 		{vaultSide, []string{"Namespace", "ServiceAccount", "ClusterRoleBinding", "Secret"}},
 	}
 	for _, tt := range tests {
@@ -189,25 +199,45 @@ func TestKustomizeBuilds(t *testing.T) {
 	}
 }
 
-// workload is a pod template of a Deployment or Job.
+// workload is the pod template of a Deployment, StatefulSet, DaemonSet,
+// Job or CronJob.
 type workload struct {
-	name string // Deployment/app
-	spec *corev1.PodSpec
+	name        string // Deployment/app
+	labels      map[string]string
+	annotations map[string]string // the pod template's
+	spec        *corev1.PodSpec
+}
+
+// podTemplate returns the workload of o, if o has a pod template.
+func podTemplate(o object) (workload, bool) {
+	var tmpl *corev1.PodTemplateSpec
+	switch obj := o.obj.(type) {
+	case *appsv1.Deployment:
+		tmpl = &obj.Spec.Template
+	case *appsv1.StatefulSet:
+		tmpl = &obj.Spec.Template
+	case *appsv1.DaemonSet:
+		tmpl = &obj.Spec.Template
+	case *batchv1.Job:
+		tmpl = &obj.Spec.Template
+	case *batchv1.CronJob:
+		tmpl = &obj.Spec.JobTemplate.Spec.Template
+	default:
+		return workload{}, false
+	}
+	return workload{o.kind + "/" + o.obj.GetName(), o.obj.GetLabels(), tmpl.Annotations, &tmpl.Spec}, true
 }
 
 func workloads(t *testing.T, dir string) []workload {
 	t.Helper()
 	var ws []workload
 	for _, o := range kustomize(t, dir) {
-		switch obj := o.obj.(type) {
-		case *appsv1.Deployment:
-			ws = append(ws, workload{"Deployment/" + obj.Name, &obj.Spec.Template.Spec})
-		case *batchv1.Job:
-			ws = append(ws, workload{"Job/" + obj.Name, &obj.Spec.Template.Spec})
+		if w, ok := podTemplate(o); ok {
+			ws = append(ws, w)
 		}
 	}
 	if len(ws) == 0 {
-		t.Fatalf("%s: no Deployment or Job", dir)
+		t.Fatalf("%s: no workload", dir)
 	}
 	return ws
 }
@@ -421,6 +451,11 @@ func TestWorkloads(t *testing.T) {
 			if got := cflag(renew, "state-dir", defaultStateDir); got != state {
 				t.Errorf("vault-renew --state-dir %s, vault-init's is %s", got, state)
 			}
+			// vault-renew writes only NAME in its own --secrets-dir and
+			// refuses a state.json that names another.
+			if got, want := cflag(renew, "secrets-dir", defaultSecretsDir), cflag(init, "secrets-dir", defaultSecretsDir); got != want {
+				t.Errorf("vault-renew --secrets-dir %s, vault-init's is %s", got, want)
+			}
 			// state.json records the secret files' paths: the same volumes
 			// must be at the same paths, writable (rotation, removal).
 			for _, dir := range []string{cflag(init, "secrets-dir", defaultSecretsDir), state} {
@@ -493,8 +528,12 @@ func TestWorkloads(t *testing.T) {
 				t.Errorf("serviceAccountName %q, want app (manifests/vault/setup.sh binds role app to it)", w.spec.ServiceAccountName)
 			}
 			init, _ := w.container(t, "vault-init")
-			if r := cflag(init, "role", ""); r != "app" {
-				t.Errorf("vault-init --role %q, want app", r)
+			r := cflag(init, "role", "")
+			if r == "" && cflag(init, "annotations", "") != "" {
+				r = cmp.Or(w.annotations["podlease.io/role"], w.annotations["vault.hashicorp.com/role"])
+			}
+			if r != "app" {
+				t.Errorf("vault-init role %q (flag or annotation), want app", r)
 			}
 		}},
 		{"every container is hardened (restricted Pod Security)", func(t *testing.T, w workload) {

@@ -71,20 +71,29 @@ func TestVaultPolicy(t *testing.T) {
 		for _, w := range workloads(t, dir) {
 			t.Run(dir+"/"+w.name, func(t *testing.T) {
 				init, _ := w.container(t, "vault-init")
-				n := 0
+				// What vault-init reads: its --secret flags and, with
+				// --annotations, the pod's secret annotations.
+				read := map[string]string{} // path -> where it is asked for
 				for _, a := range append(slices.Clone(init.Command[1:]), init.Args...) {
-					spec, ok := strings.CutPrefix(a, "--secret=")
-					if !ok {
-						continue
-					}
-					n++
-					_, p, _ := strings.Cut(spec, "=")
-					if !slices.Contains(rules[p], "read") {
-						t.Errorf("vault-init --secret=%s: policy app does not grant read on %s", spec, p)
+					if spec, ok := strings.CutPrefix(a, "--secret="); ok {
+						_, p, _ := strings.Cut(spec, "=")
+						read[p] = "--secret=" + spec
 					}
 				}
-				if n == 0 {
-					t.Error("vault-init has no --secret=NAME=PATH argument")
+				if cflag(init, "annotations", "") != "" {
+					for k, p := range w.annotations {
+						if strings.HasPrefix(k, "podlease.io/secret-") || strings.HasPrefix(k, "vault.hashicorp.com/agent-inject-secret-") {
+							read[p] = k
+						}
+					}
+				}
+				for p, from := range read {
+					if !slices.Contains(rules[p], "read") {
+						t.Errorf("vault-init %s: policy app does not grant read on %s", from, p)
+					}
+				}
+				if len(read) == 0 {
+					t.Error("vault-init reads no secret: no --secret=NAME=PATH argument or secret annotation")
 				}
 			})
 		}
