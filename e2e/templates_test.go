@@ -352,7 +352,7 @@ func TestTemplateReRenderedByVaultRenew(t *testing.T) {
 	if got, want := readFile(t, file), "v=1 keys=one,sub/,two, sum=6b86b273\n"; got != want {
 		t.Fatalf("vault-init rendered %q, want %q", got, want)
 	}
-	start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--listen", "", "--kv-interval", "1s"}, p.env...)
+	start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--kv-interval", "1s"}, p.env...)
 	if _, err := root.Logical().Write("secret/data/tplrenew", map[string]any{"data": map[string]any{"v": "2"}}); err != nil {
 		t.Fatal(err)
 	}
