@@ -9,6 +9,7 @@ require (
 	github.com/jackc/pgx/v5 v5.7.6
 	github.com/podlease/podlease v0.0.0
 	github.com/prometheus/common v0.66.1
+	sigs.k8s.io/yaml v1.6.0
 )
 
 require (
@@ -40,7 +41,6 @@ require (
 	golang.org/x/text v0.31.0 // indirect
 	golang.org/x/time v0.12.0 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect
-	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
 replace github.com/podlease/podlease => ../

@@ -185,7 +185,12 @@ func TestAnnotationsPrecedence(t *testing.T) {
 		"podlease.io/secret-cache":                     "secret/data/cache",
 		"podlease.io/format-cache":                     "env",
 	}
-	tm := filepath.Join("testdata", "app.tmpl")
+	// A template of the cache secret alone: one that reads another path
+	// needs that path as a --secret too.
+	tm := filepath.Join(t.TempDir(), "cache.tmpl")
+	if err := os.WriteFile(tm, []byte(`{{ .Data.data | toJSON }}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	c, specs, err := configure(t, ann, []string{"--role=from-flag", "--secret=db=database/creds/flag", "--template=cache=" + tm},
 		map[string]string{"VAULT_ADDR": "http://127.0.0.1:8200", "PODLEASE_ROLE": "from-env", "PODLEASE_TIMEOUT": "1m"})

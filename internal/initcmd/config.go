@@ -262,6 +262,16 @@ func (c *Config) specs(ann *fromAnnotations) ([]*Spec, error) {
 			return nil, err
 		}
 	}
+	for _, s := range specs {
+		if s.Template == nil {
+			continue
+		}
+		for _, p := range s.Template.Paths() {
+			if _, ok := byPath[p]; !ok {
+				return nil, fmt.Errorf("--template %s=%s: the template reads %s, which is not a --secret: add --secret NAME=%s (each path is read once, at start)", s.Name, s.TemplateFile, p, p)
+			}
+		}
+	}
 	return specs, nil
 }
 

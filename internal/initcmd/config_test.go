@@ -77,7 +77,7 @@ func TestValidateErrors(t *testing.T) {
 		{name: "template for unknown secret", edit: func(c *Config) { c.Templates = []string{"other=" + tmpl} }, want: `--template "other=` + tmpl + `": no --secret is named "other"`},
 		{name: "template file missing", edit: func(c *Config) { c.Templates = []string{"db=testdata/nope.tmpl"} }, want: `--template "db=testdata/nope.tmpl": `, also: "no such file or directory"},
 		{name: "template twice", edit: func(c *Config) { c.Templates = []string{"db=" + tmpl, "db=" + tmpl} }, want: `--template "db=` + tmpl + `": secret "db" already has a template`},
-		{name: "template does not parse", edit: func(c *Config) { c.Templates = []string{"db=testdata/broken.tmpl"} }, want: `--template "db=testdata/broken.tmpl": `, also: "testdata/broken.tmpl:1"},
+		{name: "template does not parse", edit: func(c *Config) { c.Templates = []string{"db=testdata/broken.tmpl"} }, want: `--template "db=testdata/broken.tmpl": `, also: "testdata/broken.tmpl:2: unclosed action started at line 1"},
 		{name: "no role", edit: func(c *Config) { c.Auth.Role = "" }, want: "--role is required with --auth-method kubernetes"},
 		{name: "bad auth method", edit: func(c *Config) { c.Auth.Method = "oidc" }, want: `--auth-method "oidc"`},
 		{name: "file mode not octal", edit: func(c *Config) { c.FileMode = "rw-r-----" }, want: `--file-mode: file mode "rw-r-----": want octal`},

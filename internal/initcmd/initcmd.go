@@ -137,6 +137,7 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 // write fails.
 func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec, st *state.State, token string, log *slog.Logger) (err error) {
 	fetched := map[string]*secrets.Fetched{}
+	readPath := map[string]string{}
 	if st.Token.Batch() {
 		// Revoking a batch token is impossible, so a failure revokes
 		// each lease this run obtained.
@@ -147,7 +148,8 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		}()
 	}
 	for _, sp := range specs {
-		f, err := secrets.Read(ctx, client, log, sp.Path)
+		rp := secrets.Resolve(ctx, client, log, sp.Path)
+		f, err := secrets.Read(ctx, client, log, rp)
 		if err != nil {
 			var re *secrets.ReadError
 			if errors.As(err, &re) && vaultclient.StatusCode(err) == 403 {
@@ -155,19 +157,20 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 			}
 			return fmt.Errorf("vault %s: %w", client.Address(), err)
 		}
-		fetched[sp.Path] = f
-		log.Info("read secret", "path", sp.Path, "kind", f.Kind, "lease_id", f.Resp.LeaseID, "ttl", f.TTL(), "renewable", f.Resp.Renewable)
+		fetched[sp.Path], readPath[sp.Path] = f, rp
+		log.Info("read secret", "path", rp, "kind", f.Kind, "lease_id", f.Resp.LeaseID, "ttl", f.TTL(), "renewable", f.Resp.Renewable)
 	}
 	lookup := func(path string) (*render.Secret, error) {
 		f := fetched[path]
 		if f == nil {
-			return nil, fmt.Errorf("%q is not a path given with --secret", path)
+			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
 		}
 		if f.Kind == state.KindLeased {
 			return nil, fmt.Errorf("%q is a leased secret of another --secret: give each lease its own file so it can be rotated on its own", path)
 		}
 		return f.Template(), nil
 	}
+	list := secrets.Lister(ctx, client, log)
 	type out struct {
 		sec     state.Secret
 		content []byte
@@ -182,9 +185,12 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		if sp.Template != nil {
 			s.Format = ""
 		}
+		if rp := readPath[sp.Path]; rp != sp.Path {
+			s.ReadPath = rp
+		}
 		// Exit 1, not 2: Vault was contacted, and the caller revokes the
 		// token and with it the leases just read.
-		content, err := secrets.Render(&s, fetched[sp.Path], lookup)
+		content, err := secrets.Render(&s, fetched[sp.Path], lookup, list)
 		if err != nil {
 			return err
 		}

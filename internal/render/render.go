@@ -5,13 +5,11 @@ package render
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
-	"text/template"
 )
 
 // Formats a secret file can take.
@@ -194,71 +192,4 @@ func yamlSafe(b []byte) string {
 		sb.WriteRune(r)
 	}
 	return sb.String()
-}
-
-// Secret is what a template sees of a secret: the fields of Vault's
-// response, as consul-template shows them (for KV v2, .Data.data holds the
-// fields and .Data.metadata the version).
-type Secret struct {
-	Data          map[string]any
-	LeaseID       string
-	LeaseDuration int
-	Renewable     bool
-}
-
-// Lookup returns the secret at a Vault path for {{ secret "PATH" }}.
-type Lookup func(path string) (*Secret, error)
-
-// Template is a parsed secret template.
-type Template struct {
-	name string
-	text string
-}
-
-// ParseTemplate checks text and returns the template. name is used in
-// errors (the --template value).
-func ParseTemplate(name, text string) (*Template, error) {
-	if _, err := newTemplate(name, text, nil); err != nil {
-		return nil, err
-	}
-	return &Template{name: name, text: text}, nil
-}
-
-func newTemplate(name, text string, lookup Lookup) (*template.Template, error) {
-	secretFn := func(path string, params ...string) (*Secret, error) {
-		if len(params) > 0 {
-			return nil, fmt.Errorf("secret %q: writing parameters is not supported; give the path with --secret", path)
-		}
-		if lookup == nil {
-			return nil, fmt.Errorf("secret %q: no lookup", path)
-		}
-		return lookup(path)
-	}
-	return template.New(name).Option("missingkey=error").Funcs(template.FuncMap{
-		"secret":       secretFn,
-		"toJSON":       func(v any) (string, error) { b, err := json.Marshal(v); return string(b), err },
-		"toJSONPretty": func(v any) (string, error) { b, err := json.MarshalIndent(v, "", "  "); return string(b), err },
-		"toUpper":      strings.ToUpper,
-		"toLower":      strings.ToLower,
-		"trimSpace":    strings.TrimSpace,
-		"base64Encode": func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
-		"base64Decode": func(s string) (string, error) {
-			b, err := base64.StdEncoding.DecodeString(s)
-			return string(b), err
-		},
-	}).Parse(text)
-}
-
-// Execute renders the template with self as the dot, resolving
-// {{ secret "PATH" }} through lookup.
-func (t *Template) Execute(self *Secret, lookup Lookup) ([]byte, error) {
-	tmpl, err := newTemplate(t.name, t.text, lookup)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, self); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

@@ -28,7 +28,7 @@ func FuzzTemplateData(f *testing.F) {
 			if err != nil {
 				t.Fatalf("parse %q: %v", text, err)
 			}
-			out, err := tmpl.Execute(self, lookup)
+			out, err := tmpl.Execute(self, lookup, nil)
 			if err != nil {
 				t.Fatalf("%q: %v", text, err)
 			}
@@ -90,6 +90,6 @@ func FuzzParseTemplate(f *testing.F) {
 			return
 		}
 		self := &Secret{Data: map[string]any{"username": "u", "password": "p", "data": map[string]any{"api_key": "k"}}}
-		_, _ = tmpl.Execute(self, func(string) (*Secret, error) { return self, nil })
+		_, _ = tmpl.Execute(self, func(string) (*Secret, error) { return self, nil }, nil)
 	})
 }

@@ -45,7 +45,6 @@ func TestTemplate(t *testing.T) {
 		{name: "base64", text: `{{ base64Encode .Data.username }} {{ base64Decode "di13ZWItMQ==" }}`, want: "di13ZWItMQ== v-web-1"},
 		{name: "missing key", text: `{{ .Data.nope }}`, wantErr: `"nope"`},
 		{name: "missing key in secret", text: `{{ with secret "secret/data/app" }}{{ .Data.data.nope }}{{ end }}`, wantErr: `"nope"`},
-		{name: "secret with parameters", text: `{{ with secret "pki/issue/web" "common_name=web" }}{{ end }}`, wantErr: "parameters is not supported"},
 		{name: "unknown path", text: `{{ with secret "secret/data/other" }}{{ end }}`, wantErr: "secret/data/other is not a path given with --secret"},
 		{name: "bad base64", text: `{{ base64Decode "%%%" }}`, wantErr: "base64"},
 	} {
@@ -55,7 +54,7 @@ func TestTemplate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseTemplate: %v", err)
 			}
-			out, err := tmpl.Execute(db, lookup)
+			out, err := tmpl.Execute(db, lookup, nil)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error = %v, want one containing %q (output %q)", err, tc.wantErr, out)
@@ -78,7 +77,7 @@ func TestTemplateSecretWithoutLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tmpl.Execute(&Secret{}, nil); err == nil || !strings.Contains(err.Error(), `"a/b"`) {
+	if _, err := tmpl.Execute(&Secret{}, nil, nil); err == nil || !strings.Contains(err.Error(), `"a/b"`) {
 		t.Errorf("error = %v, want one naming the path", err)
 	}
 }

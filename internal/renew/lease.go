@@ -262,9 +262,9 @@ func (s *sidecar) fetch(ctx context.Context, client *api.Client, owner string, g
 		return nil, err
 	}
 	ch := &change{g: g, f: f, contents: make([][]byte, len(g.secrets)), owner: owner, client: client}
-	lookup := s.lookup(fctx, client)
+	lookup, list := s.lookup(fctx, client), secrets.Lister(fctx, client, s.log)
 	for i, sec := range g.secrets {
-		b, err := secrets.Render(sec, f, lookup)
+		b, err := secrets.Render(sec, f, lookup, list)
 		if err != nil {
 			s.revokeLease(client, f.Resp.LeaseID, sec.Name)
 			return nil, err
@@ -291,11 +291,11 @@ func (s *sidecar) lookup(ctx context.Context, client *api.Client) render.Lookup 
 		}
 		switch {
 		case other == nil:
-			return nil, fmt.Errorf("%q is not a path given with --secret", path)
+			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
 		case other.Kind == state.KindLeased:
 			return nil, fmt.Errorf("%q is a leased secret of another --secret: give each lease its own file so it can be rotated on its own", path)
 		}
-		f, err := secrets.Read(ctx, client, s.log, path)
+		f, err := secrets.Read(ctx, client, s.log, other.VaultPath())
 		if err != nil {
 			return nil, err
 		}

@@ -104,7 +104,7 @@ func newFixture(t *testing.T, v *fakeVault, specs ...spec) *fixture {
 				return nil, err
 			}
 			return other.Template(), nil
-		})
+		}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

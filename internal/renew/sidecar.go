@@ -191,7 +191,7 @@ func newSidecar(cfg *Config, st *state.State, token string, client *api.Client, 
 			continue
 		}
 		g := &group{
-			secrets: []*state.Secret{sec}, path: sec.Path, kind: sec.Kind,
+			secrets: []*state.Secret{sec}, path: sec.VaultPath(), kind: sec.Kind,
 			owner: s.tok.id, expiry: sec.ExpiresAt,
 			ld:        time.Duration(sec.LeaseDuration) * time.Second,
 			renewable: sec.Renewable,

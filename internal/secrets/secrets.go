@@ -150,7 +150,7 @@ func deletedKV2(data map[string]any) bool {
 
 // Template returns what a template sees of f.
 func (f *Fetched) Template() *render.Secret {
-	return &render.Secret{Data: f.Resp.Data, LeaseID: f.Resp.LeaseID, LeaseDuration: f.Resp.LeaseDuration, Renewable: f.Resp.Renewable}
+	return &render.Secret{Data: f.Resp.Data, LeaseID: f.Resp.LeaseID, LeaseDuration: f.Resp.LeaseDuration, Renewable: f.Resp.Renewable, Warnings: f.Resp.Warnings}
 }
 
 // TTL is how long this read stays valid: the lease duration for a leased
@@ -171,8 +171,9 @@ func (f *Fetched) TTL() time.Duration {
 }
 
 // Render produces the file content of s from f. lookup resolves other
-// paths a template names; nil allows only s's own path.
-func Render(s *state.Secret, f *Fetched, lookup render.Lookup) ([]byte, error) {
+// paths a template names; nil allows only s's own path. list answers
+// {{ secrets "PATH" }}; nil refuses it.
+func Render(s *state.Secret, f *Fetched, lookup render.Lookup, list render.List) ([]byte, error) {
 	if s.Template == "" {
 		b, err := render.Format(s.Format, f.Fields)
 		if err != nil {
@@ -189,10 +190,10 @@ func Render(s *state.Secret, f *Fetched, lookup render.Lookup) ([]byte, error) {
 			return f.Template(), nil
 		}
 		if lookup == nil {
-			return nil, fmt.Errorf("%q is not a path given with --secret", path)
+			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
 		}
 		return lookup(path)
-	})
+	}, list)
 	if err != nil {
 		return nil, fmt.Errorf("template %s for secret %q: %w", s.TemplateFile, s.Name, err)
 	}

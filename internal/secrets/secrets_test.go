@@ -187,7 +187,7 @@ func TestRenderAndRecord(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := tc.sec
-			out, err := Render(&s, tc.f, tc.lookup)
+			out, err := Render(&s, tc.f, tc.lookup, nil)
 			if tc.wantErr != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want it to start with %q", err, tc.wantErr)

@@ -116,6 +116,7 @@ const (
 type Secret struct {
 	Name          string    `json:"name"`
 	Path          string    `json:"path"`
+	ReadPath      string    `json:"read_path,omitempty"` // the path read, when it differs (KV v2: secret/app reads secret/data/app)
 	Kind          string    `json:"kind"`
 	LeaseID       string    `json:"lease_id,omitempty"`
 	LeaseDuration int       `json:"lease_duration"` // seconds
@@ -133,6 +134,14 @@ type Secret struct {
 	// says nothing about the content, unlike a hash, which for a short
 	// secret (a PIN) gives the value away to anyone who reads state.json.
 	FileInode uint64 `json:"file_inode,omitempty"`
+}
+
+// VaultPath is the path Vault is read at for s.
+func (s *Secret) VaultPath() string {
+	if s.ReadPath != "" {
+		return s.ReadPath
+	}
+	return s.Path
 }
 
 // Mode parses FileMode.

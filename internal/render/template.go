@@ -1,0 +1,304 @@
+package render
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/template"
+	"text/template/parse"
+)
+
+// Secret is what a template sees of a secret: the fields of Vault's
+// response, as consul-template shows them (for KV v2, .Data.data holds the
+// fields and .Data.metadata the version).
+type Secret struct {
+	Data          map[string]any
+	LeaseID       string
+	LeaseDuration int
+	Renewable     bool
+	Warnings      []string
+}
+
+// Lookup returns the secret at a Vault path for {{ secret "PATH" }}.
+type Lookup func(path string) (*Secret, error)
+
+// List returns the keys under a Vault path for {{ secrets "PATH" }},
+// sorted.
+type List func(path string) ([]string, error)
+
+// Template is a parsed secret template. It is parsed once and rendered any
+// number of times, one render at a time.
+type Template struct {
+	name  string
+	text  string
+	paths []string
+
+	mu   sync.Mutex
+	tmpl *template.Template
+	run  *render // the render under way, under mu
+}
+
+// render is the state of one Execute: what secret and secrets read, the
+// scratch pad, and done, which ends what the render started (loop).
+type render struct {
+	lookup  Lookup
+	list    List
+	done    chan struct{}
+	scratch Scratch
+	seen    []*Secret
+}
+
+// parsed keeps the templates parsed so far, so that vault-init's check
+// before login and its render share one parse, and vault-renew parses each
+// template once for its life. It is bounded: templates are configuration,
+// a handful per pod.
+var parsed struct {
+	sync.Mutex
+	m map[[2]string]*Template
+}
+
+const maxParsed = 64
+
+// ParseTemplate checks text and returns the template. name is used in
+// errors (the --template value). A template that calls a consul-template
+// function podlease leaves out is refused here, before any login, with the
+// function's name and the reason.
+func ParseTemplate(name, text string) (*Template, error) {
+	key := [2]string{name, text}
+	parsed.Lock()
+	t := parsed.m[key]
+	parsed.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	t = &Template{name: name, text: text}
+	if err := t.parse(); err != nil {
+		return nil, err
+	}
+	paths, err := checkCalls(t.tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	t.paths = paths
+	parsed.Lock()
+	if parsed.m == nil {
+		parsed.m = map[[2]string]*Template{}
+	}
+	if len(parsed.m) < maxParsed {
+		parsed.m[key] = t
+	}
+	parsed.Unlock()
+	return t, nil
+}
+
+// Paths returns the Vault paths the template reads with a literal
+// {{ secret "PATH" }}, so they can be checked against --secret before
+// login. Paths built at render time are checked when rendering.
+func (t *Template) Paths() []string { return t.paths }
+
+// SecretPath normalizes a path given to {{ secret }} the way
+// consul-template does: surrounding spaces and slashes do not count.
+func SecretPath(p string) string { return strings.Trim(strings.TrimSpace(p), "/") }
+
+// parse parses t's text. The root template is unnamed, as in
+// consul-template, so that no {{ define }} can clash with it; errors are
+// prefixed with t's name instead. The functions that depend on the render
+// read it from t.run.
+func (t *Template) parse() error {
+	tmpl := template.New("").Option("missingkey=error")
+	funcs := dataFuncs(tmpl, func() <-chan struct{} { return t.run.done })
+	funcs["scratch"] = func() *Scratch { return &t.run.scratch }
+	funcs["secret"] = func(args ...string) (any, error) {
+		if len(args) == 0 {
+			return nil, nil
+		}
+		path := SecretPath(args[0])
+		if len(args) > 1 {
+			return nil, fmt.Errorf("secret %q: writing parameters is not supported; give the path with --secret", path)
+		}
+		r := t.run
+		if r.lookup == nil {
+			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
+		}
+		s, err := r.lookup(path)
+		if s != nil {
+			r.seen = append(r.seen, s)
+		}
+		return s, err
+	}
+	funcs["secrets"] = func(path string) ([]string, error) {
+		path = SecretPath(path)
+		if path == "" {
+			return nil, nil
+		}
+		if t.run.list == nil {
+			return nil, fmt.Errorf("secrets %q: no lister", path)
+		}
+		return t.run.list(path)
+	}
+	var err error
+	t.tmpl, err = tmpl.Funcs(funcs).Parse(t.text)
+	if err != nil {
+		return located(t.name, explainUndefined(err))
+	}
+	return nil
+}
+
+// checkCalls walks every action of tmpl: it returns the literal paths of
+// {{ secret "PATH" }} and refuses a secret call with write parameters.
+func checkCalls(tmpl *template.Template) ([]string, error) {
+	seen := map[string]bool{}
+	var paths []string
+	var walkErr error
+	var walk func(n parse.Node)
+	walk = func(n parse.Node) {
+		if n == nil || walkErr != nil {
+			return
+		}
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n == nil {
+				return
+			}
+			for _, c := range n.Nodes {
+				walk(c)
+			}
+		case *parse.ActionNode:
+			walk(n.Pipe)
+		case *parse.IfNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.RangeNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.WithNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.TemplateNode:
+			walk(n.Pipe)
+		case *parse.PipeNode:
+			if n == nil {
+				return
+			}
+			for _, c := range n.Cmds {
+				walk(c)
+			}
+		case *parse.ChainNode:
+			walk(n.Node)
+		case *parse.CommandNode:
+			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && id.Ident == "secret" && len(n.Args) > 1 {
+				lit, isLit := n.Args[1].(*parse.StringNode)
+				if len(n.Args) > 2 {
+					what := "a path built at render time"
+					if isLit {
+						what = strconv.Quote(SecretPath(lit.Text))
+					}
+					walkErr = fmt.Errorf("secret %s with parameters writes to Vault (it issues something new at every render); podlease only reads: give a read path with --secret", what)
+					return
+				}
+				if isLit && !seen[SecretPath(lit.Text)] {
+					seen[SecretPath(lit.Text)] = true
+					paths = append(paths, SecretPath(lit.Text))
+				}
+			}
+			for _, a := range n.Args {
+				walk(a)
+			}
+		}
+	}
+	for _, t := range tmpl.Templates() {
+		if t.Tree != nil {
+			walk(t.Tree.Root)
+		}
+	}
+	sort.Strings(paths)
+	return paths, walkErr
+}
+
+// Execute renders the template with self as the dot, resolving
+// {{ secret "PATH" }} through lookup and {{ secrets "PATH" }} through list.
+// An error never quotes a secret value: every value of the secrets the
+// template could see is replaced with [redacted].
+func (t *Template) Execute(self *Secret, lookup Lookup, list List) ([]byte, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := &render{lookup: lookup, list: list, done: make(chan struct{}), seen: []*Secret{self}}
+	t.run = r
+	defer func() {
+		close(r.done)
+		t.run = nil
+	}()
+	var buf bytes.Buffer
+	if err := t.tmpl.Execute(&buf, self); err != nil {
+		return nil, located(t.name, redact(err, r.seen))
+	}
+	return buf.Bytes(), nil
+}
+
+// located names the template file where text/template names the unnamed
+// root template: "template: :2: ..." becomes "FILE:2: ...".
+func located(name string, err error) error {
+	msg := err.Error()
+	msg = strings.Replace(msg, "template: :", name+":", 1)
+	msg = strings.Replace(msg, `executing "" at `, "at ", 1)
+	msg = strings.Replace(msg, "started at :", "started at line ", 1)
+	return errors.New(msg)
+}
+
+// redact removes every value of secrets from err's message, raw and as Go
+// or JSON would quote it, longest first.
+func redact(err error, secrets []*Secret) error {
+	var vals []string
+	var collect func(v any)
+	collect = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for _, e := range v {
+				collect(e)
+			}
+		case []any:
+			for _, e := range v {
+				collect(e)
+			}
+		case string:
+			vals = append(vals, v)
+		case json.Number:
+			vals = append(vals, string(v))
+		}
+	}
+	for _, s := range secrets {
+		if s != nil {
+			collect(s.Data)
+		}
+	}
+	var forms []string
+	for _, v := range vals {
+		if v == "" {
+			continue
+		}
+		forms = append(forms, v)
+		if q := strconv.Quote(v); q[1:len(q)-1] != v {
+			forms = append(forms, q[1:len(q)-1])
+		}
+		if b, _ := json.Marshal(v); string(b[1:len(b)-1]) != v {
+			forms = append(forms, string(b[1:len(b)-1]))
+		}
+	}
+	if len(forms) == 0 {
+		return err
+	}
+	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
+	pairs := make([]string, 0, 2*len(forms))
+	for _, f := range forms {
+		pairs = append(pairs, f, "[redacted]")
+	}
+	return errors.New(strings.NewReplacer(pairs...).Replace(err.Error()))
+}
