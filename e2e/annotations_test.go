@@ -1,17 +1,14 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -245,27 +242,23 @@ func TestAgentDefaultTemplates(t *testing.T) {
 	}
 }
 
-// compareMasked fails t unless got and want are the same bytes once each
-// one's own database username and password (read by creds; nil: none) are
-// replaced by placeholders. It never prints the files.
+// compareMasked fails t unless got is want but for the database username
+// and password, each read by creds (nil: none, the bytes must be equal),
+// vault-init's own in got and the Agent's in want (see matchMasked). It
+// never prints the files.
 func compareMasked(t *testing.T, got, want string, creds func(*testing.T, string) (string, string)) {
 	t.Helper()
-	mask := func(s string) string {
-		if creds == nil {
-			return s
+	if creds == nil {
+		if got != want {
+			t.Errorf("vault-init's file (%d bytes) differs from Vault Agent's (%d bytes)", len(got), len(want))
 		}
-		user, password := creds(t, s)
-		return strings.ReplaceAll(strings.ReplaceAll(s, password, "<password>"), user, "<username>")
-	}
-	g, w := mask(got), mask(want)
-	if g == w {
 		return
 	}
-	n := 0
-	for n < len(g) && n < len(w) && g[n] == w[n] {
-		n++
+	creds(t, got)
+	user, password := creds(t, want)
+	if err := matchMasked(want, got, user, password); err != nil {
+		t.Errorf("vault-init's file: %v", err)
 	}
-	t.Errorf("vault-init's file (%d bytes) differs from Vault Agent's (%d bytes) from byte %d on", len(g), len(w), n)
 }
 
 // agentRender runs Vault Agent (the bed's vault binary) once, as the
@@ -279,60 +272,25 @@ func agentRender(t *testing.T, path, contents string) string {
 	if err := os.Mkdir(filepath.Join(dir, "sa"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	jwt := bed.WriteJWT(filepath.Join(dir, "sa"), testbed.Namespace, testbed.ServiceAccount)
 	sink := filepath.Join(dir, "token")
 	dest := filepath.Join(dir, "secrets", "out")
-	// The shape of the JSON configuration the injector generates
-	// (vault-k8s agent-inject/agent/config.go).
-	cfg := map[string]any{
-		"exit_after_auth": true,
-		"pid_file":        filepath.Join(dir, "pid"),
-		"vault":           map[string]any{"address": bed.VaultAddr},
-		"auto_auth": map[string]any{
-			"method": map[string]any{
-				"type": "kubernetes", "mount_path": "auth/kubernetes",
-				"config": map[string]any{"role": testbed.Role, "token_path": jwt},
-			},
-			"sink": []map[string]any{{"type": "file", "config": map[string]any{"path": sink}}},
-		},
-		"template_config": map[string]any{"exit_on_retry_failure": true},
-		"template":        []map[string]any{{"destination": dest, "contents": contents, "left_delimiter": "{{", "right_delimiter": "}}", "error_on_missing_key": false}},
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(dir, "agent.json")
-	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	vault, err := testbed.VaultBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, vault, "agent", "-config="+cfgFile)
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("vault agent for %s: %v (ctx: %v)\n%s", path, err, ctx.Err(), tail(out.String(), 20))
-	}
-	if tok, err := os.ReadFile(sink); err == nil {
+	err := testbed.RunAgent(ctx, dir, testbed.AgentConfig{
+		VaultAddr: bed.VaultAddr, Role: testbed.Role,
+		JWTFile:  bed.WriteJWT(filepath.Join(dir, "sa"), testbed.Namespace, testbed.ServiceAccount),
+		SinkFile: sink, PIDFile: filepath.Join(dir, "pid"), ExitAfterAuth: true,
+		Templates: []testbed.AgentTemplate{{Contents: contents, Destination: dest}},
+	})
+	if tok, rerr := os.ReadFile(sink); rerr == nil {
 		token := strings.TrimSpace(string(tok))
 		noteSecret(token)
 		t.Cleanup(func() { _ = bed.Client(token).Auth().Token().RevokeSelf("") })
 	}
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 	return readFile(t, dest)
-}
-
-// tail is the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // TestAnnotationsRefused: an injector annotation that cannot mean the same

@@ -5,12 +5,10 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -182,40 +180,20 @@ func loadCorpus(t *testing.T) []corpusTemplate {
 // tplAgentConfig renders every corpus template in one Vault Agent, the
 // way the injector's init container runs it, plus one file that tells the
 // test which database credential the Agent got.
-func tplAgentConfig(p *pod, corpus []corpusTemplate, outDir string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `exit_after_auth = true
-pid_file = %q
-
-vault {
-  address = %q
-}
-
-auto_auth {
-  method "kubernetes" {
-    mount_path = "auth/kubernetes"
-    config = {
-      role       = %q
-      token_path = %q
-    }
-  }
-  sink "file" {
-    config = {
-      path = %q
-    }
-  }
-}
-
-template_config {
-  exit_on_retry_failure = true
-}
-`, filepath.Join(p.dir, "agent.pid"), bed.VaultAddr, tplRole, p.jwtFile, filepath.Join(p.stateDir, "agent-token"))
-	for _, c := range corpus {
-		fmt.Fprintf(&b, "\ntemplate {\n  source      = %q\n  destination = %q\n}\n", c.file, filepath.Join(outDir, c.name))
+func tplAgentConfig(p *pod, corpus []corpusTemplate, outDir string) testbed.AgentConfig {
+	cfg := testbed.AgentConfig{
+		VaultAddr: bed.VaultAddr, Role: tplRole, JWTFile: p.jwtFile,
+		SinkFile: filepath.Join(p.stateDir, "agent-token"), PIDFile: filepath.Join(p.dir, "agent.pid"),
+		ExitAfterAuth: true,
 	}
-	fmt.Fprintf(&b, "\ntemplate {\n  contents    = %q\n  destination = %q\n}\n",
-		`{{ with secret "database/creds/`+tplDBRole+`" }}{{ .Data.username }}`+"\n"+`{{ .Data.password }}{{ end }}`, filepath.Join(outDir, "_dbcreds"))
-	return b.String()
+	for _, c := range corpus {
+		cfg.Templates = append(cfg.Templates, testbed.AgentTemplate{Source: c.file, Destination: filepath.Join(outDir, c.name)})
+	}
+	cfg.Templates = append(cfg.Templates, testbed.AgentTemplate{
+		Contents:    `{{ with secret "database/creds/` + tplDBRole + `" }}{{ .Data.username }}` + "\n" + `{{ .Data.password }}{{ end }}`,
+		Destination: filepath.Join(outDir, "_dbcreds"),
+	})
+	return cfg
 }
 
 func TestTemplatesMatchVaultAgent(t *testing.T) {
@@ -232,22 +210,10 @@ func TestTemplatesMatchVaultAgent(t *testing.T) {
 	if err := os.Mkdir(agentOut, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(agentPod.dir, "agent.hcl")
-	if err := os.WriteFile(cfg, []byte(tplAgentConfig(agentPod, corpus, agentOut)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	vaultBin, err := testbed.VaultBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	agent := exec.CommandContext(ctx, vaultBin, "agent", "-config="+cfg)
-	agent.Dir = agentPod.dir
-	agent.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + agentPod.dir, tplEnvName + "=" + tplEnvVal}
-	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if out, err := agent.CombinedOutput(); err != nil {
-		t.Fatalf("vault agent: %v\n%s", err, out)
+	if err := testbed.RunAgent(ctx, agentPod.dir, tplAgentConfig(agentPod, corpus, agentOut), tplEnvName+"="+tplEnvVal); err != nil {
+		t.Fatal(err)
 	}
 	agentCreds := strings.SplitN(readFile(t, filepath.Join(agentOut, "_dbcreds")), "\n", 2)
 	if len(agentCreds) != 2 || agentCreds[0] == "" || agentCreds[1] == "" {

@@ -50,49 +50,22 @@ func (b *bench) newPod(name string) (*pod, error) {
 // credFile is where every contender writes the database credential.
 func (p *pod) credFile() string { return filepath.Join(p.secrets, "db") }
 
-// agentConfig is a Vault Agent configuration equivalent to what the Vault
-// Agent injector generates for one database secret: kubernetes auto-auth,
-// a token sink, one template rendering the secret's data as JSON (the same
-// shape vault-init writes by default). Init mode adds exit_after_auth, as
-// the injector's init container does.
-func agentConfig(vaultAddr, role, secretPath string, p *pod, initMode bool) string {
-	var exit string
-	if initMode {
-		exit = "exit_after_auth = true\n"
+// agentConfig is the Vault Agent configuration the Vault Agent injector
+// generates for one database secret: kubernetes auto-auth, a token sink,
+// one template rendering the secret's data as JSON (the same shape
+// vault-init writes by default). Init mode adds exit_after_auth, as the
+// injector's init container does.
+func agentConfig(vaultAddr, role, secretPath string, p *pod, initMode bool) testbed.AgentConfig {
+	return testbed.AgentConfig{
+		VaultAddr: vaultAddr, Role: role, JWTFile: p.jwt,
+		SinkFile: filepath.Join(p.state, "token"), PIDFile: filepath.Join(p.home, "agent.pid"),
+		ExitAfterAuth: initMode,
+		Templates: []testbed.AgentTemplate{{
+			Contents:    fmt.Sprintf(`{{ with secret %q }}{{ .Data | toJSON }}{{ end }}`, secretPath),
+			Destination: p.credFile(),
+			Perms:       "0440",
+		}},
 	}
-	contents := fmt.Sprintf(`{{ with secret %q }}{{ .Data | toJSON }}{{ end }}`, secretPath)
-	return fmt.Sprintf(`%spid_file = %q
-
-vault {
-  address = %q
-}
-
-auto_auth {
-  method "kubernetes" {
-    mount_path = "auth/kubernetes"
-    config = {
-      role       = %q
-      token_path = %q
-    }
-  }
-  sink "file" {
-    config = {
-      path = %q
-    }
-  }
-}
-
-template_config {
-  exit_on_retry_failure = true
-}
-
-template {
-  destination = %q
-  perms       = "0440"
-  contents    = %q
-}
-`, exit, filepath.Join(p.home, "agent.pid"), vaultAddr, role, p.jwt,
-		filepath.Join(p.state, "token"), p.credFile(), contents)
 }
 
 // command returns the command line of contender name for pod p, reading
@@ -110,8 +83,8 @@ func (b *bench) command(name string, p *pod, role, secretPath string, initMode b
 			"--state-dir", p.state,
 			"--timeout", "30s")
 	case cAgent:
-		cfg := filepath.Join(p.dir, "agent.hcl")
-		if err := os.WriteFile(cfg, []byte(agentConfig(b.bed.VaultAddr, role, secretPath, p, initMode)), 0o600); err != nil {
+		cfg := filepath.Join(p.dir, "agent.json")
+		if err := agentConfig(b.bed.VaultAddr, role, secretPath, p, initMode).WriteFile(cfg); err != nil {
 			return nil, err
 		}
 		cmd = exec.Command(b.bins.vault, "agent", "-config="+cfg)
