@@ -103,21 +103,7 @@ func login(t *testing.T, user, password string) {
 // envCreds reads USERNAME and PASSWORD from an env-format secret file.
 func envCreds(t *testing.T, content string) (user, password string) {
 	t.Helper()
-	for _, line := range strings.Split(strings.TrimSpace(content), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		v = strings.Trim(v, `"`)
-		switch k {
-		case "USERNAME":
-			user = v
-		case "PASSWORD":
-			password = v
-		}
-	}
-	if user == "" || password == "" {
-		t.Fatal("the env file lacks USERNAME or PASSWORD")
-	}
-	noteSecret(password)
-	return user, password
+	return lineCreds(t, strings.TrimSpace(content), "=", "USERNAME", "PASSWORD", "the env file")
 }
 
 // urlCreds reads the user and password of a postgres:// URL file.
@@ -139,17 +125,26 @@ func urlCreds(t *testing.T, content string) (user, password string) {
 // rendering (key: value lines).
 func mapCreds(t *testing.T, content string) (user, password string) {
 	t.Helper()
+	return lineCreds(t, content, ": ", "username", "password", "the map rendering")
+}
+
+// lineCreds reads the values of userKey and passwordKey from lines of
+// key, sep, value (a value's surrounding double quotes dropped) and notes
+// the password as a secret; what names the file when one is missing.
+func lineCreds(t *testing.T, content, sep, userKey, passwordKey, what string) (user, password string) {
+	t.Helper()
 	for _, line := range strings.Split(content, "\n") {
-		k, v, _ := strings.Cut(line, ": ")
+		k, v, _ := strings.Cut(line, sep)
+		v = strings.Trim(v, `"`)
 		switch k {
-		case "username":
+		case userKey:
 			user = v
-		case "password":
+		case passwordKey:
 			password = v
 		}
 	}
 	if user == "" || password == "" {
-		t.Fatal("the map rendering lacks username or password")
+		t.Fatalf("%s lacks %s or %s", what, userKey, passwordKey)
 	}
 	noteSecret(password)
 	return user, password

@@ -42,6 +42,14 @@ func rootChildToken(t *testing.T, dir string) string {
 	return file
 }
 
+// initAsRoot runs vault-init for p with args, logged in with a
+// rootChildToken (token auth) to read what the app policy does not allow.
+func (p *pod) initAsRoot(args ...string) result {
+	p.t.Helper()
+	return run(p.t, "vault-init", append([]string{"--auth-method", "token", "--token-file", rootChildToken(p.t, p.dir),
+		"--secrets-dir", p.secretsDir, "--state-dir", p.stateDir, "--timeout", "30s"}, args...), p.env...)
+}
+
 // TestReviewKVUnderStaticCredsPath: a KV v2 secret whose path contains
 // /static-creds/ is KV data (what Vault returned says so), and its file
 // holds the fields, not the {data, metadata} envelope.
@@ -51,11 +59,8 @@ func TestReviewKVUnderStaticCredsPath(t *testing.T) {
 	const path = "secret/data/static-creds/review"
 	pin := "pin-" + randomDigits(t, 12)
 	noteSecret(pin)
-	if _, err := bed.Root().Logical().WriteWithContext(context.Background(), path, map[string]any{"data": map[string]any{"pin": pin}}); err != nil {
-		t.Fatal(err)
-	}
-	r := run(t, "vault-init", []string{"--auth-method", "token", "--token-file", rootChildToken(t, p.dir),
-		"--secret", "kv=" + path, "--secrets-dir", p.secretsDir, "--state-dir", p.stateDir, "--timeout", "30s"}, p.env...)
+	writeKV(t, path, map[string]any{"pin": pin})
+	r := p.initAsRoot("--secret", "kv="+path)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -96,8 +101,7 @@ func TestReviewEnvMultilineWarns(t *testing.T) {
 	key := "review-pem-" + randomDigits(t, 12)
 	noteSecret(key)
 	writeKV(t, path, map[string]any{"tls_key": "-----BEGIN KEY-----\n" + key + "\n-----END KEY-----", "user": "u"})
-	r := run(t, "vault-init", []string{"--auth-method", "token", "--token-file", rootChildToken(t, p.dir),
-		"--secret", "tls=" + path, "--format", "tls=env", "--secrets-dir", p.secretsDir, "--state-dir", p.stateDir, "--timeout", "30s"}, p.env...)
+	r := p.initAsRoot("--secret", "tls="+path, "--format", "tls=env")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -122,8 +126,7 @@ func TestReviewEnvRefusesDangerousField(t *testing.T) {
 			p := newPod(t)
 			path := "secret/data/review-danger-" + field
 			writeKV(t, path, map[string]any{field: "/tmp/evil.so", "user": "u"})
-			r := run(t, "vault-init", append(p.initArgs("--secret", "kv="+path, "--format", "kv=env"),
-				"--auth-method", "token", "--token-file", rootChildToken(t, p.dir)), p.env...)
+			r := p.initAsRoot("--secret", "kv="+path, "--format", "kv=env")
 			if r.code != 1 {
 				t.Errorf("exit %d, want 1:\n%s", r.code, r.stderr)
 			}
@@ -238,9 +241,7 @@ func TestReviewStateHoldsNothingOfTheSecret(t *testing.T) {
 	first := pin()
 	noteSecret(first)
 	writeKV(t, path, map[string]any{"pin": first})
-	tokenFile := rootChildToken(t, p.dir)
-	r := run(t, "vault-init", []string{"--auth-method", "token", "--token-file", tokenFile,
-		"--secret", "pin=" + path, "--secrets-dir", p.secretsDir, "--state-dir", p.stateDir, "--timeout", "30s"}, p.env...)
+	r := p.initAsRoot("--secret", "pin="+path)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
