@@ -32,12 +32,15 @@ func randomWord() string {
 // what must differ on this node (images, addresses, the auth mount, the
 // host network) plus what a scenario asks for.
 type overlay struct {
-	base   string            // "manifests" or "manifests/examples/job"
+	base   string            // "manifests" or one of manifests/examples
 	kind   string            // Deployment or Job
 	name   string            // the workload's name
 	listen int               // vault-renew's /readyz port; 0 turns the listener and its probe off
 	appEnv map[string]string // the test app's settings, beyond PostgreSQL's address
 	extra  []string          // more JSON patch operations, one per line
+	// component: the base is built with manifests/components/podlease,
+	// whose ConfigMap podlease holds VAULT_ADDR for every workload.
+	component bool
 }
 
 // write renders the overlay into a new directory and returns it.
@@ -59,9 +62,18 @@ func (o overlay) write(t *testing.T) string {
 		op("add", spec+"/initContainers/0/imagePullPolicy", `"Never"`),
 		op("add", spec+"/initContainers/1/imagePullPolicy", `"Never"`),
 		op("add", spec+"/containers/0/imagePullPolicy", `"Never"`),
-		// Where Vault is, and the cluster's auth mount.
-		op("replace", spec+"/initContainers/0/env/0/value", strconv.Quote(bed.VaultAddr)),
+		// The cluster's auth mount.
 		op("add", spec+"/initContainers/0/args/-", strconv.Quote("--auth-mount="+authMount)),
+	}
+	// Where Vault is.
+	patches := ""
+	if o.component {
+		patches = fmt.Sprintf(`
+  - target: {kind: ConfigMap, name: podlease}
+    patch: |-
+      %s`, op("replace", "/data/VAULT_ADDR", strconv.Quote(bed.VaultAddr)))
+	} else {
+		ops = append(ops, op("replace", spec+"/initContainers/0/env/0/value", strconv.Quote(bed.VaultAddr)))
 	}
 	if o.listen > 0 {
 		// On the host network every pod shares the ports: a free one, on
@@ -99,7 +111,8 @@ func (o overlay) write(t *testing.T) string {
 		op("replace", spec+"/containers/0/image", strconv.Quote(testbed.AppImage)),
 		op("replace", spec+"/containers/0/command", `["/usr/local/bin/podlease-app"]`),
 		op("remove", spec+"/containers/0/args", ""),
-		op("replace", spec+"/containers/0/env", "["+strings.Join(envJSON, ", ")+"]"),
+		// add sets env whether the app container has one or not.
+		op("add", spec+"/containers/0/env", "["+strings.Join(envJSON, ", ")+"]"),
 		op("add", spec+"/containers/0/securityContext/runAsUser", strconv.Itoa(testbed.AppUID)),
 		op("add", spec+"/containers/0/securityContext/runAsGroup", strconv.Itoa(testbed.AppUID)),
 	)
@@ -116,9 +129,9 @@ images:
 patches:
   - target: {kind: %s, name: %s}
     patch: |-
-      %s
+      %s%s
 `, workNS, rel, strings.Split(testbed.PodleaseImage, ":")[0], strings.Split(testbed.PodleaseImage, ":")[1],
-		o.kind, o.name, strings.Join(ops, "\n      "))
+		o.kind, o.name, strings.Join(ops, "\n      "), patches)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}

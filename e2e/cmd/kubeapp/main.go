@@ -1,7 +1,11 @@
 // Command kubeapp is the app of the test bed's Kubernetes pods: it reads the
-// credentials vault-init wrote (env format) from a file for every new
-// connection, queries PostgreSQL every INTERVAL, and logs one line per
-// query. On SIGTERM it keeps querying for DRAIN (its graceful shutdown),
+// credentials vault-init wrote from SECRETS_FILE (default /vault/secrets/db)
+// for every new connection, queries PostgreSQL every INTERVAL, and logs one
+// line per query. SECRETS_FORMAT says what the file holds: env (default,
+// vault-init's env format) or url (a PostgreSQL connection URL, as an
+// injector-style template renders it; its user and password are used, the
+// address and database come from PGHOST, PGPORT and PGDATABASE, since the
+// URL names the cluster's service). On SIGTERM it keeps querying for DRAIN (its graceful shutdown),
 // then exits; with IGNORE_TERM it never stops by itself. With QUERIES set
 // it exits 0 after that many successful queries (a Job's work).
 //
@@ -38,6 +42,15 @@ func main() {
 	if file == "" {
 		file = "/vault/secrets/db"
 	}
+	read := readEnvFile
+	switch f := os.Getenv("SECRETS_FORMAT"); f {
+	case "", "env":
+	case "url":
+		read = readURLFile
+	default:
+		fmt.Fprintf(os.Stderr, "SECRETS_FORMAT %q: want env or url\n", f)
+		os.Exit(2)
+	}
 
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
@@ -57,7 +70,7 @@ func main() {
 			fmt.Printf("exit ok=%d failed=%d\n", ok, failed)
 			return
 		}
-		user, err := query(file)
+		user, err := query(read, file)
 		if err != nil {
 			failed++
 			fmt.Printf("query failed n=%d err=%s\n", ok+failed, oneLine(err))
@@ -73,9 +86,9 @@ func main() {
 	}
 }
 
-// query connects with the credentials in file and asks who it is.
-func query(file string) (string, error) {
-	creds, err := readEnvFile(file)
+// query connects with the credentials read from file and asks who it is.
+func query(read func(string) (map[string]string, error), file string) (string, error) {
+	creds, err := read(file)
 	if err != nil {
 		return "", err
 	}
@@ -118,6 +131,24 @@ func readEnvFile(file string) (map[string]string, error) {
 		m[k] = unquote(v)
 	}
 	return m, sc.Err()
+}
+
+// readURLFile takes the user name and password from a PostgreSQL URL, the
+// file's only line (trailing newlines dropped, as $(cat FILE) would).
+func readURLFile(file string) (map[string]string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig(strings.TrimRight(string(b), "\n"))
+	if err != nil {
+		// pgx's error may quote the URL, password included.
+		return nil, fmt.Errorf("%s: not a PostgreSQL connection URL", file)
+	}
+	if cfg.User == "" || cfg.Password == "" {
+		return nil, fmt.Errorf("%s: the URL has no user name or password", file)
+	}
+	return map[string]string{"USERNAME": cfg.User, "PASSWORD": cfg.Password}, nil
 }
 
 // unquote undoes vault-init's double quoting: \n, \r, \xHH, and a
