@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/podlease/podlease/internal/state"
 )
 
@@ -147,13 +149,28 @@ func leasesUnder(t *testing.T, prefix string) []string {
 // leaseTTL returns the remaining TTL of a lease, or an error if Vault does
 // not know it (expired or revoked).
 func leaseTTL(id string) (time.Duration, error) {
-	s, err := bed.Root().Logical().WriteWithContext(context.Background(), "sys/leases/lookup", map[string]any{"lease_id": id})
+	s, err := lookupLease(id)
 	if err != nil {
 		return 0, err
 	}
 	n, _ := s.Data["ttl"].(json.Number)
 	secs, _ := n.Int64()
 	return time.Duration(secs) * time.Second, nil
+}
+
+// lookupLease is Vault's record of lease id.
+func lookupLease(id string) (*api.Secret, error) {
+	return bed.Root().Logical().WriteWithContext(context.Background(), "sys/leases/lookup", map[string]any{"lease_id": id})
+}
+
+// leaseIssued is when Vault issued lease id.
+func leaseIssued(id string) (time.Time, error) {
+	s, err := lookupLease(id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	issued, _ := s.Data["issue_time"].(string)
+	return time.Parse(time.RFC3339Nano, issued)
 }
 
 // revokePrefix revokes every lease under prefix (test clean-up).
