@@ -271,7 +271,7 @@ func TestScenario6Restricted(t *testing.T) {
 	kubectl(t, "-n", ns, "apply", "-f", writeTemp(t, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: app}\n"))
 
 	var admitted []string
-	for _, base := range []string{"manifests", "manifests/examples/job"} {
+	for _, base := range []string{"manifests", "manifests/examples/job", "manifests/examples/annotations", "manifests/examples/from-agent-injector"} {
 		out, err := node.Kubectl(context.Background(), "-n", ns, "apply", "-k", repoRoot+"/"+base, "--dry-run=server")
 		if err != nil || strings.Contains(string(out), "Warning") {
 			t.Errorf("%s as shipped, server-side dry-run under restricted: %v\n%s", base, err, out)
@@ -295,7 +295,7 @@ func TestScenario6Restricted(t *testing.T) {
 		}
 		refusal = strings.TrimSpace(string(out))
 	}
-	t.Logf("scenario 6: restricted enforced in namespace %s: admitted by server-side dry-run: %s; no warning for the Deployment and the Job; the hostNetwork test pod refused: %s",
+	t.Logf("scenario 6: restricted enforced in namespace %s: admitted by server-side dry-run: %s; no warning for the Deployment, the Job and the two component-built examples; the hostNetwork test pod refused: %s",
 		ns, strings.Join(admitted, "; "), refusal)
 }
 
