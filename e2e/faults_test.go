@@ -339,7 +339,7 @@ func TestFaultsRenew(t *testing.T) {
 		}
 		// Past the outage and past the first lease's end; after a lost
 		// credential, until vault-renew has a live one again (its retries
-		// back off to at most 10s apart).
+		// are then at most 3s apart).
 		time.Sleep(time.Until(t0.Add(max(c.start+c.length, ttl) + 4*time.Second)))
 		var sec *state.Secret
 		for {

@@ -85,7 +85,7 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 func (s *sidecar) abandon(now time.Time, changes []*change, nt *newToken) {
 	if nt != nil {
 		s.discard(changes, nt)
-		s.tok.next = s.retryAt(now, &s.tok.retry, s.tok.expiry, true)
+		s.tok.next = s.retryAt(now, &s.tok.retry, s.tok.expiry, true, s.tok.lost)
 		return
 	}
 	for _, ch := range changes {
@@ -93,7 +93,7 @@ func (s *sidecar) abandon(now time.Time, changes []*change, nt *newToken) {
 		if ch.g.gone || ch.g.kind != state.KindLeased {
 			deadline = time.Time{}
 		}
-		ch.g.next = s.retryAt(now, &ch.g.retry, deadline, true)
+		ch.g.next = s.retryAt(now, &ch.g.retry, deadline, true, ch.g.gone)
 	}
 }
 

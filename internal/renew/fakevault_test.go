@@ -35,6 +35,11 @@ type fakeVault struct {
 	leaseTTL, leaseMax time.Duration
 	denyLeaseRenew     bool
 	failCreds          bool // database/creds answers 503
+	failLogin          bool // logins answer 503
+	// standby: vault.test answers every request with a redirect to
+	// active.test, as a standby node does; activeDown: active.test
+	// refuses connections.
+	standby, activeDown bool
 
 	// A static database role: its password changes every staticPeriod,
 	// staticDelay after its ttl ran out (Vault's rotation queue).
@@ -46,6 +51,7 @@ type fakeVault struct {
 	logins, issued, leaseRenewals, tokenRenewals int
 	kvReads                                      int
 	requests                                     int // every request with a token
+	denied                                       int // requests refused for a dead token
 }
 
 type fakeToken struct {
@@ -107,12 +113,21 @@ func (v *fakeVault) RoundTrip(req *http.Request) (*http.Response, error) {
 		defer req.Body.Close()
 	}
 	v.mu.Lock()
-	down := v.down
+	down, standby, activeDown := v.down, v.standby, v.activeDown
 	v.mu.Unlock()
-	if down {
+	if down || req.URL.Host == "active.test" && activeDown {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	}
 	rec := httptest.NewRecorder()
+	if standby && req.URL.Host != "active.test" {
+		loc := *req.URL
+		loc.Host = "active.test"
+		rec.Header().Set("Location", loc.String())
+		rec.WriteHeader(http.StatusTemporaryRedirect)
+		resp := rec.Result()
+		resp.Request = req
+		return resp, nil
+	}
 	v.ServeHTTP(rec, req)
 	resp := rec.Result()
 	resp.Request = req
@@ -138,6 +153,10 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			vaultError(w, 400, "missing jwt or role")
 			return
 		}
+		if v.failLogin {
+			vaultError(w, 503, "auth backend unavailable")
+			return
+		}
 		v.logins++
 		reply(w, map[string]any{"auth": v.authJSON(v.newToken(now), now)})
 		return
@@ -145,6 +164,7 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := v.tokens[r.Header.Get("X-Vault-Token")]
 	v.requests++
 	if t == nil || t.revoked || !now.Before(t.expiry) {
+		v.denied++
 		vaultError(w, 403, "permission denied")
 		return
 	}

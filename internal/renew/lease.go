@@ -30,6 +30,18 @@ func (s *sidecar) groupStep(ctx context.Context, g *group) error {
 		}
 		g.act = actRotate
 	}
+	if g.kind == state.KindLeased && g.owner == s.tok.id && s.tokenDead(now) {
+		// Issued under a token that has ended: any request with it is
+		// refused, and the login that replaces it re-issues this
+		// credential. Wait for that, just after the token's next try,
+		// which comes at once if the token's end is not noticed yet.
+		if !s.tok.lost {
+			s.tok.next = earliest(s.tok.next, now)
+		}
+		g.next = latest(s.tok.next, now)
+		s.log.Debug("waiting for the new token before issuing a new credential", "secret", g.names(), "lease_id", g.leaseID())
+		return nil
+	}
 	if g.act == actRenew && g.owner != s.tok.id {
 		// Issued under a token that is being replaced: a renewal would not
 		// save it from that token's end.
@@ -89,18 +101,18 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 		g.renewable = false
 		s.schedule(now, g)
 	case code == 400 || code == 404:
-		s.log.Warn("Vault no longer knows the lease (revoked or expired): issuing a new credential", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err))
+		s.warnVault(err, "Vault no longer knows the lease (revoked or expired): issuing a new credential", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err))
 		g.gone, g.vaultGone = true, true
 		g.act, g.next = actRotate, now
 	case code == 403 || code == 401:
-		s.log.Warn("permission denied renewing the lease: checking the token now; if the token is fine, the policy must allow update on sys/leases/renew. Until then the credential is replaced before it expires",
+		s.warnVault(err, "permission denied renewing the lease: checking the token now; if the token is fine, the policy must allow update on sys/leases/renew. Until then the credential is replaced before it expires",
 			"secret", g.names(), "lease_id", g.leaseID(), "expires_in", until(now, g.expiry), "err", vaultclient.Cause(err))
 		g.capped = true
 		s.schedule(now, g)
 		s.checkTokenSoon(now)
 	default:
-		g.next = s.retryAt(now, &g.retry, g.expiry, !vaultclient.Transient(err))
-		s.log.Warn("lease renewal failed; retrying with the same lease", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err),
+		g.next = s.retryAt(now, &g.retry, g.expiry, !vaultclient.Transient(err), false)
+		s.warnVault(err, "lease renewal failed; retrying with the same lease", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err),
 			"attempt", g.retry.fails, "retry_in", until(now, g.next), "lease_expires_in", until(now, g.expiry))
 	}
 	return nil
@@ -117,9 +129,9 @@ func (s *sidecar) rotate(ctx context.Context, g *group) error {
 			return nil
 		}
 		s.metrics.failed(g, opRotate)
-		g.next = s.retryAt(now, &g.retry, deadline, !vaultclient.Transient(err))
-		s.log.Warn("could not issue a new credential; retrying", "secret", g.names(), "path", g.path, "err", err.Error(),
-			"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", until(now, deadline))
+		g.next = s.retryAt(now, &g.retry, deadline, !vaultclient.Transient(err), g.gone)
+		s.warnVault(err, "could not issue a new credential; retrying", "secret", g.names(), "path", g.path, "err", err.Error(),
+			"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", lifeLeft(now, latest(deadline, g.expiry), g.gone))
 		if vaultclient.StatusCode(err) == 403 {
 			s.checkTokenSoon(now)
 		}
@@ -140,8 +152,8 @@ func (s *sidecar) reread(ctx context.Context, g *group) error {
 			return nil
 		}
 		s.metrics.failed(g, opReread)
-		g.next = earliest(s.retryAt(now, &g.retry, time.Time{}, !vaultclient.Transient(err)), now.Add(s.cfg.KVInterval))
-		s.log.Warn("could not re-read the secret; its file keeps the current content", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(now, g.next))
+		g.next = earliest(s.retryAt(now, &g.retry, time.Time{}, !vaultclient.Transient(err), false), now.Add(s.cfg.KVInterval))
+		s.warnVault(err, "could not re-read the secret; its file keeps the current content", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(now, g.next))
 		return nil
 	}
 	g.retry.reset()
@@ -257,6 +269,11 @@ func (s *sidecar) fetch(ctx context.Context, client *api.Client, owner string, g
 	}
 	fctx, cancel := context.WithDeadline(ctx, d)
 	defer cancel()
+	if g.gone {
+		// The app has no working credential: retry inside the read as
+		// often as between reads.
+		fctx = vaultclient.WithMaxInterval(fctx, lostRetryCap)
+	}
 	f, err := secrets.Read(fctx, client, s.log, g.path)
 	if err != nil {
 		return nil, err

@@ -89,7 +89,7 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 			deadline = r.r.RevokeAt.Add(10 * time.Minute)
 		}
 		if now.Before(deadline) {
-			r.next = s.retryAt(now, &r.retry, deadline, !vaultclient.Transient(err))
+			r.next = s.retryAt(now, &r.retry, deadline, !vaultclient.Transient(err), false)
 			s.log.Warn("revoking the replaced lease failed; retrying", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err), "retry_in", until(now, r.next))
 			return nil
 		}
@@ -174,7 +174,7 @@ func (s *sidecar) oldTokenStep(ctx context.Context, o *oldToken) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		o.next = s.retryAt(now, &o.retry, o.expiry, !vaultclient.Transient(err))
+		o.next = s.retryAt(now, &o.retry, o.expiry, !vaultclient.Transient(err), false)
 		s.log.Warn("revoking the old token failed; retrying", "token_accessor", o.accessor, "err", vaultclient.Cause(err), "retry_in", until(now, o.next))
 		return nil
 	}

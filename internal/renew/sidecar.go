@@ -29,6 +29,11 @@ const (
 	// staticSettle is how long after a static credential's ttl ends Vault
 	// is given to rotate the password before vault-renew re-reads it.
 	staticSettle = time.Second
+	// lostRetryCap caps the backoff (±50% jitter: at most 3s between
+	// attempts) while the app has no working credential: nothing is left
+	// to save by waiting, and a new credential is due as soon as Vault
+	// answers again.
+	lostRetryCap = 2 * time.Second
 )
 
 var (
@@ -143,15 +148,23 @@ func (g *group) leaseID() string { return g.secrets[0].LeaseID }
 // retry is the backoff of one item between failed attempts.
 type retry struct {
 	b     *backoff.ExponentialBackOff
+	lost  bool // b is the backoff of a credential already lost
 	fails int
 }
 
-func (r *retry) reset() { r.b, r.fails = nil, 0 }
+func (r *retry) reset() { r.b, r.lost, r.fails = nil, false, 0 }
 
-// after returns how long to wait before the next attempt.
-func (r *retry) after(permanent bool) time.Duration {
-	if r.b == nil {
-		r.b = vaultclient.Backoff()
+// after returns how long to wait before the next attempt. lost says the
+// credential is already gone: the waits start again from the shortest and
+// stay under lostRetryCap (with jitter), since the app waits for every
+// one of them.
+func (r *retry) after(permanent, lost bool) time.Duration {
+	if r.b == nil || r.lost != lost {
+		r.b, r.lost = vaultclient.Backoff(), lost
+		if lost {
+			r.b.MaxInterval = lostRetryCap
+		}
+		r.b.Reset() // from InitialInterval
 	}
 	r.fails++
 	d := r.b.NextBackOff()
@@ -363,6 +376,20 @@ func until(now, t time.Time) string {
 		return "never"
 	}
 	return max(t.Sub(now), 0).Round(100 * time.Millisecond).String()
+}
+
+// lifeLeft renders for logs how long a credential that ends at expiry
+// (zero: never) has left; gone says it already stopped working (expired,
+// refused, or its token ended), whatever its expiry said.
+func lifeLeft(now, expiry time.Time, gone bool) string {
+	switch {
+	case !expiry.IsZero() && !now.Before(expiry):
+		return "expired " + now.Sub(expiry).Round(100*time.Millisecond).String() + " ago"
+	case gone:
+		return "gone"
+	default:
+		return until(now, expiry)
+	}
 }
 
 func secs(d time.Duration) int { return int(d / time.Second) }

@@ -65,9 +65,9 @@ func (s *sidecar) lookupToken(ctx context.Context) error {
 		if code := vaultclient.StatusCode(err); code == 403 || code == 401 {
 			return s.tokenLost(now, "Vault refused it ("+vaultclient.Cause(err)+")", true)
 		}
-		s.log.Warn("cannot look up the token; renewing it on the schedule from state.json", "token_accessor", s.st.Token.Accessor, "err", vaultclient.Cause(err))
+		s.warnVault(err, "cannot look up the token; renewing it on the schedule from state.json", "token_accessor", s.st.Token.Accessor, "err", vaultclient.Cause(err))
 		t.act = tokRenew
-		t.next = s.retryAt(now, &t.retry, t.expiry, !vaultclient.Transient(err))
+		t.next = s.retryAt(now, &t.retry, t.expiry, !vaultclient.Transient(err), false)
 		return nil
 	}
 	if sec == nil || sec.Data == nil {
@@ -166,15 +166,22 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) err
 		return s.tokenLost(now, "Vault refused to renew it ("+vaultclient.Cause(err)+")", true)
 	case code == 400:
 		// "token not renewable": live with its expiry.
-		s.log.Warn("Vault will not renew the token; logging in again before it expires", "token_accessor", s.st.Token.Accessor, "expires_in", until(now, t.expiry), "err", vaultclient.Cause(err))
+		s.warnVault(err, "Vault will not renew the token; logging in again before it expires", "token_accessor", s.st.Token.Accessor, "expires_in", until(now, t.expiry), "err", vaultclient.Cause(err))
 		t.hard = t.expiry
 		s.scheduleToken(now)
 	default:
-		t.next = s.retryAt(now, &t.retry, t.expiry, !vaultclient.Transient(err))
-		s.log.Warn("token renewal failed; retrying", "token_accessor", s.st.Token.Accessor, "err", vaultclient.Cause(err),
+		t.next = s.retryAt(now, &t.retry, t.expiry, !vaultclient.Transient(err), false)
+		s.warnVault(err, "token renewal failed; retrying", "token_accessor", s.st.Token.Accessor, "err", vaultclient.Cause(err),
 			"attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", until(now, t.expiry))
 	}
 	return nil
+}
+
+// tokenDead reports whether the current token no longer works: Vault
+// refused it, or its expiry passed.
+func (s *sidecar) tokenDead(now time.Time) bool {
+	t := s.tok
+	return t.lost || t.act != tokLookup && !t.expiry.IsZero() && !now.Before(t.expiry)
 }
 
 // tokenLost notes that the token is dead (expired or refused): every lease
@@ -239,8 +246,8 @@ func (s *sidecar) relogin(ctx context.Context) error {
 		if t.lost || !now.Before(deadline) {
 			deadline = time.Time{}
 		}
-		t.next = s.retryAt(now, &t.retry, deadline, !vaultclient.Transient(err))
-		s.log.Warn("login failed; retrying", "err", err.Error(), "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", until(now, t.expiry))
+		t.next = s.retryAt(now, &t.retry, deadline, !vaultclient.Transient(err), t.lost)
+		s.warnVault(err, "login failed; retrying", "err", err.Error(), "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", lifeLeft(now, t.expiry, t.lost))
 		return nil
 	}
 	s.metrics.logins.Add(1)
@@ -254,7 +261,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 			"token_accessor", info.Accessor, "expires_in", time.Duration(info.TTL)*time.Second)
 		t.expiry = now.Add(time.Duration(info.TTL) * time.Second)
 		t.hard, t.lost = t.expiry, false
-		t.next = s.retryAt(now, &t.retry, time.Time{}, true)
+		t.next = s.retryAt(now, &t.retry, time.Time{}, true, false)
 		return nil
 	}
 	s.log.Info("logged in again", "method", s.st.Auth.Method, "mount", s.st.Auth.Mount, "role", s.st.Auth.Role,
@@ -287,8 +294,8 @@ func (s *sidecar) relogin(ctx context.Context) error {
 			}
 			s.metrics.failed(g, opReissue)
 			g.act = actRotate
-			g.next = s.retryAt(time.Now(), &g.retry, time.Time{}, !vaultclient.Transient(err))
-			s.log.Warn("could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(time.Now(), g.next))
+			g.next = s.retryAt(time.Now(), &g.retry, time.Time{}, !vaultclient.Transient(err), g.gone)
+			s.warnVault(err, "could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(time.Now(), g.next))
 			continue
 		}
 		changes = append(changes, ch)
@@ -363,8 +370,8 @@ func (s *sidecar) warnShortToken(now time.Time) {
 // (when the credential expires; zero: none) the waits shrink to half the
 // time left, so the last attempts come just before the credential would be
 // lost.
-func (s *sidecar) retryAt(now time.Time, r *retry, deadline time.Time, permanent bool) time.Time {
-	d := r.after(permanent)
+func (s *sidecar) retryAt(now time.Time, r *retry, deadline time.Time, permanent, lost bool) time.Time {
+	d := r.after(permanent, lost)
 	if !deadline.IsZero() {
 		left := deadline.Sub(now)
 		if left <= 0 {

@@ -182,12 +182,25 @@ func Backoff() *backoff.ExponentialBackOff {
 	return b
 }
 
+type maxIntervalKey struct{}
+
+// WithMaxInterval caps Retry's waits under ctx at d (±50% jitter), for a
+// caller that has nothing left to lose by asking more often: one whose
+// credential is already gone.
+func WithMaxInterval(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, maxIntervalKey{}, d)
+}
+
 // Retry runs op until it succeeds, fails permanently (not Transient) or ctx
 // ends. what names the operation in logs ("read database/creds/app"). On
 // ctx's end it returns the last error seen, wrapped with the context's.
 func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.Context) error) error {
 	var last error
 	attempt := 0
+	b := Backoff()
+	if d, ok := ctx.Value(maxIntervalKey{}).(time.Duration); ok && d > 0 && d < b.MaxInterval {
+		b.MaxInterval = d
+	}
 	err := backoff.RetryNotify(func() error {
 		attempt++
 		err := op(ctx)
@@ -203,7 +216,7 @@ func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.C
 			return backoff.Permanent(err)
 		}
 		return err
-	}, backoff.WithContext(Backoff(), ctx), func(err error, wait time.Duration) {
+	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
 		log.Warn("transient failure, retrying", "op", what, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", Cause(err))
 	})
 	if err == nil {

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -335,6 +336,53 @@ func TestRetryLogsEachRetry(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("log does not contain %s:\n%s", want, out)
 		}
+	}
+}
+
+// TestRetryWithMaxInterval: under WithMaxInterval the waits between
+// attempts stay within the cap plus its jitter, still growing from the
+// first and still jittered; without it they grow to the usual 10s.
+func TestRetryWithMaxInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cap     time.Duration
+		longest time.Duration // no wait may be longer
+		reach   time.Duration // some wait must be at least this long
+	}{
+		{"capped at 2s", 2 * time.Second, 3 * time.Second, time.Second},
+		{"no cap", 0, 15 * time.Second, 5 * time.Second},
+		{"cap above the default", time.Minute, 15 * time.Second, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				if tc.cap > 0 {
+					ctx = WithMaxInterval(ctx, tc.cap)
+				}
+				var at []time.Time
+				_ = Retry(ctx, slog.New(slog.DiscardHandler), "read x", func(context.Context) error {
+					at = append(at, time.Now())
+					return vaultErr(503, "sealed")
+				})
+				var longest time.Duration
+				waits := map[time.Duration]bool{}
+				for i := 1; i < len(at); i++ {
+					w := at[i].Sub(at[i-1])
+					longest = max(longest, w)
+					waits[w] = true
+				}
+				if first := at[1].Sub(at[0]); first > 500*time.Millisecond {
+					t.Errorf("first wait %s; want the usual 250ms ±50%%", first)
+				}
+				if longest > tc.longest || longest < tc.reach {
+					t.Errorf("longest wait %s over %d attempts; want between %s and %s", longest, len(at), tc.reach, tc.longest)
+				}
+				if len(waits) < len(at)/2 {
+					t.Errorf("only %d distinct waits over %d attempts: no jitter", len(waits), len(at))
+				}
+			})
+		})
 	}
 }
 

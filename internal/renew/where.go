@@ -1,0 +1,55 @@
+package renew
+
+import (
+	"errors"
+	"net/url"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// askedAddr returns the Vault address (scheme://host) a failed request
+// went to, read from the request URL the error carries, and whether it
+// differs from configured, the address in state.json. Vault's client
+// follows one redirect, as a standby node answers with the active node's
+// address, so an error can name a node the pod was never pointed at.
+// addr is "" when the error carries no URL.
+func askedAddr(err error, configured string) (addr string, redirected bool) {
+	var raw string
+	var re *api.ResponseError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &re):
+		raw = re.URL
+	case errors.As(err, &ue):
+		raw = ue.URL
+	default:
+		return "", false
+	}
+	u, perr := url.Parse(raw)
+	if perr != nil || u.Host == "" {
+		return "", false
+	}
+	addr = u.Scheme + "://" + u.Host
+	c, cerr := url.Parse(configured)
+	return addr, cerr == nil && c.Host != "" && (c.Scheme != u.Scheme || c.Host != u.Host)
+}
+
+// where is the log attributes naming the Vault node a failed request
+// asked, and the address whose redirect led there when one did.
+func (s *sidecar) where(err error) []any {
+	addr, redirected := askedAddr(err, s.client.Address())
+	switch {
+	case addr == "":
+		return nil
+	case redirected:
+		return []any{"vault_addr", addr, "redirected_from", s.client.Address()}
+	default:
+		return []any{"vault_addr", addr}
+	}
+}
+
+// warnVault logs a failed Vault request at warning level, naming the node
+// it asked.
+func (s *sidecar) warnVault(err error, msg string, args ...any) {
+	s.log.Warn(msg, append(args, s.where(err)...)...)
+}
