@@ -435,25 +435,42 @@ func readPodState(t *testing.T, p podInfo) podState {
 	return s
 }
 
+// deletePod deletes pod p without waiting, then waits until the database
+// user the app logged in as is dropped and the pod is gone. It returns when
+// the delete was issued and when the user was first seen gone.
+func deletePod(t *testing.T, p podInfo, user string) (deleted, userGone time.Time) {
+	t.Helper()
+	deleted = time.Now()
+	kubectl(t, "-n", workNS, "delete", "pod", p.Metadata.Name, "--wait=false")
+	waitFor(t, "database user "+user+" dropped", 60*time.Second, func() bool {
+		if roleExists(t, user) {
+			return false
+		}
+		userGone = time.Now()
+		return true
+	})
+	waitFor(t, "pod gone", 60*time.Second, func() bool {
+		_, err := node.Kubectl(context.Background(), "-n", workNS, "get", "pod", p.Metadata.Name)
+		return err != nil
+	})
+	return deleted, userGone
+}
+
 // roleExists reports whether PostgreSQL role name exists.
 func roleExists(t *testing.T, name string) bool {
 	t.Helper()
-	ctx := context.Background()
-	c, err := bed.PGSuperuser(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n > 0
+	return countRoles(t, "rolname = $1", name) > 0
 }
 
 // dynamicRoles counts the PostgreSQL users Vault created (v- prefix).
 func dynamicRoles(t *testing.T) int {
 	t.Helper()
+	return countRoles(t, "rolname LIKE 'v-%'")
+}
+
+// countRoles counts the PostgreSQL roles that match the condition where.
+func countRoles(t *testing.T, where string, args ...any) int {
+	t.Helper()
 	ctx := context.Background()
 	c, err := bed.PGSuperuser(ctx)
 	if err != nil {
@@ -461,7 +478,7 @@ func dynamicRoles(t *testing.T) int {
 	}
 	defer c.Close(ctx)
 	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-%'").Scan(&n); err != nil {
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE "+where, args...).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

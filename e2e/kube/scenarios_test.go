@@ -89,20 +89,7 @@ func TestScenario3DeletePod(t *testing.T) {
 	st := readPodState(t, p)
 	user := w.appUsers()[0]
 
-	t0 := time.Now()
-	kubectl(t, "-n", workNS, "delete", "pod", p.Metadata.Name, "--wait=false")
-	var gone time.Time
-	waitFor(t, "database user "+user+" dropped", 60*time.Second, func() bool {
-		if roleExists(t, user) {
-			return false
-		}
-		gone = time.Now()
-		return true
-	})
-	waitFor(t, "pod gone", 60*time.Second, func() bool {
-		_, err := node.Kubectl(context.Background(), "-n", workNS, "get", "pod", p.Metadata.Name)
-		return err != nil
-	})
+	t0, gone := deletePod(t, p, user)
 	w.close()
 
 	sig, ok1 := w.first("app", "sigterm")
