@@ -50,12 +50,23 @@ func (b *bench) newPod(name string) (*pod, error) {
 // credFile is where every contender writes the database credential.
 func (p *pod) credFile() string { return filepath.Join(p.secrets, "db") }
 
+// agentSetup is where a Vault Agent finds Vault and its files.
+type agentSetup struct {
+	vaultAddr string
+	authMount string // without auth/
+	role      string
+	jwt       string // the projected service-account token
+	pidFile   string
+	sink      string // the token sink file
+	dest      string // the rendered secret
+}
+
 // agentConfig is a Vault Agent configuration equivalent to what the Vault
 // Agent injector generates for one database secret: kubernetes auto-auth,
 // a token sink, one template rendering the secret's data as JSON (the same
 // shape vault-init writes by default). Init mode adds exit_after_auth, as
 // the injector's init container does.
-func agentConfig(vaultAddr, role, secretPath string, p *pod, initMode bool) string {
+func agentConfig(a agentSetup, secretPath string, initMode bool) string {
 	var exit string
 	if initMode {
 		exit = "exit_after_auth = true\n"
@@ -69,7 +80,7 @@ vault {
 
 auto_auth {
   method "kubernetes" {
-    mount_path = "auth/kubernetes"
+    mount_path = %q
     config = {
       role       = %q
       token_path = %q
@@ -91,8 +102,7 @@ template {
   perms       = "0440"
   contents    = %q
 }
-`, exit, filepath.Join(p.home, "agent.pid"), vaultAddr, role, p.jwt,
-		filepath.Join(p.state, "token"), p.credFile(), contents)
+`, exit, a.pidFile, a.vaultAddr, "auth/"+a.authMount, a.role, a.jwt, a.sink, a.dest, contents)
 }
 
 // command returns the command line of contender name for pod p, reading
@@ -111,7 +121,10 @@ func (b *bench) command(name string, p *pod, role, secretPath string, initMode b
 			"--timeout", "30s")
 	case cAgent:
 		cfg := filepath.Join(p.dir, "agent.hcl")
-		if err := os.WriteFile(cfg, []byte(agentConfig(b.bed.VaultAddr, role, secretPath, p, initMode)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(agentConfig(agentSetup{
+			vaultAddr: b.bed.VaultAddr, authMount: "kubernetes", role: role, jwt: p.jwt,
+			pidFile: filepath.Join(p.home, "agent.pid"), sink: filepath.Join(p.state, "token"), dest: p.credFile(),
+		}, secretPath, initMode)), 0o600); err != nil {
 			return nil, err
 		}
 		cmd = exec.Command(b.bins.vault, "agent", "-config="+cfg)
