@@ -3,8 +3,6 @@ package kube
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -21,12 +19,6 @@ import (
 
 	"github.com/podlease/podlease/e2e/testbed"
 )
-
-func randomWord() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // overlay is the test overlay over one of the shipped kustomizations: only
 // what must differ on this node (images, addresses, the auth mount, the

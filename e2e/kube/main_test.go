@@ -11,10 +11,8 @@ package kube
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -46,6 +44,7 @@ var (
 	// clusterEnv and secretsEnv are setup.sh's settings for the node's
 	// cluster side and for the secrets side.
 	clusterEnv, secretsEnv map[string]string
+	nodeVault              *testbed.NodeVault
 )
 
 func TestMain(m *testing.M) {
@@ -144,109 +143,23 @@ func closeOnSignal(logf func(string, ...any)) {
 	}()
 }
 
-// configureVault does what the README tells an operator: apply
-// manifests/vault (the token reviewer), create Vault's PostgreSQL user with
-// postgres.sql, and run setup.sh with the real API server's address, CA
-// and reviewer token.
+// configureVault configures Vault for the node as an operator would (see
+// testbed.ConfigureNodeVault).
 func configureVault(ctx context.Context) error {
-	if out, err := node.Kubectl(ctx, "apply", "-k", filepath.Join(repoRoot, "manifests", "vault")); err != nil {
-		return fmt.Errorf("%w\n%s", err, out)
-	}
-	jwt, err := reviewerJWT(ctx)
+	v, err := testbed.ConfigureNodeVault(ctx, bed, node, workDir, authMount, workNS)
 	if err != nil {
 		return err
 	}
-	secrets := filepath.Join(workDir, "operator")
-	if err := os.MkdirAll(secrets, 0o700); err != nil {
-		return err
-	}
-	jwtFile := filepath.Join(secrets, "reviewer.jwt")
-	if err := os.WriteFile(jwtFile, jwt, 0o600); err != nil {
-		return err
-	}
-
-	pgPass := randomWord()
-	pwFile := filepath.Join(secrets, "pg-password")
-	if err := os.WriteFile(pwFile, []byte(pgPass+"\n"), 0o600); err != nil {
-		return err
-	}
-	sql, err := os.ReadFile(filepath.Join(repoRoot, "manifests", "vault", "postgres.sql"))
-	if err != nil {
-		return err
-	}
-	su, err := bed.PGSuperuser(ctx)
-	if err != nil {
-		return err
-	}
-	defer su.Close(ctx)
-	if _, err := su.Exec(ctx, string(sql)); err != nil {
-		return fmt.Errorf("postgres.sql: %w", err)
-	}
-	if _, err := su.Exec(ctx, fmt.Sprintf("ALTER ROLE vault PASSWORD '%s'", pgPass)); err != nil {
-		return fmt.Errorf("set the vault user's password: %w", err)
-	}
-
-	clusterEnv = map[string]string{
-		"AUTH_MOUNT":              authMount,
-		"WORKLOAD_NAMESPACE":      workNS,
-		"KUBERNETES_HOST":         node.Server,
-		"KUBERNETES_CA_CERT_FILE": node.CACert,
-		"TOKEN_REVIEWER_JWT_FILE": jwtFile,
-		"KUBERNETES_ISSUER":       node.Issuer,
-	}
-	secretsEnv = map[string]string{
-		"PG_CONNECTION_URL": "postgresql://{{username}}:{{password}}@" + bed.PGAddr + "/" + testbed.PGDatabase + "?sslmode=disable",
-		"PG_PASSWORD_FILE":  pwFile,
-	}
-	out, err := runSetup(ctx, "all", merge(clusterEnv, secretsEnv))
-	if err != nil {
-		return err
-	}
-	if strings.Contains(out, pgPass) || strings.Contains(out, string(jwt)) {
-		return fmt.Errorf("setup.sh printed a secret")
-	}
+	nodeVault, clusterEnv, secretsEnv = v, v.ClusterEnv, v.SecretsEnv
 	return nil
 }
 
 // merge returns the union of maps, later ones winning.
-func merge(ms ...map[string]string) map[string]string {
-	out := map[string]string{}
-	for _, m := range ms {
-		for k, v := range m {
-			out[k] = v
-		}
-	}
-	return out
-}
+func merge(ms ...map[string]string) map[string]string { return testbed.MergeEnv(ms...) }
 
 // runSetup runs manifests/vault/setup.sh PART with the root token and env.
 func runSetup(ctx context.Context, part string, env map[string]string) (string, error) {
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "manifests", "vault", "setup.sh"), part)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + workDir, "VAULT_ADDR=" + bed.VaultAddr, "VAULT_TOKEN=" + bed.RootToken, "VAULT_BIN=" + vaultBin}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("setup.sh %s: %w\n%s", part, err, out)
-	}
-	return string(out), nil
-}
-
-// reviewerJWT waits for the token controller to fill in the reviewer's
-// Secret and returns the token.
-func reviewerJWT(ctx context.Context) ([]byte, error) {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, err := node.Kubectl(ctx, "-n", "vault", "get", "secret", "vault-token-reviewer", "-o", "jsonpath={.data.token}")
-		if err == nil && len(out) > 0 {
-			return base64.StdEncoding.DecodeString(string(out))
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("secret vault/vault-token-reviewer has no token after 60s: %v %s", err, out)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	return nodeVault.Setup(ctx, part, env)
 }
 
 // namespaceYAML is a namespace with Pod Security labels.

@@ -14,13 +14,14 @@ import (
 
 // AgentConfig is a Vault Agent configuration of the shape the Vault Agent
 // injector generates (vault-k8s agent-inject/agent/config.go): kubernetes
-// auto-auth at auth/kubernetes, one file sink, exit_on_retry_failure, and
+// auto-auth (at auth/kubernetes unless AuthMount says otherwise), one file sink, exit_on_retry_failure, and
 // templates with the injector's explicit delimiters and
 // error_on_missing_key. The tests that compare vault-init with Vault Agent
 // and the bench's Agent contender all run the Agent from it, so they
 // measure and compare the same Agent.
 type AgentConfig struct {
 	VaultAddr string
+	AuthMount string // the kubernetes auth mount, without auth/; empty: kubernetes
 	Role      string // kubernetes auth role
 	JWTFile   string // the service-account token auto-auth reads
 	SinkFile  string // where the Agent writes its token
@@ -57,13 +58,17 @@ func (c AgentConfig) JSON() ([]byte, error) {
 		ts = append(ts, tmpl{Source: t.Source, Contents: t.Contents, Destination: t.Destination, Perms: t.Perms,
 			LeftDelimiter: "{{", RightDelimiter: "}}"})
 	}
+	mount := c.AuthMount
+	if mount == "" {
+		mount = "kubernetes"
+	}
 	cfg := map[string]any{
 		"exit_after_auth": c.ExitAfterAuth,
 		"pid_file":        c.PIDFile,
 		"vault":           map[string]any{"address": c.VaultAddr},
 		"auto_auth": map[string]any{
 			"method": map[string]any{
-				"type": "kubernetes", "mount_path": "auth/kubernetes",
+				"type": "kubernetes", "mount_path": "auth/" + mount,
 				"config": map[string]any{"role": c.Role, "token_path": c.JWTFile},
 			},
 			"sink": []map[string]any{{"type": "file", "config": map[string]any{"path": c.SinkFile}}},

@@ -3,6 +3,7 @@ package testbed
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ const (
 	PodleaseImage = "podlease.test/podlease:e2e"
 	// AppImage holds the test app (e2e/cmd/kubeapp), which runs as AppUID.
 	AppImage = "podlease.test/app:e2e"
+	// VaultImage holds the vault binary (for Vault Agent) on the same base
+	// as PodleaseImage.
+	VaultImage = "podlease.test/vault:e2e"
 	// AppUID is the app's user: not podlease's 65532, so reading the
 	// secret file depends on the pod's fsGroup.
 	AppUID = 1000
@@ -69,9 +73,11 @@ func WriteImage(file string, spec ImageSpec) error {
 	if err != nil {
 		return err
 	}
+	// The fastest gzip level, compressed once: the Vault Agent image of
+	// the bench holds a binary of several hundred MB.
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	})
+	}, tarball.WithCompressionLevel(gzip.BestSpeed), tarball.WithCompressedCaching)
 	if err != nil {
 		return err
 	}
@@ -284,4 +290,26 @@ func BuildNodeImages(ctx context.Context, dir string) ([]string, error) {
 		files = append(files, f)
 	}
 	return files, nil
+}
+
+// VaultImageSpec is an image for Vault Agent packed the way PodleaseImage
+// is: the same base, user and environment, with vaultBin as /bin/vault and
+// the entrypoint `vault`.
+func VaultImageSpec(vaultBin string) (ImageSpec, error) {
+	files, err := baseFiles()
+	if err != nil {
+		return ImageSpec{}, err
+	}
+	data, err := os.ReadFile(vaultBin)
+	if err != nil {
+		return ImageSpec{}, err
+	}
+	files = append(files, ImageFile{Path: "/bin/vault", Mode: 0o755, Data: data})
+	return ImageSpec{
+		Ref:        VaultImage,
+		Files:      files,
+		User:       "65532:65532",
+		Entrypoint: []string{"/bin/vault"},
+		Env:        baseEnv,
+	}, nil
 }

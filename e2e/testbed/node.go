@@ -37,6 +37,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -507,6 +508,26 @@ func (n *Node) KubectlIn(ctx context.Context, stdin []byte, args ...string) ([]b
 		return out, fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
 	}
 	return out, nil
+}
+
+// API sends a request to the API server as cluster admin: path is the
+// URL path and query (e.g. /api/v1/namespaces), body JSON or nil. The
+// request has no timeout of its own, so that a watch can stream: ctx
+// bounds it. The caller closes the response body.
+func (n *Node) API(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, n.Server+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	return (&http.Client{Transport: n.client.Transport}).Do(req)
 }
 
 // PodVolumePath is the path of file in emptyDir volume of the pod with

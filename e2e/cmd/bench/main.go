@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,6 +35,9 @@ type config struct {
 	verifyPG   bool          // log in to PostgreSQL with every credential written
 	skipStrip  bool          // do not strip a copy of the vault binary
 	keepPodDir bool          // keep the pod directories (never holds more than test-bed credentials)
+	only       string        // "", "local" or "kube": which parts to run
+	kubeRuns   int           // rounds of the Kubernetes pod-start comparison
+	kubeStrip  bool          // strip the vault binary packed into the Agent's image
 }
 
 func main() {
@@ -46,9 +50,16 @@ func main() {
 	flag.BoolVar(&c.verifyPG, "verify-pg", true, "log in to PostgreSQL with every credential file written")
 	flag.BoolVar(&c.skipStrip, "skip-strip", false, "do not strip a copy of the vault binary to report its stripped size")
 	flag.BoolVar(&c.keepPodDir, "keep", false, "keep the pod directories (in /dev/shm) for inspection")
+	flag.StringVar(&c.only, "only", "", "run only one part: local (the processes on the test bed) or kube (pod start on a real Kubernetes node, needs root); the other part of the results file is kept")
+	flag.IntVar(&c.kubeRuns, "kube-runs", 10, "rounds of the Kubernetes pod-start comparison (three pods each)")
+	flag.BoolVar(&c.kubeStrip, "kube-strip", true, "pack a stripped copy of the vault binary into the Vault Agent image (objcopy --strip-all)")
 	flag.Parse()
-	if c.runs < 1 || c.window < 10*time.Second || c.ttl < 5*time.Second {
-		fmt.Fprintln(os.Stderr, "bench: want --runs >= 1, --window >= 10s, --ttl >= 5s")
+	if c.runs < 1 || c.window < 10*time.Second || c.ttl < 5*time.Second || c.kubeRuns < 1 {
+		fmt.Fprintln(os.Stderr, "bench: want --runs >= 1, --window >= 10s, --ttl >= 5s, --kube-runs >= 1")
+		os.Exit(2)
+	}
+	if c.only != "" && c.only != "local" && c.only != "kube" {
+		fmt.Fprintf(os.Stderr, "bench: --only=%q: want local or kube (or nothing for both)\n", c.only)
 		os.Exit(2)
 	}
 	if err := run(c); err != nil {
@@ -82,10 +93,13 @@ func run(c config) error {
 		defer os.RemoveAll(work)
 	}
 
-	logf("building the podlease binaries as `make build` does, and the floor")
-	bins, err := build(ctx, root, filepath.Join(work, "bin"))
-	if err != nil {
-		return err
+	doLocal, doKube := c.only != "kube", c.only != "local"
+	var bins binaries
+	if doLocal {
+		logf("building the podlease binaries as `make build` does, and the floor")
+		if bins, err = build(ctx, root, filepath.Join(work, "bin")); err != nil {
+			return err
+		}
 	}
 	bins.vault = vaultBin
 	mach := describeMachine(ctx, root, vaultBin)
@@ -112,36 +126,63 @@ func run(c config) error {
 	b := &bench{cfg: c, bed: bed, bins: bins, work: work, audit: audit, gnuTime: mach.gnuTime}
 	rep := &report{cfg: c, mach: mach}
 
-	logf("pod start: %d runs per contender, interleaved", c.runs)
-	if rep.starts, err = b.podStarts(ctx); err != nil {
-		return err
-	}
-	logf("sidecars: %s window, renewing pair at TTL %s, idle pair at TTL 1h", c.window, c.ttl)
-	rep.sidecars, err = b.sidecars(ctx)
-	if err != nil {
-		if !errors.Is(err, errRenewUnavailable) {
+	var local, kube string
+	if doLocal {
+		if local, err = b.local(ctx, rep, began); err != nil {
 			return err
 		}
-		rep.sidecarNote = err.Error()
-		logf("%v", err)
 	}
-	logf("binary sizes")
-	if rep.sizes, err = sizes(bins, work, c.skipStrip); err != nil {
+	// Last: setup.sh rewrites the bed's policy app and database connection
+	// pg for the node.
+	if doKube {
+		res, err := b.kubeStarts(ctx)
+		if err != nil {
+			return err
+		}
+		kube = res.markdown(c)
+	}
+
+	old, err := os.ReadFile(c.out)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	rep.mach.loadAfter = loadAvg()
-	rep.elapsed = time.Since(began)
-
-	text := rep.markdown()
-	fmt.Print(text)
+	text := splice(string(old), local, kube)
+	fmt.Print(local + kube)
 	if err := os.MkdirAll(filepath.Dir(c.out), 0o755); err != nil {
 		return err
 	}
 	if err := os.WriteFile(c.out, []byte(text), 0o644); err != nil {
 		return err
 	}
-	logf("wrote %s (%s in all)", c.out, rep.elapsed.Round(time.Second))
+	logf("wrote %s (%s in all)", c.out, time.Since(began).Round(time.Second))
 	return nil
+}
+
+// local measures the contenders as processes on the test bed: pod start,
+// sidecars, sizes. It returns their sections of the results.
+func (b *bench) local(ctx context.Context, rep *report, began time.Time) (string, error) {
+	c := b.cfg
+	var err error
+	logf("pod start: %d runs per contender, interleaved", c.runs)
+	if rep.starts, err = b.podStarts(ctx); err != nil {
+		return "", err
+	}
+	logf("sidecars: %s window, renewing pair at TTL %s, idle pair at TTL 1h", c.window, c.ttl)
+	rep.sidecars, err = b.sidecars(ctx)
+	if err != nil {
+		if !errors.Is(err, errRenewUnavailable) {
+			return "", err
+		}
+		rep.sidecarNote = err.Error()
+		logf("%v", err)
+	}
+	logf("binary sizes")
+	if rep.sizes, err = sizes(b.bins, b.work, c.skipStrip); err != nil {
+		return "", err
+	}
+	rep.mach.loadAfter = loadAvg()
+	rep.elapsed = time.Since(began)
+	return rep.markdown(), nil
 }
 
 // bench holds what every phase needs.

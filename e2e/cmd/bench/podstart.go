@@ -50,19 +50,30 @@ func (b *bench) newPod(name string) (*pod, error) {
 // credFile is where every contender writes the database credential.
 func (p *pod) credFile() string { return filepath.Join(p.secrets, "db") }
 
+// agentSetup is where a Vault Agent finds Vault and its files.
+type agentSetup struct {
+	vaultAddr string
+	authMount string // without auth/
+	role      string
+	jwt       string // the projected service-account token
+	pidFile   string
+	sink      string // the token sink file
+	dest      string // the rendered secret
+}
+
 // agentConfig is the Vault Agent configuration the Vault Agent injector
 // generates for one database secret: kubernetes auto-auth, a token sink,
 // one template rendering the secret's data as JSON (the same shape
 // vault-init writes by default). Init mode adds exit_after_auth, as the
 // injector's init container does.
-func agentConfig(vaultAddr, role, secretPath string, p *pod, initMode bool) testbed.AgentConfig {
+func agentConfig(a agentSetup, secretPath string, initMode bool) testbed.AgentConfig {
 	return testbed.AgentConfig{
-		VaultAddr: vaultAddr, Role: role, JWTFile: p.jwt,
-		SinkFile: filepath.Join(p.state, "token"), PIDFile: filepath.Join(p.home, "agent.pid"),
+		VaultAddr: a.vaultAddr, AuthMount: a.authMount, Role: a.role, JWTFile: a.jwt,
+		SinkFile: a.sink, PIDFile: a.pidFile,
 		ExitAfterAuth: initMode,
 		Templates: []testbed.AgentTemplate{{
 			Contents:    fmt.Sprintf(`{{ with secret %q }}{{ .Data | toJSON }}{{ end }}`, secretPath),
-			Destination: p.credFile(),
+			Destination: a.dest,
 			Perms:       "0440",
 		}},
 	}
@@ -84,7 +95,10 @@ func (b *bench) command(name string, p *pod, role, secretPath string, initMode b
 			"--timeout", "30s")
 	case cAgent:
 		cfg := filepath.Join(p.dir, "agent.json")
-		if err := agentConfig(b.bed.VaultAddr, role, secretPath, p, initMode).WriteFile(cfg); err != nil {
+		if err := agentConfig(agentSetup{
+			vaultAddr: b.bed.VaultAddr, authMount: "kubernetes", role: role, jwt: p.jwt,
+			pidFile: filepath.Join(p.home, "agent.pid"), sink: filepath.Join(p.state, "token"), dest: p.credFile(),
+		}, secretPath, initMode).WriteFile(cfg); err != nil {
 			return nil, err
 		}
 		cmd = exec.Command(b.bins.vault, "agent", "-config="+cfg)

@@ -280,7 +280,7 @@ func (b *bench) startSidecar(ctx context.Context, name, role string, ttl time.Du
 		}
 		listen := fmt.Sprintf("127.0.0.1:%d", port)
 		readyz = "http://" + listen + "/readyz"
-		s.cmd = exec.Command(b.bins.renew, "--state-dir", p.state, "--listen", listen)
+		s.cmd = exec.Command(b.bins.renew, "--state-dir", p.state, "--secrets-dir", p.secrets, "--listen", listen)
 		s.cmd.Dir = p.home
 		s.cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + p.home}
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
