@@ -213,12 +213,12 @@ func TestFaultsInitLostAnswers(t *testing.T) {
 
 // podBehindFaultProxy starts a pod whose Vault traffic, vault-init's and
 // everything after it (state.json's vault_addr), goes through a fault
-// proxy, with a credential from its own one-hour database role; the
-// role's leases are revoked when the test ends.
+// proxy, with a credential from its own database role (leases of ttl,
+// max TTL one hour); the role's leases are revoked when the test ends.
 // It returns the pod, the proxy, and the prefix of the role's lease ids.
-func podBehindFaultProxy(t *testing.T, role string) (p *pod, fp *testbed.FaultProxy, prefix string) {
+func podBehindFaultProxy(t *testing.T, role string, ttl time.Duration) (p *pod, fp *testbed.FaultProxy, prefix string) {
 	t.Helper()
-	if err := bed.CreateDBRole(role, time.Hour, time.Hour); err != nil {
+	if err := bed.CreateDBRole(role, ttl, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	prefix = "database/creds/" + role + "/"
@@ -239,7 +239,7 @@ func TestFaultsRevoke(t *testing.T) {
 	var ok atomic.Int32
 	var worst maxDuration
 	concurrently(t, vaultFaults, func(fc faultCase) string { return fc.rule.Fault.String() }, func(t *testing.T, fc faultCase) {
-		p, fp, prefix := podBehindFaultProxy(t, "frv"+fc.rule.Fault.String())
+		p, fp, prefix := podBehindFaultProxy(t, "frv"+fc.rule.Fault.String(), time.Hour)
 		user, pass := dbCreds(t, filepath.Join(p.secretsDir, "db"))
 		if err := fp.Set(fc.rule); err != nil {
 			t.Fatal(err)
@@ -318,14 +318,7 @@ func TestFaultsRenew(t *testing.T) {
 		if c.lost {
 			role = "frnlost"
 		}
-		if err := bed.CreateDBRole(role, ttl, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		prefix := "database/creds/" + role + "/"
-		t.Cleanup(func() { revokePrefix(t, prefix) })
-		fp := newFaultProxy(t)
-		p := newPod(t)
-		p.mustInit("--secret", "db=database/creds/"+role, "--vault-addr", fp.URL())
+		p, fp, prefix := podBehindFaultProxy(t, role, ttl)
 		t0 := time.Now()
 		st0, err := state.Load(p.stateDir)
 		if err != nil {
@@ -487,7 +480,7 @@ func TestFaultsRevokeOnExit(t *testing.T) {
 	var ok atomic.Int32
 	var worst maxDuration
 	concurrently(t, vaultFaults, func(fc faultCase) string { return fc.rule.Fault.String() }, func(t *testing.T, fc faultCase) {
-		p, fp, prefix := podBehindFaultProxy(t, "fsc"+fc.rule.Fault.String())
+		p, fp, prefix := podBehindFaultProxy(t, "fsc"+fc.rule.Fault.String(), time.Hour)
 		dbCreds(t, filepath.Join(p.secretsDir, "db"))
 		s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug",
 			"--revoke-on-exit", "--revoke-timeout", timeout.String()}, p.env...)

@@ -18,14 +18,7 @@ func TestRenewRecoversAfterLoss(t *testing.T) {
 	t.Parallel()
 	const ttl = 8 * time.Second
 	const role = "rcvlost"
-	if err := bed.CreateDBRole(role, ttl, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	prefix := "database/creds/" + role + "/"
-	t.Cleanup(func() { revokePrefix(t, prefix) })
-	fp := newFaultProxy(t)
-	p := newPod(t)
-	p.mustInit("--secret", "db=database/creds/"+role, "--vault-addr", fp.URL())
+	p, fp, prefix := podBehindFaultProxy(t, role, ttl)
 	t0 := time.Now()
 	file := filepath.Join(p.secretsDir, "db")
 	user0, pass0 := dbCreds(t, file)
