@@ -292,33 +292,11 @@ func (s *sidecar) fetch(ctx context.Context, client *api.Client, owner string, g
 }
 
 // lookup resolves {{ secret "PATH" }} in a template to another --secret
-// without a lease, read afresh.
+// without a lease, read afresh with client.
 func (s *sidecar) lookup(ctx context.Context, client *api.Client) render.Lookup {
-	cache := map[string]*render.Secret{}
-	return func(path string) (*render.Secret, error) {
-		if r := cache[path]; r != nil {
-			return r, nil
-		}
-		var other *state.Secret
-		for i := range s.st.Secrets {
-			if s.st.Secrets[i].Path == path {
-				other = &s.st.Secrets[i]
-				break
-			}
-		}
-		switch {
-		case other == nil:
-			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
-		case other.Kind == state.KindLeased:
-			return nil, fmt.Errorf("%q is a leased secret of another --secret: give each lease its own file so it can be rotated on its own", path)
-		}
-		f, err := secrets.Read(ctx, client, s.log, other.VaultPath())
-		if err != nil {
-			return nil, err
-		}
-		cache[path] = f.Template()
-		return cache[path], nil
-	}
+	return secrets.LookupState(s.st.Secrets, func(path string) (*secrets.Fetched, error) {
+		return secrets.Read(ctx, client, s.log, path)
+	})
 }
 
 // fingerprint identifies the data of a secret without a lease, leaving out

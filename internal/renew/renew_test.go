@@ -21,8 +21,7 @@ import (
 	"time"
 
 	"github.com/podlease/podlease/internal/login"
-	"github.com/podlease/podlease/internal/render"
-	"github.com/podlease/podlease/internal/revoke"
+	"github.com/podlease/podlease/internal/revocation"
 	"github.com/podlease/podlease/internal/secrets"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
@@ -89,22 +88,21 @@ func newFixture(t *testing.T, v *fakeVault, specs ...spec) *fixture {
 	c.SetToken(res.Token)
 	st := &state.State{VaultAddr: "http://vault.test", Auth: auth, Token: res.Info, SecretsDir: f.secretsDir}
 	discard := slog.New(slog.DiscardHandler)
+	fetched := map[string]*secrets.Fetched{}
 	for _, sp := range specs {
 		fe, err := secrets.Read(ctx, c, discard, sp.path)
 		if err != nil {
 			t.Fatal(err)
 		}
+		fetched[sp.path] = fe
+	}
+	for _, sp := range specs {
+		fe := fetched[sp.path]
 		s := state.Secret{Name: sp.name, Path: sp.path, File: filepath.Join(f.secretsDir, sp.name), FileMode: "0440", Format: sp.format}
 		if sp.template != "" {
 			s.Format, s.Template, s.TemplateFile = "", sp.template, sp.name+".tmpl"
 		}
-		content, err := secrets.Render(&s, fe, func(path string) (*render.Secret, error) {
-			other, err := secrets.Read(ctx, c, discard, path)
-			if err != nil {
-				return nil, err
-			}
-			return other.Template(), nil
-		}, nil)
+		content, err := secrets.Render(&s, fe, secrets.LookupFetched(fetched), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -905,7 +903,7 @@ func TestVaultRevokeIsNoticedAtOnce(t *testing.T) {
 	f, url := realFixture(t)
 	time.Sleep(100 * time.Millisecond) // past the token renewal at start
 	_, _, renewals, tokenRenewals := f.v.counts()
-	if err := revoke.Revoke(context.Background(), f.stateDir, f.secretsDir, newTestLogger(f.logs)); err != nil {
+	if err := revocation.Revoke(context.Background(), f.stateDir, f.secretsDir, newTestLogger(f.logs)); err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()

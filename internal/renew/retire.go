@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/podlease/podlease/internal/revoke"
+	"github.com/podlease/podlease/internal/revocation"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
 )
@@ -221,7 +221,7 @@ func (s *sidecar) revokeAll() {
 	known := *s.st
 	known.Retiring = s.retiringState()
 	known.Pending = s.pending
-	if err := revoke.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, &known, s.tok.token, s.log); err != nil {
+	if err := revocation.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, &known, s.tok.token, s.log); err != nil {
 		s.log.Warn("--revoke-on-exit did not finish; what is left expires at its TTL", "err", err)
 		return
 	}
