@@ -3,6 +3,7 @@ package renew
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,8 +90,7 @@ func TestRotateBefore(t *testing.T) {
 		{time.Minute, time.Hour, time.Minute},
 		{time.Hour, time.Hour, 30 * time.Minute},
 	} {
-		s := &sidecar{cfg: &Config{RotateBefore: tc.flag}}
-		if got := s.rotateBefore(tc.ttl); got != tc.want {
+		if got := rotateBefore(tc.flag, tc.ttl); got != tc.want {
 			t.Errorf("rotateBefore(--rotate-before %s, ttl %s) = %s; want %s", tc.flag, tc.ttl, got, tc.want)
 		}
 	}
@@ -98,10 +98,9 @@ func TestRotateBefore(t *testing.T) {
 
 func TestRenewAtJitter(t *testing.T) {
 	t.Parallel()
-	s := &sidecar{cfg: &Config{RenewFraction: 0.66, Jitter: 0.1}}
 	now := time.Now()
 	for range 1000 {
-		d := s.renewAt(now, now.Add(100*time.Second)).Sub(now)
+		d := renewAt(now, now.Add(100*time.Second), 0.66, 0.1, rand.Float64()).Sub(now)
 		if d < 59400*time.Millisecond || d > 66*time.Second {
 			t.Fatalf("renewal %s after now for a 100s TTL; want between 59.4s and 66s", d)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/podlease/podlease/internal/cli"
+	"github.com/podlease/podlease/internal/revocation"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
 )
@@ -108,14 +109,14 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 	if err != nil {
 		return err
 	}
-	client, err := d.newClient(st.VaultAddr, st.Namespace, attemptTimeout, log)
+	client, err := d.newClient(st.VaultAddr, st.Namespace, maxAttempt, log)
 	if err != nil {
 		return err
 	}
 	client.SetToken(token)
 
 	n := newNotifier(c, log, d.notifyClient, d.procRoot)
-	s := newSidecar(c, st, token, client, getenv, log, n)
+	s := newSidecar(c, st, startToken(st.Token, token, client, time.Now()), getenv, log, n)
 	s.status, s.metrics = stat, m
 	if d.watch {
 		wake, stopWatch := watchState(c.StateDir, log)
@@ -163,4 +164,21 @@ func (s *sidecar) stopRevoked() {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	s.revokeOldTokens(ctx)
+}
+
+// revokeAll is --revoke-on-exit: what vault-revoke does (revoke every
+// lease, retiring ones included, and the token; remove the files; mark the
+// state revoked), for the state and token in memory, after revoking the
+// old tokens only vault-renew knows.
+func (s *sidecar) revokeAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
+	defer cancel()
+	s.revokeOldTokens(ctx)
+	// What the sidecar holds, whatever the disk says: state.json may be
+	// gone, renamed, corrupt, or behind the memory.
+	if err := revocation.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, s.stateInMemory(), s.tok.token, s.log); err != nil {
+		s.log.Warn("--revoke-on-exit did not finish; what is left expires at its TTL", "err", err)
+		return
+	}
+	s.log.Info("revoked every credential on exit (--revoke-on-exit)")
 }

@@ -1,8 +1,12 @@
 package renew
 
+// How vault-renew's log lines name things: the Vault node a failed request
+// went to, and the time a credential has left.
+
 import (
 	"errors"
 	"net/url"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 )
@@ -37,12 +41,12 @@ func askedAddr(err error, configured string) (addr string, redirected bool) {
 // where is the log attributes naming the Vault node a failed request
 // asked, and the address whose redirect led there when one did.
 func (s *sidecar) where(err error) []any {
-	addr, redirected := askedAddr(err, s.client.Address())
+	addr, redirected := askedAddr(err, s.tok.client.Address())
 	switch {
 	case addr == "":
 		return nil
 	case redirected:
-		return []any{"vault_addr", addr, "redirected_from", s.client.Address()}
+		return []any{"vault_addr", addr, "redirected_from", s.tok.client.Address()}
 	default:
 		return []any{"vault_addr", addr}
 	}
@@ -52,4 +56,26 @@ func (s *sidecar) where(err error) []any {
 // it asked.
 func (s *sidecar) warnVault(err error, msg string, args ...any) {
 	s.log.Warn(msg, append(args, s.where(err)...)...)
+}
+
+// until renders the time left before t for logs.
+func until(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return max(t.Sub(now), 0).Round(100 * time.Millisecond).String()
+}
+
+// lifeLeft renders for logs how long a credential that ends at expiry
+// (zero: never) has left; gone says it already stopped working (expired,
+// refused, or its token ended), whatever its expiry said.
+func lifeLeft(now, expiry time.Time, gone bool) string {
+	switch {
+	case !expiry.IsZero() && !now.Before(expiry):
+		return "expired " + now.Sub(expiry).Round(100*time.Millisecond).String() + " ago"
+	case gone:
+		return "gone"
+	default:
+		return until(now, expiry)
+	}
 }
