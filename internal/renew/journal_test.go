@@ -95,3 +95,34 @@ func TestRecoverPending(t *testing.T) {
 		})
 	}
 }
+
+// TestDamagedStateIsNotARevocation: with the inotify watch, a state.json
+// that is renamed away, deleted or corrupted wakes the sidecar, which keeps
+// renewing and writes the state again from memory; only revoked_at stops
+// it.
+func TestDamagedStateIsNotARevocation(t *testing.T) {
+	for _, d := range damages {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			f, url := realFixture(t)
+			lease := f.state().Secrets[0].LeaseID
+			if err := d.do(f.stateDir); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 2*time.Second, func() bool {
+				st, err := state.Load(f.stateDir)
+				_, terr := state.ReadToken(f.stateDir)
+				return err == nil && st.Secrets[0].LeaseID == lease && st.RevokedAt == nil && terr == nil
+			})
+			if logs := f.logs.String(); strings.Contains(logs, "vault-revoke ran") {
+				t.Errorf("the sidecar took a damaged state.json for a revocation:\n%s", logs)
+			}
+			if code, _ := httpGet(url + "/readyz"); code != 200 {
+				t.Errorf("/readyz = %d after the damage; want 200", code)
+			}
+			if !f.running() {
+				t.Fatal("vault-renew exited")
+			}
+		})
+	}
+}

@@ -1,0 +1,85 @@
+package renew
+
+import (
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/podlease/podlease/internal/state"
+)
+
+func TestTokenMaxTTLLogsInAgainAndReissues(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newFakeVault()
+		v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second
+		f := newFixture(t, v, dbSpec)
+		oldState := f.state()
+		oldToken, _ := state.ReadToken(f.stateDir)
+		oldUser, _ := f.creds("db")
+		f.start()
+
+		// The token renewal at start asks for as long as the lease (1h) and
+		// gets 20s: the max TTL is known at once, so the warning comes at
+		// start and the login 5s (max(10s/3, 5s)) before the hard expiry.
+		time.Sleep(time.Second)
+		if !strings.Contains(f.logs.String(), "the token's max TTL is shorter than the leases it holds") {
+			t.Errorf("no warning about the token's max TTL at start; logs:\n%s", f.logs)
+		}
+		f.appLoop(15 * time.Second)
+		st := f.state()
+		newToken, _ := state.ReadToken(f.stateDir)
+		if st.Token.Accessor == oldState.Token.Accessor || newToken == oldToken {
+			t.Fatalf("after 16s the token is still the one from vault-init (accessor %s)", st.Token.Accessor)
+		}
+		if user, _ := f.creds("db"); user == oldUser {
+			t.Fatal("the credential was not re-issued under the new token")
+		}
+		if !v.tokenAlive(oldState.Token.Accessor) {
+			t.Fatal("the old token was revoked before its grace period")
+		}
+		if got := f.metric("podlease_logins_total"); got != 1 {
+			t.Errorf("logins metric = %v; want 1", got)
+		}
+
+		f.appLoop(4 * time.Second) // 20s: the old token would have died by now anyway
+		if v.tokenAlive(oldState.Token.Accessor) || v.alive(oldState.Secrets[0].LeaseID) {
+			t.Error("the old token or its lease is still alive")
+		}
+
+		seen := f.appLoop(40 * time.Second)
+		if len(seen) < 3 {
+			t.Errorf("users over 40 more seconds: %v; want a new credential with each new token", seen)
+		}
+		if code := f.stop(); code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+	})
+}
+
+func TestReissueFailingPastTheOldTokenMarksTheCredentialLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newFakeVault()
+		v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second
+		f := newFixture(t, v, dbSpec)
+		f.start()
+		time.Sleep(14 * time.Second)
+		v.setFailCreds(true) // the login at 15s works, the re-issue does not
+		time.Sleep(7 * time.Second)
+		if code, body := f.get("/readyz"); code != 503 || !strings.Contains(body, "db") {
+			t.Errorf("/readyz after the old token died with the only credential = %d %q; want 503 naming db", code, body)
+		}
+		v.setFailCreds(false)
+		time.Sleep(15 * time.Second)
+		if user, _ := f.creds("db"); !v.aliveUser(user) {
+			t.Error("no working credential once Vault issues again")
+		}
+		if code, _ := f.get("/readyz"); code != 200 {
+			t.Errorf("/readyz after recovery = %d; want 200", code)
+		}
+		if !strings.Contains(f.logs.String(), "the old token ended before this credential could be re-issued") {
+			t.Errorf("the logs do not say the credential was lost:\n%s", f.logs)
+		}
+		f.stop()
+	})
+}
