@@ -3,6 +3,9 @@ package renew
 import (
 	"errors"
 	"math/rand/v2"
+	"net"
+	"net/url"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,6 +163,227 @@ func TestLookupVerdicts(t *testing.T) {
 			}
 			if got := tokenVerdict(tc.err); got != tc.token {
 				t.Errorf("tokenVerdict = %v; want %v", got, tc.token)
+			}
+		})
+	}
+}
+
+// vaultErr is an error answer from Vault.
+func vaultErr(code int, msg string) error {
+	return &api.ResponseError{StatusCode: code, Errors: []string{msg}}
+}
+
+var policyNow = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestRenewAt(t *testing.T) {
+	t.Parallel()
+	now := policyNow
+	for _, tc := range []struct {
+		name             string
+		expiry           time.Time
+		fraction, jitter float64
+		u                float64
+		want             time.Time
+	}{
+		{"at the fraction", now.Add(100 * time.Second), 0.66, 0.1, 0, now.Add(66 * time.Second)},
+		{"earliest with jitter", now.Add(100 * time.Second), 0.66, 0.1, 1, now.Add(59400 * time.Millisecond)},
+		{"no jitter", now.Add(100 * time.Second), 0.5, 0, 0.7, now.Add(50 * time.Second)},
+		{"expired: now", now.Add(-time.Second), 0.66, 0.1, 0, now},
+		{"expires now: now", now, 0.66, 0.1, 0, now},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := renewAt(now, tc.expiry, tc.fraction, tc.jitter, tc.u); !got.Equal(tc.want) {
+				t.Errorf("renewAt = %s; want %s", got.Sub(now), tc.want.Sub(now))
+			}
+		})
+	}
+}
+
+func TestNextLeaseAction(t *testing.T) {
+	t.Parallel()
+	now := policyNow
+	cfg := &Config{RenewFraction: 0.5, Jitter: 0}
+	exp := now.Add(60 * time.Second)
+	for _, tc := range []struct {
+		name     string
+		l        leasePlan
+		wantAct  groupAction
+		wantNext time.Time
+	}{
+		{"no TTL: nothing to do", leasePlan{renewable: true}, actRenew, time.Time{}},
+		{"renewable: renew at the fraction", leasePlan{expiry: exp, ttl: time.Minute, renewable: true, ownedByCur: true}, actRenew, now.Add(30 * time.Second)},
+		{"capped: replace rotate-before its end", leasePlan{expiry: exp, ttl: time.Minute, renewable: true, capped: true, ownedByCur: true}, actRotate, exp.Add(-20 * time.Second)},
+		{"not renewable: replace rotate-before its end", leasePlan{expiry: exp, ttl: time.Minute, ownedByCur: true}, actRotate, exp.Add(-20 * time.Second)},
+		{"capped, rotate-before already past: now", leasePlan{expiry: now.Add(10 * time.Second), ttl: time.Minute, capped: true, ownedByCur: true}, actRotate, now},
+		{"capped, ends with its token: left to the login", leasePlan{expiry: exp, ttl: time.Minute, capped: true, ownedByCur: true, tokenEnd: exp}, actRotate, exp},
+		{"capped, ends with an old token: replaced under the current one", leasePlan{expiry: exp, ttl: time.Minute, capped: true, tokenEnd: exp}, actRotate, exp.Add(-20 * time.Second)},
+		{"capped, ends well before its token", leasePlan{expiry: exp, ttl: time.Minute, capped: true, ownedByCur: true, tokenEnd: exp.Add(time.Hour)}, actRotate, exp.Add(-20 * time.Second)},
+		{"renewable, token end known: still renewed", leasePlan{expiry: exp, ttl: time.Minute, renewable: true, ownedByCur: true, tokenEnd: exp}, actRenew, now.Add(30 * time.Second)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			act, next := nextLeaseAction(now, tc.l, cfg, 0)
+			if act != tc.wantAct || !next.Equal(tc.wantNext) {
+				t.Errorf("nextLeaseAction = %v at %s; want %v at %s", act, next, tc.wantAct, tc.wantNext)
+			}
+		})
+	}
+}
+
+func TestNextStaticRead(t *testing.T) {
+	t.Parallel()
+	now := policyNow
+	for _, tc := range []struct {
+		name     string
+		rotation time.Time
+		want     time.Time
+	}{
+		{"rotation after the interval: at the interval", now.Add(time.Hour), now.Add(5 * time.Minute)},
+		{"rotation before the interval: just after it", now.Add(time.Minute), now.Add(time.Minute + staticSettle)},
+		{"rotation unknown: at the interval", time.Time{}, now.Add(5 * time.Minute)},
+		{"rotation past: at the interval", now.Add(-time.Second), now.Add(5 * time.Minute)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nextStaticRead(now, tc.rotation, 5*time.Minute); !got.Equal(tc.want) {
+				t.Errorf("nextStaticRead = %s; want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNextTokenAction(t *testing.T) {
+	t.Parallel()
+	now := policyNow
+	cfg := &Config{RenewFraction: 0.5, Jitter: 0}
+	for _, tc := range []struct {
+		name         string
+		expiry, hard time.Time
+		ttl          time.Duration
+		wantAct      tokenAction
+		wantNext     time.Time
+	}{
+		{"never expires: idle", time.Time{}, time.Time{}, 0, tokIdle, time.Time{}},
+		{"max TTL unknown: renew at the fraction", now.Add(time.Hour), time.Time{}, time.Hour, tokRenew, now.Add(30 * time.Minute)},
+		{"max TTL far: renew", now.Add(time.Hour), now.Add(24 * time.Hour), time.Hour, tokRenew, now.Add(30 * time.Minute)},
+		{"renewal would come after the login: log in rotate-before the max TTL", now.Add(time.Hour), now.Add(time.Hour + 10*time.Minute), 3 * time.Hour, tokLogin, now.Add(10 * time.Minute)},
+		{"cannot grow (expiry is the max TTL): log in", now.Add(time.Hour), now.Add(time.Hour), time.Hour, tokLogin, now.Add(40 * time.Minute)},
+		{"login overdue: now", now.Add(5 * time.Second), now.Add(5 * time.Second), time.Hour, tokLogin, now},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			act, next := nextTokenAction(now, tc.expiry, tc.hard, tc.ttl, cfg, 0)
+			if act != tc.wantAct || !next.Equal(tc.wantNext) {
+				t.Errorf("nextTokenAction = %v at %s; want %v at %s", act, next, tc.wantAct, tc.wantNext)
+			}
+		})
+	}
+}
+
+func TestRetryAt(t *testing.T) {
+	t.Parallel()
+	now := policyNow
+	for _, tc := range []struct {
+		name     string
+		d        time.Duration
+		deadline time.Time
+		want     time.Time
+	}{
+		{"no deadline: the backoff", 10 * time.Second, time.Time{}, now.Add(10 * time.Second)},
+		{"deadline far: the backoff", 10 * time.Second, now.Add(time.Hour), now.Add(10 * time.Second)},
+		{"deadline near: half the time left", 10 * time.Second, now.Add(8 * time.Second), now.Add(4 * time.Second)},
+		{"deadline very near: the shortest wait", 10 * time.Second, now.Add(150 * time.Millisecond), now.Add(minRetry)},
+		{"deadline nearer than the shortest wait: at it", 10 * time.Second, now.Add(50 * time.Millisecond), now.Add(50 * time.Millisecond)},
+		{"deadline past: now", 10 * time.Second, now.Add(-time.Second), now},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := retryAt(now, tc.d, tc.deadline); !got.Equal(tc.want) {
+				t.Errorf("retryAt = %s; want %s", got.Sub(now), tc.want.Sub(now))
+			}
+		})
+	}
+}
+
+func TestAttemptTimeoutAndFetchDeadline(t *testing.T) {
+	t.Parallel()
+	now := policyNow
+	for _, tc := range []struct {
+		name         string
+		expiry       time.Time
+		attempt      time.Duration
+		fetchUntil   time.Time
+		fetchUntilOK bool
+	}{
+		{"no end", time.Time{}, maxAttempt, now.Add(fetchTimeout), true},
+		{"far end", now.Add(time.Hour), maxAttempt, now.Add(fetchTimeout), true},
+		{"near end: a quarter of the time left, read until it", now.Add(8 * time.Second), 2 * time.Second, now.Add(8 * time.Second), true},
+		{"very near end: at least a second", now.Add(2 * time.Second), time.Second, now.Add(2 * time.Second), true},
+		{"ended", now.Add(-time.Second), maxAttempt, now.Add(fetchTimeout), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := attemptTimeout(now, tc.expiry); got != tc.attempt {
+				t.Errorf("attemptTimeout = %s; want %s", got, tc.attempt)
+			}
+			if got := fetchDeadline(now, tc.expiry); !got.Equal(tc.fetchUntil) {
+				t.Errorf("fetchDeadline = %s; want %s", got.Sub(now), tc.fetchUntil.Sub(now))
+			}
+		})
+	}
+}
+
+// TestFailures: what each Vault answer means for a lease renewal, a token
+// renewal and a revocation of a replaced lease.
+func TestFailures(t *testing.T) {
+	t.Parallel()
+	refused := &url.Error{Op: "Put", URL: "http://vault.test/v1/sys/leases/renew", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
+	for _, tc := range []struct {
+		name                      string
+		err                       error
+		classify, lease, tok, rev failure
+	}{
+		{"permission denied", vaultErr(403, "permission denied"), failRefused, failRefused, failRefused, failRefused},
+		{"unauthorized", vaultErr(401, "unauthorized"), failRefused, failRefused, failRefused, failRefused},
+		{"not renewable", vaultErr(400, "lease is not renewable"), failNotRenewable, failNotRenewable, failNotRenewable, failGone},
+		{"invalid lease", vaultErr(400, "invalid lease"), failGone, failGone, failNotRenewable, failGone},
+		{"lease not found", vaultErr(400, "lease not found"), failGone, failGone, failNotRenewable, failGone},
+		{"other bad request", vaultErr(400, "missing lease_id"), failPermanent, failGone, failNotRenewable, failGone},
+		{"not found", vaultErr(404, ""), failPermanent, failGone, failPermanent, failGone},
+		{"server error", vaultErr(500, "internal error"), failRetry, failRetry, failRetry, failRetry},
+		{"sealed", vaultErr(503, "Vault is sealed"), failRetry, failRetry, failRetry, failRetry},
+		{"rate limited", vaultErr(429, "rate limit"), failRetry, failRetry, failRetry, failRetry},
+		{"connection refused", refused, failRetry, failRetry, failRetry, failRetry},
+		{"a local problem", errors.New("no auth data"), failPermanent, failPermanent, failPermanent, failPermanent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := classify(tc.err); got != tc.classify {
+				t.Errorf("classify = %v; want %v", got, tc.classify)
+			}
+			if got := leaseRenewFailure(tc.err); got != tc.lease {
+				t.Errorf("leaseRenewFailure = %v; want %v", got, tc.lease)
+			}
+			if got := tokenRenewFailure(tc.err); got != tc.tok {
+				t.Errorf("tokenRenewFailure = %v; want %v", got, tc.tok)
+			}
+			if got := leaseRevokeFailure(tc.err); got != tc.rev {
+				t.Errorf("leaseRevokeFailure = %v; want %v", got, tc.rev)
+			}
+		})
+	}
+}
+
+func TestLossOutcome(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name             string
+		l                loss
+		vaultGone, exits bool
+	}{
+		{"expired while Vault failed: exits", lossExpired, false, true},
+		{"its old token ended first: exits", lossOldToken, false, true},
+		{"its token expired: the token's loss exits once", lossToken, false, false},
+		{"its token was refused: nothing to revoke", lossTokenRefused, true, false},
+		{"revoked by hand: replaced, no exit", lossRevoked, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if gone, exits := lossOutcome(tc.l); gone != tc.vaultGone || exits != tc.exits {
+				t.Errorf("lossOutcome = %v, %v; want %v, %v", gone, exits, tc.vaultGone, tc.exits)
 			}
 		})
 	}
