@@ -56,7 +56,6 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 	for _, ch := range changes {
 		if err := s.writeFiles(ch); err != nil {
 			s.log.Error("cannot write the secret file; the app keeps the current credential, trying again later", "secret", ch.g.names(), "err", err)
-			s.revokeLease(ch.client, ch.f.Resp.LeaseID, ch.g.names())
 			s.abandon(now, []*change{ch}, nil)
 			continue
 		}
@@ -75,10 +74,10 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 	return nil
 }
 
-// abandon schedules another try of what could not be committed.
+// abandon revokes what could not be committed and schedules another try.
 func (s *sidecar) abandon(now time.Time, changes []*change, nt *newToken) {
+	s.discard(changes, nt)
 	if nt != nil {
-		s.discard(changes, nt)
 		s.tok.next = s.retryAt(now, &s.tok.retry, s.tok.expiry, true, s.tok.lost)
 		return
 	}

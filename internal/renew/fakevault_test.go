@@ -34,8 +34,12 @@ type fakeVault struct {
 	tokenPeriod        time.Duration // periodic tokens: renewals give the period, no max
 	leaseTTL, leaseMax time.Duration
 	denyLeaseRenew     bool
-	failCreds          bool // database/creds answers 503
-	failLogin          bool // logins answer 503
+	// answers force an error answer on a path (after the token check);
+	// onRequest, if set, sees every path asked with a token.
+	answers   map[string]answer
+	onRequest func(path string)
+	failCreds bool // database/creds answers 503
+	failLogin bool // logins answer 503
 	// standby: vault.test answers every request with a redirect to
 	// active.test, as a standby node does; activeDown: active.test
 	// refuses connections.
@@ -50,8 +54,27 @@ type fakeVault struct {
 	// Counters tests assert on.
 	logins, issued, leaseRenewals, tokenRenewals int
 	kvReads                                      int
-	requests                                     int // every request with a token
-	denied                                       int // requests refused for a dead token
+	requests                                     int            // every request with a token
+	asked                                        map[string]int // requests with a token, by path
+	denied                                       int            // requests refused for a dead token
+}
+
+// answer is an error answer Vault gives.
+type answer struct {
+	code int
+	msg  string
+}
+
+// answer makes Vault answer path with an error (code 0: answer normally
+// again).
+func (v *fakeVault) answer(path string, code int, msg string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if code == 0 {
+		delete(v.answers, path)
+		return
+	}
+	v.answers[path] = answer{code, msg}
 }
 
 type fakeToken struct {
@@ -74,6 +97,8 @@ func newFakeVault() *fakeVault {
 		tokens:   map[string]*fakeToken{},
 		leases:   map[string]*fakeLease{},
 		kv:       map[string]map[string]any{},
+		answers:  map[string]answer{},
+		asked:    map[string]int{},
 		tokenTTL: time.Hour, tokenMax: 24 * time.Hour,
 		leaseTTL: time.Hour, leaseMax: 24 * time.Hour,
 	}
@@ -168,8 +193,17 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		vaultError(w, 403, "permission denied")
 		return
 	}
+	v.asked[path]++
+	if v.onRequest != nil {
+		v.onRequest(path)
+	}
+	if a, ok := v.answers[path]; ok {
+		vaultError(w, a.code, a.msg)
+		return
+	}
 	switch {
 	case path == "auth/token/lookup-self":
+
 		reply(w, map[string]any{"data": map[string]any{
 			"accessor": t.accessor, "ttl": int(t.expiry.Sub(now).Seconds()), "creation_ttl": int(t.ttl.Seconds()),
 			"renewable": true, "explicit_max_ttl": 0, "issue_time": t.issued.Format(time.RFC3339Nano), "period": int(v.tokenPeriod.Seconds()),
@@ -318,6 +352,13 @@ func (v *fakeVault) revokeToken(accessor string) {
 			t.revoked = true
 		}
 	}
+}
+
+// count returns how many requests with a token asked for path.
+func (v *fakeVault) count(path string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.asked[path]
 }
 
 func (v *fakeVault) counts() (logins, issued, leaseRenewals, tokenRenewals int) {

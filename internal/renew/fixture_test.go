@@ -139,6 +139,11 @@ func (f *fixture) startWith(d deps, args ...string) {
 		f.mu.Unlock()
 	}
 	go func() { f.done <- run(ctx, args, func(string) string { return "" }, io.Discard, f.logs, d) }()
+	// A test that stops early still ends the run inside its bubble.
+	f.t.Cleanup(func() {
+		cancel()
+		f.wait()
+	})
 }
 
 // stop sends the equivalent of SIGTERM and returns the exit code. It also
@@ -301,10 +306,6 @@ func realFixtureWatch(t *testing.T, watch bool, args ...string) (*fixture, strin
 	}
 	addr := freeAddr(t)
 	f.startWith(deps{newClient: vaultclient.New, watch: watch}, append([]string{"--listen", addr}, args...)...)
-	t.Cleanup(func() {
-		f.cancel()
-		f.wait()
-	})
 	waitFor(t, 5*time.Second, func() bool { code, _ := httpGet("http://" + addr + "/readyz"); return code == 200 })
 	return f, "http://" + addr
 }

@@ -355,3 +355,39 @@ func TestLeaseWorkWaitsForTheNewToken(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestLeaseRenewalFailures: a lease Vault will not renew is replaced
+// before it expires; one whose renewal fails is retried, same lease.
+func TestLeaseRenewalFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		code    int
+		msg     string
+		log     string
+		replace bool
+	}{
+		{"not renewable: replaced before it expires", 400, "lease is not renewable", "Vault says the lease is not renewable", true},
+		{"Vault fails: retried with the same lease", 500, "internal error", "lease renewal failed; retrying with the same lease", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v := newFakeVault()
+				v.leaseTTL = 10 * time.Second
+				f := newFixture(t, v, dbSpec)
+				lease := f.state().Secrets[0].LeaseID
+				v.answer("sys/leases/renew", tc.code, tc.msg)
+				f.start()
+				f.appLoop(7 * time.Second)
+				v.answer("sys/leases/renew", 0, "")
+				f.appLoop(8 * time.Second)
+				if !strings.Contains(f.logs.String(), tc.log) {
+					t.Errorf("no log line %q:\n%s", tc.log, f.logs)
+				}
+				if replaced := f.state().Secrets[0].LeaseID != lease; replaced != tc.replace {
+					t.Errorf("lease replaced: %v; want %v", replaced, tc.replace)
+				}
+				f.stop()
+			})
+		})
+	}
+}

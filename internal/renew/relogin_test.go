@@ -83,3 +83,35 @@ func TestReissueFailingPastTheOldTokenMarksTheCredentialLost(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestReloginRevokesOldLeasesWithTheOldToken: after a new login the
+// leases of the old token are retired with it: listed until the old
+// token's revocation, which ends them in one request, with no revocation
+// of their own. This holds only while commit switches the token before it
+// applies the re-issued credentials.
+func TestReloginRevokesOldLeasesWithTheOldToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := reloginFixture(t)
+		old := f.state().Secrets[0].LeaseID
+		time.Sleep(16 * time.Second) // the new login at 15s
+		st := f.state()
+		if st.Token.Accessor == "accessor1" || st.Secrets[0].LeaseID == old {
+			t.Fatalf("no new login at 15s\nlogs:\n%s", f.logs)
+		}
+		if len(st.Retiring) != 1 || st.Retiring[0].LeaseID != old || !st.Retiring[0].RevokeAt.Equal(epoch.Add(19*time.Second)) {
+			t.Fatalf("retiring = %+v; want the old lease, revoked with its token at 19s", st.Retiring)
+		}
+		f.appLoop(3500 * time.Millisecond) // 19.5s
+		if v.alive(old) || v.tokenAlive("accessor1") {
+			t.Errorf("at 19.5s the old lease (alive %v) or the old token (alive %v) is alive", v.alive(old), v.tokenAlive("accessor1"))
+		}
+		if r := f.state().Retiring; len(r) != 0 {
+			t.Errorf("retiring = %+v after the old token's revocation; want none", r)
+		}
+		f.appLoop(40 * time.Second)
+		if n := v.count("sys/leases/revoke"); n != 0 {
+			t.Errorf("%d lease revocations; want none: the old token's revocation ends its leases", n)
+		}
+		f.stop()
+	})
+}

@@ -1,6 +1,7 @@
 package renew
 
 import (
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -47,4 +48,48 @@ func TestRetiringLeasesFromAnEarlierRunAreRevoked(t *testing.T) {
 		}
 		f.stop()
 	})
+}
+
+// TestReplacedLeaseRevocationFailures: what vault-renew does when Vault
+// will not revoke a replaced lease (15s: replaced; 18s: grace over; 20s:
+// the old lease's max TTL).
+func TestReplacedLeaseRevocationFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		code       int
+		msg        string
+		healAt     time.Duration // Vault answers normally again (0: never)
+		log        string
+		listed     bool // still listed in state.json at 25s, for vault-revoke
+		maxRevokes int
+	}{
+		{name: "permission denied: parked for vault-revoke, no more tries", code: 403, msg: "permission denied", log: "permission denied revoking the replaced lease", listed: true, maxRevokes: 1},
+		{name: "already gone: dropped", code: 400, msg: "invalid lease", log: "the replaced lease is already gone", maxRevokes: 1},
+		{name: "Vault keeps failing: retried until the lease ends, then parked", code: 503, msg: "unavailable", log: "giving up revoking the replaced lease", listed: true, maxRevokes: 20},
+		{name: "Vault fails once: revoked on a retry", code: 503, msg: "unavailable", healAt: 18500 * time.Millisecond, log: "revoked the replaced lease", maxRevokes: 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v, f := rotatingFixture(t, "--grace", "3s")
+				old := f.state().Secrets[0].LeaseID
+				v.answer("sys/leases/revoke", tc.code, tc.msg)
+				if tc.healAt > 0 {
+					time.Sleep(tc.healAt)
+					v.answer("sys/leases/revoke", 0, "")
+				}
+				time.Sleep(25*time.Second - time.Since(epoch))
+				if !strings.Contains(f.logs.String(), tc.log) {
+					t.Errorf("no log line %q:\n%s", tc.log, f.logs)
+				}
+				r := f.state().Retiring
+				if listed := len(r) == 1 && r[0].LeaseID == old; listed != tc.listed {
+					t.Errorf("state.json retiring = %+v; want the old lease listed: %v", r, tc.listed)
+				}
+				if n := v.count("sys/leases/revoke"); n < 1 || n > tc.maxRevokes {
+					t.Errorf("%d revocation requests; want 1 to %d", n, tc.maxRevokes)
+				}
+				f.stop()
+			})
+		})
+	}
 }

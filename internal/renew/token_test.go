@@ -73,3 +73,51 @@ func TestTokenID(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenFailures: what vault-renew does when Vault fails a lookup or
+// a renewal of the token; the credential in the file works throughout.
+func TestTokenFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		path   string
+		code   int
+		msg    string
+		healAt time.Duration
+		args   []string
+		log    string
+		logins int // by vault-renew
+	}{
+		{name: "lookup fails at start: renewed on the schedule from state.json", path: "auth/token/lookup-self", code: 503, msg: "unavailable", healAt: time.Second,
+			log: "cannot look up the token; renewing it on the schedule from state.json"},
+		{name: "refused at start: logs in, even with --exit-on-failure", path: "auth/token/lookup-self", code: 403, msg: "permission denied", healAt: time.Second,
+			args: []string{"--exit-on-failure"}, log: "the token is no longer valid: Vault refused it", logins: 1},
+		{name: "renewal fails: retried", path: "auth/token/renew-self", code: 503, msg: "unavailable", healAt: 20 * time.Second,
+			log: "token renewal failed; retrying"},
+		{name: "not renewable: logs in before it expires", path: "auth/token/renew-self", code: 400, msg: "token not renewable",
+			log: "Vault will not renew the token; logging in again before it expires", logins: 2}, // at 20s and 40s: no token renews
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v := newFakeVault()
+				v.tokenTTL = 30 * time.Second
+				f := newFixture(t, v, dbSpec)
+				v.answer(tc.path, tc.code, tc.msg)
+				f.start(tc.args...)
+				if tc.healAt > 0 {
+					f.appLoop(tc.healAt)
+					v.answer(tc.path, 0, "")
+				}
+				f.appLoop(50*time.Second - time.Since(epoch))
+				if !strings.Contains(f.logs.String(), tc.log) {
+					t.Errorf("no log line %q:\n%s", tc.log, f.logs)
+				}
+				if logins, _, _, _ := v.counts(); logins-1 != tc.logins {
+					t.Errorf("%d logins by vault-renew; want %d", logins-1, tc.logins)
+				}
+				if code := f.stop(); code != 0 {
+					t.Errorf("exit code %d; want 0", code)
+				}
+			})
+		})
+	}
+}
