@@ -16,9 +16,7 @@ import (
 // that vault-renew replaces it at 15s.
 func rotatingFixture(t *testing.T, args ...string) (*fakeVault, *fixture) {
 	t.Helper()
-	v := newFakeVault()
-	v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second
-	f := newFixture(t, v, dbSpec)
+	v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second })
 	f.start(args...)
 	return v, f
 }
@@ -41,9 +39,7 @@ func TestUnwritableFileRevokesTheNewLeaseAndRetries(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(2 * time.Second) // 16s: the replacement at 15s failed
-		if !strings.Contains(f.logs.String(), "cannot write the secret file") {
-			t.Fatalf("no log line about the unwritable file:\n%s", f.logs)
-		}
+		f.wantLog("cannot write the secret file")
 		if _, issued, _, _ := v.counts(); issued != 2 {
 			t.Fatalf("%d credentials issued; want the first and one replacement", issued)
 		}
@@ -80,9 +76,7 @@ func TestHeldLockDropsTheNewCredentialAndRetries(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second + cleanupTimeout + time.Second)
-		if !strings.Contains(f.logs.String(), "cannot lock the state dir; dropping the new credentials") {
-			t.Fatalf("no log line about the held lock:\n%s", f.logs)
-		}
+		f.wantLog("cannot lock the state dir; dropping the new credentials")
 		if v.alive("database/creds/app/lease3") {
 			t.Error("the dropped credential is still alive")
 		}
@@ -113,9 +107,7 @@ func markRevoked(t *testing.T, dir string) {
 // a replacement is being read; what was read is revoked, not written.
 func TestRevokedDuringRotationRevokesWhatWasFetched(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second })
 		before, _ := f.creds("db")
 		v.onRequest = func(path string) {
 			if strings.HasPrefix(path, "database/creds/") {
@@ -127,9 +119,7 @@ func TestRevokedDuringRotationRevokesWhatWasFetched(t *testing.T) {
 		if v.alive("database/creds/app/lease3") {
 			t.Error("the credential read after vault-revoke ran is alive")
 		}
-		if !strings.Contains(f.logs.String(), "revoked an unused lease") {
-			t.Errorf("no log line about the unused lease:\n%s", f.logs)
-		}
+		f.wantLog("revoked an unused lease")
 		if user, _ := f.creds("db"); user != before {
 			t.Errorf("the file holds %s; want the credential vault-revoke found, %s", user, before)
 		}
@@ -145,9 +135,7 @@ func TestRevokedDuringRotationRevokesWhatWasFetched(t *testing.T) {
 // and with it what was issued under it.
 func TestRevokedDuringReloginRevokesTheNewToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
 		v.onRequest = func(path string) {
 			if strings.HasPrefix(path, "database/creds/") {
 				markRevoked(t, f.stateDir)
@@ -164,9 +152,7 @@ func TestRevokedDuringReloginRevokesTheNewToken(t *testing.T) {
 				t.Errorf("the new token %s is alive after vault-revoke ran", acc)
 			}
 		}
-		if !strings.Contains(f.logs.String(), "revoked the unused new token") {
-			t.Errorf("no log line about the unused token:\n%s", f.logs)
-		}
+		f.wantLog("revoked the unused new token")
 		f.stop()
 	})
 }
@@ -175,9 +161,7 @@ func TestRevokedDuringReloginRevokesTheNewToken(t *testing.T) {
 // written is revoked, the old one kept, and the login tried again.
 func TestUnwritableTokenFileAtReloginRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.tokenTTL, v.tokenMax = 10*time.Second, 40*time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 40*time.Second })
 		f.start()
 		time.Sleep(time.Second)
 		tokenFile := filepath.Join(f.stateDir, state.TokenName)
@@ -190,9 +174,7 @@ func TestUnwritableTokenFileAtReloginRetries(t *testing.T) {
 		}
 		// Login at 40s - 5s; each failed try revokes the new token.
 		time.Sleep(35 * time.Second)
-		if !strings.Contains(f.logs.String(), "cannot write the new token") {
-			t.Fatalf("no log line about the token file:\n%s", f.logs)
-		}
+		f.wantLog("cannot write the new token")
 		if v.tokenAlive("accessor3") {
 			t.Error("the new token that could not be written is alive")
 		}
@@ -239,9 +221,7 @@ func TestUnusedCredentialsVaultWillNotRevoke(t *testing.T) {
 				}
 				f.start()
 				time.Sleep(20 * time.Second)
-				if !strings.Contains(f.logs.String(), tc.log) {
-					t.Errorf("no log line %q:\n%s", tc.log, f.logs)
-				}
+				f.wantLog(tc.log)
 				f.stop()
 			})
 		})

@@ -117,6 +117,17 @@ func newFixture(t *testing.T, v *fakeVault, specs ...spec) *fixture {
 	return f
 }
 
+// newDBFixture is newFixture for one database credential (dbSpec) on a
+// new fake Vault, which set (if not nil) configures first.
+func newDBFixture(t *testing.T, set func(v *fakeVault)) (*fakeVault, *fixture) {
+	t.Helper()
+	v := newFakeVault()
+	if set != nil {
+		set(v)
+	}
+	return v, newFixture(t, v, dbSpec)
+}
+
 // start runs vault-renew with args after the defaults every test shares.
 func (f *fixture) start(args ...string) {
 	f.startWith(deps{newClient: f.v.newClient}, args...)
@@ -162,6 +173,14 @@ func (f *fixture) wait() int {
 		f.code, f.exited = <-f.done, true
 	}
 	return f.code
+}
+
+// wantLog checks that vault-renew logged line.
+func (f *fixture) wantLog(line string) {
+	f.t.Helper()
+	if !strings.Contains(f.logs.String(), line) {
+		f.t.Errorf("no log line %q in:\n%s", line, f.logs)
+	}
 }
 
 func (f *fixture) checkNoSecretsLogged() {

@@ -15,9 +15,7 @@ import (
 
 func TestRenewsAtFractionAndKeepsTheSameLease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		lease := f.state().Secrets[0].LeaseID
 		before, _ := os.ReadFile(filepath.Join(f.secretsDir, "db"))
 		f.start()
@@ -59,9 +57,7 @@ func TestRenewsAtFractionAndKeepsTheSameLease(t *testing.T) {
 
 func TestRotatesBeforeMaxTTLAndRevokesAfterGrace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second })
 		oldLease := f.state().Secrets[0].LeaseID
 		oldUser, _ := f.creds("db")
 		f.start("--grace", "3s")
@@ -107,17 +103,13 @@ func TestRotatesBeforeMaxTTLAndRevokesAfterGrace(t *testing.T) {
 		if code := f.stop(); code != 0 {
 			t.Errorf("exit code %d", code)
 		}
-		if !strings.Contains(f.logs.String(), "max TTL is near") {
-			t.Error("no log line says why the credential was replaced")
-		}
+		f.wantLog("max TTL is near")
 	})
 }
 
 func TestOutageShorterThanTTLKeepsTheSameLease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		lease := f.state().Secrets[0].LeaseID
 		f.start()
 
@@ -155,9 +147,7 @@ func TestOutageShorterThanTTLKeepsTheSameLease(t *testing.T) {
 
 func TestOutageLongerThanTTLWithExitOnFailure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		f.start("--exit-on-failure")
 		time.Sleep(5 * time.Second)
 		v.setDown(true)
@@ -168,17 +158,13 @@ func TestOutageLongerThanTTLWithExitOnFailure(t *testing.T) {
 		if code := f.stop(); code != 1 {
 			t.Errorf("exit code %d; want 1", code)
 		}
-		if !strings.Contains(f.logs.String(), "expired while Vault kept failing") {
-			t.Errorf("logs do not say why it exited:\n%s", f.logs)
-		}
+		f.wantLog("expired while Vault kept failing")
 	})
 }
 
 func TestLostLeaseIsReplaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		lease := f.state().Secrets[0].LeaseID
 		f.start()
 		time.Sleep(2 * time.Second)
@@ -285,9 +271,7 @@ func TestStaticCredentialsRereadAfterVaultRotates(t *testing.T) {
 // outage; and the retries in between say that the old lease expired.
 func TestLostCredentialIsReplacedSoonAfterVaultReturns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		f.start()
 		time.Sleep(5 * time.Second)
 		v.setDown(true)
@@ -326,10 +310,10 @@ func TestLostCredentialIsReplacedSoonAfterVaultReturns(t *testing.T) {
 // refuses) but waits for the login, which re-issues it.
 func TestLeaseWorkWaitsForTheNewToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.tokenTTL, v.tokenMax = 10*time.Second, 10*time.Second
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) {
+			v.tokenTTL, v.tokenMax = 10*time.Second, 10*time.Second
+			v.leaseTTL = 10 * time.Second
+		})
 		v.mu.Lock()
 		v.failLogin = true
 		v.mu.Unlock()
@@ -371,18 +355,14 @@ func TestLeaseRenewalFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				v := newFakeVault()
-				v.leaseTTL = 10 * time.Second
-				f := newFixture(t, v, dbSpec)
+				v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 				lease := f.state().Secrets[0].LeaseID
 				v.answer("sys/leases/renew", tc.code, tc.msg)
 				f.start()
 				f.appLoop(7 * time.Second)
 				v.answer("sys/leases/renew", 0, "")
 				f.appLoop(8 * time.Second)
-				if !strings.Contains(f.logs.String(), tc.log) {
-					t.Errorf("no log line %q:\n%s", tc.log, f.logs)
-				}
+				f.wantLog(tc.log)
 				if replaced := f.state().Secrets[0].LeaseID != lease; replaced != tc.replace {
 					t.Errorf("lease replaced: %v; want %v", replaced, tc.replace)
 				}

@@ -69,9 +69,7 @@ func TestAskedAddr(t *testing.T) {
 // error names the node asked and the redirect that led there.
 func TestRedirectedErrorNamesTheNodeAsked(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		lease := f.state().Secrets[0].LeaseID
 		f.start()
 		time.Sleep(5 * time.Second)

@@ -14,9 +14,7 @@ import (
 // is revoked. The token is judged by Vault's lookup, not by the clock.
 func TestLeaseThatLooksExpiredAtStartIsRetiredNotDropped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = time.Hour
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = time.Hour })
 		st := f.state()
 		old, acc := st.Secrets[0].LeaseID, st.Token.Accessor
 		jumped := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)

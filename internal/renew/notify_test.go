@@ -18,9 +18,7 @@ import (
 
 func TestNotifyURLAfterRotation(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second
-		f := newFixture(t, v, dbSpec)
+		_, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second })
 		var mu sync.Mutex
 		var bodies []string
 		f.notify = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {

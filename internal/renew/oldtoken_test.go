@@ -1,7 +1,6 @@
 package renew
 
 import (
-	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -12,9 +11,7 @@ import (
 // before it ends, at 19s.
 func reloginFixture(t *testing.T, args ...string) (*fakeVault, *fixture) {
 	t.Helper()
-	v := newFakeVault()
-	v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second
-	f := newFixture(t, v, dbSpec)
+	v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
 	f.start(args...)
 	return v, f
 }
@@ -37,9 +34,7 @@ func TestOldTokenRevocationFailures(t *testing.T) {
 				time.Sleep(16 * time.Second)
 				v.answer("auth/token/revoke-self", tc.code, "no")
 				f.appLoop(8 * time.Second) // 24s: the old token ended at 20s
-				if !strings.Contains(f.logs.String(), tc.log) {
-					t.Errorf("no log line %q:\n%s", tc.log, f.logs)
-				}
+				f.wantLog(tc.log)
 				if n := v.count("auth/token/revoke-self"); n < tc.minTries {
 					t.Errorf("%d revocations of the old token; want at least %d", n, tc.minTries)
 				}
@@ -77,9 +72,7 @@ func TestOldTokensAreRevokedWhenThePodEnds(t *testing.T) {
 				if v.tokenAlive("accessor1") {
 					t.Errorf("the old token outlived the pod\nlogs:\n%s", f.logs)
 				}
-				if !strings.Contains(f.logs.String(), "revoked an old token and the leases issued under it") {
-					t.Errorf("no log line about the old token:\n%s", f.logs)
-				}
+				f.wantLog("revoked an old token and the leases issued under it")
 				f.stop()
 			})
 		})

@@ -11,9 +11,7 @@ import (
 
 func TestTokenMaxTTLLogsInAgainAndReissues(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
 		oldState := f.state()
 		oldToken, _ := state.ReadToken(f.stateDir)
 		oldUser, _ := f.creds("db")
@@ -23,9 +21,7 @@ func TestTokenMaxTTLLogsInAgainAndReissues(t *testing.T) {
 		// gets 20s: the max TTL is known at once, so the warning comes at
 		// start and the login 5s (max(10s/3, 5s)) before the hard expiry.
 		time.Sleep(time.Second)
-		if !strings.Contains(f.logs.String(), "the token's max TTL is shorter than the leases it holds") {
-			t.Errorf("no warning about the token's max TTL at start; logs:\n%s", f.logs)
-		}
+		f.wantLog("the token's max TTL is shorter than the leases it holds")
 		f.appLoop(15 * time.Second)
 		st := f.state()
 		newToken, _ := state.ReadToken(f.stateDir)
@@ -59,9 +55,7 @@ func TestTokenMaxTTLLogsInAgainAndReissues(t *testing.T) {
 
 func TestReissueFailingPastTheOldTokenMarksTheCredentialLost(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
 		f.start()
 		time.Sleep(14 * time.Second)
 		v.setFailCreds(true) // the login at 15s works, the re-issue does not
@@ -77,9 +71,7 @@ func TestReissueFailingPastTheOldTokenMarksTheCredentialLost(t *testing.T) {
 		if code, _ := f.get("/readyz"); code != 200 {
 			t.Errorf("/readyz after recovery = %d; want 200", code)
 		}
-		if !strings.Contains(f.logs.String(), "the old token ended before this credential could be re-issued") {
-			t.Errorf("the logs do not say the credential was lost:\n%s", f.logs)
-		}
+		f.wantLog("the old token ended before this credential could be re-issued")
 		f.stop()
 	})
 }

@@ -16,9 +16,7 @@ import (
 
 func TestVaultRevokeStopsEverything(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		f.start()
 		time.Sleep(2 * time.Second)
 
@@ -76,9 +74,7 @@ func TestVersionAndMissingState(t *testing.T) {
 // both rotate the same leases; the second one exits at once, saying why.
 func TestSecondSidecarOnOneStateDirExits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 20 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 20 * time.Second })
 		f.start()
 		time.Sleep(time.Second)
 

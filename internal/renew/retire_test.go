@@ -1,7 +1,6 @@
 package renew
 
 import (
-	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -11,8 +10,7 @@ import (
 
 func TestRetiringLeasesFromAnEarlierRunAreRevoked(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, nil)
 		// A lease an earlier vault-renew replaced, due for revocation
 		// before it crashed, and one still in its grace period.
 		st := f.state()
@@ -78,9 +76,7 @@ func TestReplacedLeaseRevocationFailures(t *testing.T) {
 					v.answer("sys/leases/revoke", 0, "")
 				}
 				time.Sleep(25*time.Second - time.Since(epoch))
-				if !strings.Contains(f.logs.String(), tc.log) {
-					t.Errorf("no log line %q:\n%s", tc.log, f.logs)
-				}
+				f.wantLog(tc.log)
 				r := f.state().Retiring
 				if listed := len(r) == 1 && r[0].LeaseID == old; listed != tc.listed {
 					t.Errorf("state.json retiring = %+v; want the old lease listed: %v", r, tc.listed)

@@ -9,9 +9,7 @@ import (
 
 func TestPeriodicTokenIsRenewedForever(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.tokenTTL, v.tokenPeriod = 10*time.Second, 10*time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenPeriod = 10*time.Second, 10*time.Second })
 		acc := f.state().Token.Accessor
 		f.start()
 		f.appLoop(60 * time.Second)
@@ -30,9 +28,7 @@ func TestPeriodicTokenIsRenewedForever(t *testing.T) {
 
 func TestRevokedTokenLogsInAgain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		v.leaseTTL = 10 * time.Second
-		f := newFixture(t, v, dbSpec)
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		acc := f.state().Token.Accessor
 		f.start()
 		time.Sleep(2 * time.Second)
@@ -98,9 +94,7 @@ func TestTokenFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				v := newFakeVault()
-				v.tokenTTL = 30 * time.Second
-				f := newFixture(t, v, dbSpec)
+				v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL = 30 * time.Second })
 				v.answer(tc.path, tc.code, tc.msg)
 				f.start(tc.args...)
 				if tc.healAt > 0 {
@@ -108,9 +102,7 @@ func TestTokenFailures(t *testing.T) {
 					v.answer(tc.path, 0, "")
 				}
 				f.appLoop(50*time.Second - time.Since(epoch))
-				if !strings.Contains(f.logs.String(), tc.log) {
-					t.Errorf("no log line %q:\n%s", tc.log, f.logs)
-				}
+				f.wantLog(tc.log)
 				if logins, _, _, _ := v.counts(); logins-1 != tc.logins {
 					t.Errorf("%d logins by vault-renew; want %d", logins-1, tc.logins)
 				}

@@ -23,8 +23,7 @@ func TestVerifyIntervalNoticesARevokedLease(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				v := newFakeVault()
-				f := newFixture(t, v, dbSpec)
+				v, f := newDBFixture(t, nil)
 				lease := f.state().Secrets[0].LeaseID
 				f.start(tc.args...)
 				time.Sleep(2 * time.Second)
