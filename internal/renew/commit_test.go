@@ -75,13 +75,16 @@ func TestHeldLockDropsTheNewCredentialAndRetries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Second + cleanupTimeout + time.Second)
+		// The capped renewal at 14.6s cannot save state.json for 5s; the
+		// replacement that follows cannot be written by 24.6s.
+		time.Sleep(11 * time.Second)
 		f.wantLog("cannot lock the state dir; dropping the new credentials")
 		if v.alive("database/creds/app/lease3") {
 			t.Error("the dropped credential is still alive")
 		}
 		unlock()
-		time.Sleep(5 * time.Second)
+		time.Sleep(permanentRetry + time.Second) // the next try
+
 		if user, _ := f.creds("db"); !v.aliveUser(user) {
 			t.Errorf("no working credential after the lock was released\nlogs:\n%s", f.logs)
 		}
@@ -226,4 +229,31 @@ func TestUnusedCredentialsVaultWillNotRevoke(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestRevokedDuringReloginWithBatchTokensRevokesEachLease: a batch token
+// cannot be revoked, so what was issued under a new one that vault-revoke
+// made useless is revoked lease by lease.
+func TestRevokedDuringReloginWithBatchTokensRevokesEachLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.batch, v.tokenTTL, v.tokenMax = true, 20*time.Second, 20*time.Second })
+		if !f.state().Token.Batch() {
+			t.Fatal("vault-init's token is not a batch token")
+		}
+		v.onRequest = func(path string) {
+			if strings.HasPrefix(path, "database/creds/") {
+				markRevoked(t, f.stateDir)
+			}
+		}
+		f.start()
+		time.Sleep(16 * time.Second) // the login at 20s - 20s/3
+		if logins, _, _, _ := v.counts(); logins != 2 {
+			t.Fatalf("%d logins; want vault-init's and one by vault-renew\nlogs:\n%s", logins, f.logs)
+		}
+		if v.alive("database/creds/app/lease4") {
+			t.Error("the lease issued under the new batch token is alive after vault-revoke ran")
+		}
+		f.wantLog("revoked an unused lease")
+		f.stop()
+	})
 }

@@ -34,6 +34,7 @@ type fakeVault struct {
 	tokenPeriod        time.Duration // periodic tokens: renewals give the period, no max
 	leaseTTL, leaseMax time.Duration
 	denyLeaseRenew     bool
+	batch              bool // new tokens are batch tokens: no accessor, never renewed
 	// answers force an error answer on a path (after the token check);
 	// onRequest, if set, sees every path asked with a token.
 	answers   map[string]answer
@@ -209,18 +210,24 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"renewable": true, "explicit_max_ttl": 0, "issue_time": t.issued.Format(time.RFC3339Nano), "period": int(v.tokenPeriod.Seconds()),
 			"expire_time": t.expiry.Format(time.RFC3339Nano), "policies": []string{"default", "app"},
 		}})
+	case path == "auth/token/renew-self" && t.accessor == "":
+		vaultError(w, 400, "batch tokens cannot be renewed")
 	case path == "auth/token/renew-self":
 		v.tokenRenewals++
 		inc := seconds(body["increment"])
 		if inc == 0 {
 			inc = t.ttl
 		}
+		var warnings []string
 		if v.tokenPeriod > 0 {
 			t.expiry = now.Add(v.tokenPeriod)
 		} else {
 			t.expiry = earliest(now.Add(inc), t.issued.Add(t.max))
+			if t.expiry.Before(now.Add(inc)) {
+				warnings = append(warnings, fmt.Sprintf("TTL of %q exceeded the effective max_ttl of %q; TTL value is capped accordingly", inc, t.expiry.Sub(now)))
+			}
 		}
-		reply(w, map[string]any{"auth": v.authJSON(t, now)})
+		reply(w, map[string]any{"auth": v.authJSON(t, now), "warnings": warnings})
 	case path == "auth/token/revoke-self":
 		t.revoked = true
 		w.WriteHeader(204)
@@ -296,8 +303,12 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (v *fakeVault) newToken(now time.Time) *fakeToken {
 	v.n++
+	accessor := fmt.Sprintf("accessor%d", v.n)
+	if v.batch {
+		accessor = ""
+	}
 	t := &fakeToken{
-		token: fmt.Sprintf("hvs.faketoken%d", v.n), accessor: fmt.Sprintf("accessor%d", v.n),
+		token: fmt.Sprintf("hvs.faketoken%d", v.n), accessor: accessor,
 		ttl: v.tokenTTL, max: v.tokenMax, issued: now, expiry: now.Add(v.tokenTTL),
 	}
 	v.tokens[t.token] = t
@@ -307,7 +318,7 @@ func (v *fakeVault) newToken(now time.Time) *fakeToken {
 func (v *fakeVault) authJSON(t *fakeToken, now time.Time) map[string]any {
 	return map[string]any{
 		"client_token": t.token, "accessor": t.accessor, "policies": []string{"default", "app"},
-		"lease_duration": int(t.expiry.Sub(now).Seconds()), "renewable": true,
+		"lease_duration": int(t.expiry.Sub(now).Seconds()), "renewable": t.accessor != "",
 	}
 }
 

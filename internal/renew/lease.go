@@ -142,7 +142,7 @@ func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	for _, sec := range g.secrets {
 		sec.ExpiresAt = g.expiry.UTC().Truncate(time.Second)
 	}
-	if got < inc || !sec.Renewable {
+	if renewalCapped(inc, got, g.ld, sec.Warnings) || !sec.Renewable {
 		g.capped = true
 		s.schedule(now, g)
 		s.log.Info("lease renewal came back shorter than asked: its max TTL is near; replacing the credential before it ends",

@@ -20,21 +20,21 @@ func TestRenewsAtFractionAndKeepsTheSameLease(t *testing.T) {
 		before, _ := os.ReadFile(filepath.Join(f.secretsDir, "db"))
 		f.start()
 
-		time.Sleep(6 * time.Second)
+		time.Sleep(7 * time.Second)
 		if _, _, renewals, _ := v.counts(); renewals != 0 {
-			t.Fatalf("lease renewed %d times before 66%% of its 10s TTL", renewals)
+			t.Fatalf("lease renewed %d times before 73%% of its 10s TTL", renewals)
 		}
-		time.Sleep(time.Second) // 7s: the renewal at 6.6s is done
+		time.Sleep(time.Second) // 8s: the renewal at 7.3s is done
 		_, issued, renewals, tokenRenewals := v.counts()
 		if renewals != 1 || issued != 1 {
-			t.Fatalf("after 7s: %d renewals, %d credentials issued; want 1 renewal of the one credential vault-init issued", renewals, issued)
+			t.Fatalf("after 8s: %d renewals, %d credentials issued; want 1 renewal of the one credential vault-init issued", renewals, issued)
 		}
 		if tokenRenewals != 1 {
 			t.Errorf("token renewed %d times; want once, at start", tokenRenewals)
 		}
 		st := f.state()
 		if got := st.Secrets[0].ExpiresAt; !got.After(epoch.Add(15 * time.Second)) {
-			t.Errorf("state.json expires_at = %s after the renewal; want about 16.6s after start", got.Sub(epoch))
+			t.Errorf("state.json expires_at = %s after the renewal; want about 17.3s after start", got.Sub(epoch))
 		}
 
 		f.appLoop(60 * time.Second)
@@ -62,12 +62,12 @@ func TestRotatesBeforeMaxTTLAndRevokesAfterGrace(t *testing.T) {
 		oldUser, _ := f.creds("db")
 		f.start("--grace", "3s")
 
-		// Renewals at 6.6s (to 16.6s) and 13.2s (capped: max TTL at 20s),
-		// rotation at expiry minus max(10s/3, 5s).
-		seen := f.appLoop(15 * time.Second)
+		// Renewals at 7.3s (to 17.3s) and 14.6s (capped: max TTL at 20s,
+		// 5s left), rotation at once: expiry minus max(10s/3, 5s).
+		seen := f.appLoop(16 * time.Second)
 		user, _ := f.creds("db")
 		if user == oldUser || len(seen) != 2 {
-			t.Fatalf("after 15s the app saw users %v; want a new one before the old lease's max TTL", seen)
+			t.Fatalf("after 16s the app saw users %v; want a new one before the old lease's max TTL\nlogs:\n%s", seen, f.logs)
 		}
 		st := f.state()
 		if st.Secrets[0].LeaseID == oldLease {
@@ -87,7 +87,7 @@ func TestRotatesBeforeMaxTTLAndRevokesAfterGrace(t *testing.T) {
 			t.Errorf("rotations metric = %v; want 1", got)
 		}
 
-		f.appLoop(3 * time.Second) // 18s: grace (3s) over
+		f.appLoop(3 * time.Second) // 19s: grace (3s from 14.6s) over
 		if v.alive(oldLease) {
 			t.Error("the old lease is still alive after the grace period")
 		}
@@ -115,7 +115,7 @@ func TestOutageShorterThanTTLKeepsTheSameLease(t *testing.T) {
 
 		time.Sleep(5 * time.Second)
 		v.setDown(true)
-		time.Sleep(3500 * time.Millisecond) // 8.5s: renewal due at 6.6s keeps failing
+		time.Sleep(3500 * time.Millisecond) // 8.5s: renewal due at 7.3s keeps failing
 		if code, body := f.get("/readyz"); code != 503 || !strings.Contains(body, "db") {
 			t.Errorf("/readyz with 1.5s left on a 10s lease = %d %q; want 503 naming db", code, body)
 		}
@@ -171,7 +171,7 @@ func TestLostLeaseIsReplaced(t *testing.T) {
 		v.mu.Lock()
 		v.leases[lease].revoked = true // an operator revoked it
 		v.mu.Unlock()
-		time.Sleep(5 * time.Second) // renewal at 6.6s: 400, replace at once
+		time.Sleep(6 * time.Second) // renewal at 7.3s: 400, replace at once
 		st := f.state()
 		if st.Secrets[0].LeaseID == lease || !v.alive(st.Secrets[0].LeaseID) {
 			t.Fatalf("lease %s after the old one vanished; want a new live one", st.Secrets[0].LeaseID)
@@ -359,7 +359,7 @@ func TestLeaseRenewalFailures(t *testing.T) {
 				lease := f.state().Secrets[0].LeaseID
 				v.answer("sys/leases/renew", tc.code, tc.msg)
 				f.start()
-				f.appLoop(7 * time.Second)
+				f.appLoop(8 * time.Second) // past the renewal at 7.3s
 				v.answer("sys/leases/renew", 0, "")
 				f.appLoop(8 * time.Second)
 				f.wantLog(tc.log)

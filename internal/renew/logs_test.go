@@ -76,7 +76,7 @@ func TestRedirectedErrorNamesTheNodeAsked(t *testing.T) {
 		v.mu.Lock()
 		v.standby, v.activeDown = true, true
 		v.mu.Unlock()
-		time.Sleep(3 * time.Second) // the renewal at 6.6s fails
+		time.Sleep(3 * time.Second) // the renewal at 7.3s fails
 		logs := f.logs.String()
 		var line string
 		for _, l := range strings.Split(logs, "\n") {

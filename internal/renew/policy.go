@@ -15,6 +15,17 @@ import (
 // replaced, and what a Vault error means. The loop and the steps apply
 // them; the table tests in policy_test.go pin every branch.
 
+// The default renewal point: uniform between 0.708 and 0.73 of the
+// remaining TTL (mean 0.719), leaving at least 0.27 of the TTL to retry
+// in. Vault Agent (api.LifetimeWatcher: 2/3 of the lease plus a third of
+// a grace drawn from [0.1, 0.2) of it) renews between 0.700 and 0.733
+// (mean 0.717), leaving at least 0.267: vault-renew renews no more often,
+// and leaves no less time before expiry.
+const (
+	defaultRenewFraction = 0.73
+	defaultJitter        = 0.03
+)
+
 const (
 	// permanentRetry is the shortest wait after an error that retrying
 	// cannot fix by itself (403, a bad template): someone must change Vault.
@@ -48,6 +59,29 @@ func renewAt(now, expiry time.Time, fraction, jitter, u float64) time.Time {
 	d := time.Duration(float64(rem) * fraction)
 	d -= time.Duration(float64(d) * jitter * u)
 	return now.Add(d)
+}
+
+// renewalCapped reports whether a renewal that asked for asked and got
+// got ran into a max TTL: it came back shorter than asked. A periodic
+// token is the exception: it answers its period, which is its normal TTL
+// (ttl; 0: none known), whatever it is asked, so a first renewal asking
+// for more than the TTL that comes back as exactly the TTL is a cap only
+// if Vault's warnings say so (a token whose max TTL equals its TTL,
+// renewed within a second of its login, answers the same).
+func renewalCapped(asked, got, ttl time.Duration, warnings []string) bool {
+	return got < asked && (ttl <= 0 || got != ttl || cappedWarning(warnings))
+}
+
+// cappedWarning reports whether Vault warned that it capped a TTL to a
+// max TTL ("TTL of "1h" exceeded the effective max_ttl of "25s"; TTL value
+// is capped accordingly").
+func cappedWarning(warnings []string) bool {
+	for _, w := range warnings {
+		if strings.Contains(w, "exceeded the effective max_ttl") {
+			return true
+		}
+	}
+	return false
 }
 
 // rotateBefore is how long before a hard expiry to replace a credential

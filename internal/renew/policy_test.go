@@ -388,3 +388,56 @@ func TestLossOutcome(t *testing.T) {
 		})
 	}
 }
+
+func TestRenewalCapped(t *testing.T) {
+	t.Parallel()
+	capWarning := []string{`TTL of "59m59s" exceeded the effective max_ttl of "25s"; TTL value is capped accordingly`}
+	for _, tc := range []struct {
+		name       string
+		asked, got time.Duration
+		ttl        time.Duration
+		warnings   []string
+		want       bool
+	}{
+		{"got what was asked", time.Hour, time.Hour, time.Hour, nil, false},
+		{"got less than asked", time.Hour, 20 * time.Second, 10 * time.Second, nil, true},
+		{"a lease: got less than its duration", 10 * time.Second, 6 * time.Second, 10 * time.Second, nil, true},
+		{"periodic token: its period, whatever was asked", time.Hour, 25 * time.Second, 25 * time.Second, nil, false},
+		{"max TTL equal to the TTL, within a second of the login: Vault warns", time.Hour, 25 * time.Second, 25 * time.Second, capWarning, true},
+		{"TTL unknown: less than asked", time.Hour, 25 * time.Second, 0, nil, true},
+		{"other warnings say nothing", time.Hour, 25 * time.Second, 25 * time.Second, []string{"some other warning"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := renewalCapped(tc.asked, tc.got, tc.ttl, tc.warnings); got != tc.want {
+				t.Errorf("renewalCapped = %v; want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDefaultRenewalPoint: with the default flags a renewal comes between
+// 0.708 and 0.73 of the remaining TTL, on average no sooner than Vault
+// Agent's (api.LifetimeWatcher: 2/3 of the lease plus a third of a grace
+// drawn from [0.1, 0.2) of it, so 0.700 to 0.733, mean 0.717), and never
+// with less of the TTL left than the Agent can leave (0.267).
+func TestDefaultRenewalPoint(t *testing.T) {
+	t.Parallel()
+	c := &Config{RenewFraction: defaultRenewFraction, Jitter: defaultJitter}
+	now := policyNow
+	const ttl = time.Hour
+	lo, hi := renewAt(now, now.Add(ttl), c.RenewFraction, c.Jitter, 1), renewAt(now, now.Add(ttl), c.RenewFraction, c.Jitter, 0)
+	if f := float64(lo.Sub(now)) / float64(ttl); f < 0.708 || f > 0.709 {
+		t.Errorf("earliest renewal at %.4f of the TTL; want 0.708", f)
+	}
+	if f := float64(hi.Sub(now)) / float64(ttl); f != 0.73 {
+		t.Errorf("latest renewal at %.4f of the TTL; want 0.73", f)
+	}
+	agentMin, agentMean := 2.0/3+0.1/3, 2.0/3+0.15/3
+	mean := (float64(lo.Sub(now)) + float64(hi.Sub(now))) / 2 / float64(ttl)
+	if mean < agentMean {
+		t.Errorf("mean renewal point %.4f of the TTL; want at least Vault Agent's %.4f", mean, agentMean)
+	}
+	if margin, agentMargin := 1-0.73, 1-(agentMin+0.1/3); margin < agentMargin {
+		t.Errorf("least time left %.4f of the TTL; want at least Vault Agent's %.4f", margin, agentMargin)
+	}
+}

@@ -107,3 +107,17 @@ func TestReloginRevokesOldLeasesWithTheOldToken(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestTokenMaxTTLEqualToItsTTLIsWarnedAtStart: a token whose max TTL is its
+// TTL, renewed within a second of its login, comes back with its full TTL,
+// as a periodic token would; Vault's warning that it capped the TTL tells
+// them apart, and the warning comes at start.
+func TestTokenMaxTTLEqualToItsTTLIsWarnedAtStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 10*time.Second })
+		f.start()
+		time.Sleep(time.Second)
+		f.wantLog("the token's max TTL is shorter than the leases it holds")
+		f.stop()
+	})
+}

@@ -37,21 +37,21 @@ type tokenItem struct {
 type tokenAction int
 
 const (
-	tokLookup tokenAction = iota // at start: learn the token's real TTL
+	tokStart tokenAction = iota // at start: one request to check it and learn its real TTL
 	tokRenew
 	tokLogin
 	tokIdle // never expires
 )
 
-// startToken is the token vault-init left in the state dir, looked up at
-// once.
-func startToken(info state.Token, token string, client *api.Client, now time.Time) *tokenItem {
+// initialToken is the token vault-init left in the state dir, checked
+// with Vault at once (startToken).
+func initialToken(info state.Token, token string, client *api.Client, now time.Time) *tokenItem {
 	t := &tokenItem{
 		token: token, id: tokenID(info.Accessor, token), client: client, info: info,
 		batch:  info.Batch() || info.Accessor == "",
 		ttl:    time.Duration(info.TTL) * time.Second,
 		expiry: info.ExpiresAt,
-		act:    tokLookup, next: now,
+		act:    tokStart, next: now,
 	}
 	if info.TTL == 0 {
 		t.expiry = time.Time{}
@@ -94,16 +94,16 @@ func (s *sidecar) tokenStep(ctx context.Context) error {
 	t := s.tok
 	now := time.Now()
 	// At start the expiry is a wall-clock time from state.json, which a
-	// clock jump can make look past: the lookup asks Vault instead.
-	if !t.lost && t.act != tokLookup && !t.expiry.IsZero() && !now.Before(t.expiry) {
+	// clock jump can make look past: the first request asks Vault instead.
+	if !t.lost && t.act != tokStart && !t.expiry.IsZero() && !now.Before(t.expiry) {
 		s.tokenLost(now, "it expired", false)
 		if s.exit != nil {
 			return nil // no more work: the loop exits
 		}
 	}
 	switch t.act {
-	case tokLookup:
-		return s.lookupToken(ctx)
+	case tokStart:
+		return s.startToken(ctx)
 	case tokRenew:
 		return s.renewToken(ctx)
 	case tokLogin:
@@ -112,12 +112,43 @@ func (s *sidecar) tokenStep(ctx context.Context) error {
 	return nil
 }
 
-// lookupToken learns the token's real TTL, renewability and explicit max
-// TTL at start, then renews it at once: a renewal that comes back shorter
-// than asked reveals the max TTL early.
+// startToken makes vault-renew's one request at start, with the token
+// vault-init left. state.json already holds the token's TTL and expiry,
+// so the request is there to check that the token is alive (a sidecar
+// restarted after a while may find it revoked or expired: it then logs in
+// again) and to learn what state.json cannot say:
+//   - a renewable token is renewed at once, asking for as long as the
+//     longest lease: a shorter answer reveals a max TTL that ends before
+//     the leases, worth a warning now rather than at the first capped
+//     renewal;
+//   - a token that cannot be renewed (a batch token, or one Vault made
+//     non-renewable) is looked up, for the time it really has left.
+//
+// A token that never expires needs nothing.
+func (s *sidecar) startToken(ctx context.Context) error {
+	t := s.tok
+	now := time.Now()
+	switch {
+	case t.expiry.IsZero():
+		s.log.Info("the token never expires: nothing to renew", "token_accessor", t.info.Accessor)
+		t.act = tokIdle
+		return nil
+	case t.batch || !t.info.Renewable:
+		return s.lookupToken(ctx)
+	}
+	for _, g := range s.groups {
+		if g.kind == state.KindLeased && !g.gone {
+			t.probe = max(t.probe, g.expiry.Sub(now).Round(time.Second))
+		}
+	}
+	return s.renewToken(ctx)
+}
+
+// lookupToken learns at start how long a token that cannot be renewed
+// really has left, and schedules the login before it ends.
 func (s *sidecar) lookupToken(ctx context.Context) error {
 	t := s.tok
-	actx, cancel := attempt(ctx, t.expiry)
+	actx, cancel := attempt(ctx, time.Time{})
 	sec, err := t.client.Auth().Token().LookupSelfWithContext(actx)
 	cancel()
 	now := time.Now()
@@ -130,54 +161,15 @@ func (s *sidecar) lookupToken(ctx context.Context) error {
 			s.tokenLost(now, "Vault refused it ("+vaultclient.Cause(err)+")", true)
 			return nil
 		}
-		s.warnVault(err, "cannot look up the token; renewing it on the schedule from state.json", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err))
-		t.act = tokRenew
-		t.next = s.retryAt(now, &t.retry, t.expiry, classify(err) != failRetry, false)
-		return nil
-	}
-	if sec == nil || sec.Data == nil {
-		t.act, t.next = tokRenew, now
-		return nil
-	}
-	ttl, _ := sec.TokenTTL()
-	renewable, _ := sec.TokenIsRenewable()
-	if c := seconds(sec.Data["creation_ttl"]); c > 0 {
-		t.ttl = c
-	}
-	t.expiry = time.Time{}
-	if ttl > 0 {
-		t.expiry = now.Add(ttl)
-	}
-	if explicit := seconds(sec.Data["explicit_max_ttl"]); explicit > 0 {
-		if issued, err := time.Parse(time.RFC3339Nano, str(sec.Data["issue_time"])); err == nil {
-			t.hard = issued.Add(explicit)
+		s.warnVault(err, "cannot look up the token; logging in again before the expiry state.json names", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err))
+	} else if sec != nil && sec.Data != nil {
+		if ttl, err := sec.TokenTTL(); err == nil && ttl > 0 {
+			t.expiry = now.Add(ttl)
 		}
 	}
-	t.info.Renewable = renewable
-	s.log.Info("token looked up", "token_accessor", t.info.Accessor, "ttl", ttl, "renewable", renewable, "creation_ttl", t.ttl, "explicit_max_ttl_ends_in", until(now, t.hard))
-	switch {
-	case t.expiry.IsZero():
-		s.log.Info("the token never expires: nothing to renew", "token_accessor", t.info.Accessor)
-		t.act = tokIdle
-	case !renewable:
-		t.hard = t.expiry
-		s.scheduleToken(now)
-	case seconds(sec.Data["period"]) > 0:
-		// A periodic token is renewed by its period, forever; Vault
-		// ignores the increment asked for.
-		t.ttl = seconds(sec.Data["period"])
-		t.act, t.next = tokRenew, now
-	default:
-		// Renew at once, asking for as long as the longest lease: a
-		// shorter answer reveals a max TTL that ends before the leases,
-		// worth a warning now rather than at the first capped renewal.
-		t.act, t.next = tokRenew, now
-		for _, g := range s.groups {
-			if g.kind == state.KindLeased && !g.gone {
-				t.probe = max(t.probe, g.expiry.Sub(now).Round(time.Second))
-			}
-		}
-	}
+	t.hard = t.expiry
+	s.log.Info("the token cannot be renewed: logging in again before it ends", "token_id", t.id, "expires_in", until(now, t.expiry))
+	s.scheduleToken(now)
 	s.warnShortToken(now)
 	return nil
 }
@@ -208,7 +200,7 @@ func (s *sidecar) renewToken(ctx context.Context) error {
 	t.info.TTL = sec.Auth.LeaseDuration
 	t.info.Renewable = sec.Auth.Renewable
 	t.info.ExpiresAt = t.expiry.UTC().Truncate(time.Second)
-	if got < inc || !sec.Auth.Renewable {
+	if renewalCapped(inc, got, t.ttl, sec.Warnings) || !sec.Auth.Renewable {
 		t.hard = t.expiry
 		s.log.Info("token renewal came back shorter than asked: its max TTL is near; logging in again before it ends",
 			"token_accessor", t.info.Accessor, "asked", inc, "got", got, "login_in", until(now, t.hard.Add(-rotateBefore(s.cfg.RotateBefore, t.ttl))))
@@ -235,6 +227,11 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) {
 		t.hard = t.expiry
 		s.scheduleToken(now)
 	default:
+		if t.act == tokStart {
+			// Vault did not answer the first request: from now on the
+			// expiry state.json gave counts.
+			t.act = tokRenew
+		}
 		t.next = s.retryAt(now, &t.retry, t.expiry, f != failRetry, false)
 		s.warnVault(err, "token renewal failed; retrying", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err),
 			"attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", until(now, t.expiry))
@@ -245,7 +242,7 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) {
 // refused it, or its expiry passed.
 func (s *sidecar) tokenDead(now time.Time) bool {
 	t := s.tok
-	return t.lost || t.act != tokLookup && !t.expiry.IsZero() && !now.Before(t.expiry)
+	return t.lost || t.act != tokStart && !t.expiry.IsZero() && !now.Before(t.expiry)
 }
 
 // tokenLost notes that the token is dead (expired or refused): every lease
@@ -259,7 +256,7 @@ func (s *sidecar) tokenLost(now time.Time, why string, refused bool) {
 	if !t.lost {
 		s.log.Error("the token is no longer valid: "+why+"; its leases are gone with it, logging in again and issuing new credentials",
 			"token_accessor", t.info.Accessor)
-		if t.act != tokLookup {
+		if t.act != tokStart {
 			s.exitOnLoss("the Vault token (" + t.id + ")")
 		}
 	}

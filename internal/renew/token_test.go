@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/podlease/podlease/internal/state"
 )
 
 func TestPeriodicTokenIsRenewedForever(t *testing.T) {
@@ -17,7 +19,7 @@ func TestPeriodicTokenIsRenewedForever(t *testing.T) {
 			t.Error("logged in again although a periodic token can be renewed forever")
 		}
 		if logins, _, _, renewals := v.counts(); logins != 1 || renewals < 8 {
-			t.Errorf("%d logins, %d token renewals in 60s; want vault-init's login and a renewal every ~6.6s", logins, renewals)
+			t.Errorf("%d logins, %d token renewals in 60s; want vault-init's login and a renewal every ~7.3s", logins, renewals)
 		}
 		if strings.Contains(f.logs.String(), "max TTL") {
 			t.Errorf("the logs speak of a max TTL for a periodic token:\n%s", f.logs)
@@ -32,8 +34,8 @@ func TestRevokedTokenLogsInAgain(t *testing.T) {
 		acc := f.state().Token.Accessor
 		f.start()
 		time.Sleep(2 * time.Second)
-		v.revokeToken(acc) // its lease goes with it
-		time.Sleep(5 * time.Second)
+		v.revokeToken(acc)          // its lease goes with it
+		time.Sleep(6 * time.Second) // the lease renewal at 7.3s is refused
 		st := f.state()
 		if st.Token.Accessor == acc {
 			t.Fatal("still on the revoked token")
@@ -83,10 +85,10 @@ func TestTokenFailures(t *testing.T) {
 		log    string
 		logins int // by vault-renew
 	}{
-		{name: "lookup fails at start: renewed on the schedule from state.json", path: "auth/token/lookup-self", code: 503, msg: "unavailable", healAt: time.Second,
-			log: "cannot look up the token; renewing it on the schedule from state.json"},
-		{name: "refused at start: logs in, even with --exit-on-failure", path: "auth/token/lookup-self", code: 403, msg: "permission denied", healAt: time.Second,
-			args: []string{"--exit-on-failure"}, log: "the token is no longer valid: Vault refused it", logins: 1},
+		{name: "Vault fails at start: renewed on the schedule from state.json", path: "auth/token/renew-self", code: 503, msg: "unavailable", healAt: time.Second,
+			log: "token renewal failed; retrying"},
+		{name: "refused at start: logs in, even with --exit-on-failure", path: "auth/token/renew-self", code: 403, msg: "permission denied", healAt: time.Second,
+			args: []string{"--exit-on-failure"}, log: "the token is no longer valid: Vault refused to renew it", logins: 1},
 		{name: "renewal fails: retried", path: "auth/token/renew-self", code: 503, msg: "unavailable", healAt: 20 * time.Second,
 			log: "token renewal failed; retrying"},
 		{name: "not renewable: logs in before it expires", path: "auth/token/renew-self", code: 400, msg: "token not renewable",
@@ -109,6 +111,48 @@ func TestTokenFailures(t *testing.T) {
 				if code := f.stop(); code != 0 {
 					t.Errorf("exit code %d; want 0", code)
 				}
+			})
+		})
+	}
+}
+
+// TestStartCostsOneRequest: vault-renew's start costs Vault one request:
+// state.json has the token's TTL and the leases', so a renewable token is
+// renewed (which checks it and reveals a max TTL shorter than the
+// leases), and one that cannot be renewed is looked up. Nothing else is
+// asked until the first renewal falls due.
+func TestStartCostsOneRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		renewable bool
+		want      string
+	}{
+		{"renewable token: one renewal", true, "auth/token/renew-self"},
+		{"token that cannot be renewed: one lookup", false, "auth/token/lookup-self"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v, f := newDBFixture(t, nil)
+				st := f.state()
+				st.Token.Renewable = tc.renewable
+				if err := state.Save(f.stateDir, st); err != nil {
+					t.Fatal(err)
+				}
+				v.mu.Lock()
+				before := v.requests
+				v.mu.Unlock()
+				f.start()
+				time.Sleep(30 * time.Minute) // renewals are due at 0.7 of the 1h TTLs
+				v.mu.Lock()
+				n, asked := v.requests-before, v.asked[tc.want]
+				v.mu.Unlock()
+				if n != 1 || asked != 1 {
+					t.Errorf("%d requests in the first 30 minutes, %d of them %s; want just that one\nlogs:\n%s", n, asked, tc.want, f.logs)
+				}
+				if code, _ := f.get("/readyz"); code != 200 {
+					t.Errorf("/readyz = %d; want 200", code)
+				}
+				f.stop()
 			})
 		})
 	}
