@@ -140,6 +140,29 @@ func KubeBinDir() (string, error) {
 	return dir, nil
 }
 
+// KubectlBinary finds kubectl: PODLEASE_KUBE_BIN_DIR/kubectl if that is
+// set, else bin/kubernetes/kubectl in the repository root (the version the
+// node runs), else kubectl on PATH.
+func KubectlBinary() (string, error) {
+	if dir := os.Getenv("PODLEASE_KUBE_BIN_DIR"); dir != "" {
+		p := filepath.Join(dir, "kubectl")
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("PODLEASE_KUBE_BIN_DIR: %w (run scripts/ensure-kubernetes.sh)", err)
+		}
+		return p, nil
+	}
+	if root, err := RepoRoot(); err == nil {
+		p := filepath.Join(root, "bin", "kubernetes", "kubectl")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("kubectl"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no kubectl: PODLEASE_KUBE_BIN_DIR is unset, there is no bin/kubernetes/kubectl in the repository and no kubectl on PATH; run scripts/ensure-kubernetes.sh")
+}
+
 // StartNode starts the cluster with its files under dir and returns once the
 // node is Ready. images are docker-archive tarballs imported into
 // containerd before the kubelet starts; one of them must be PauseImage. On

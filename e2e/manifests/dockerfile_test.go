@@ -376,9 +376,6 @@ func copyFile(dst, src string) error {
 // dynamic loader (the base image has none), carries no symbols or source
 // paths, and reports the version it was built with.
 func TestImageBinaries(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("checks ELF binaries: linux only")
-	}
 	const version = "v0.0.0-dockerfile-test"
 	bl := parseBuildLine(t, readDockerfile(t), version)
 	src := dockerContext(t)
