@@ -103,14 +103,14 @@ func TestInitFormatsAndTemplate(t *testing.T) {
 	)
 
 	var kv map[string]string
-	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(p.secretsDir, "kv"))), &kv); err != nil {
+	if err := json.Unmarshal([]byte(testbed.ReadFile(t, filepath.Join(p.secretsDir, "kv"))), &kv); err != nil {
 		t.Fatal(err)
 	}
 	if kv["api_key"] != bed.KVAPIKey || kv["endpoint"] != testbed.KVEndpoint || len(kv) != 2 {
 		t.Errorf("KV v2 json should be the inner data {api_key, endpoint}, got keys %v", keys(kv))
 	}
 
-	dsn := readFile(t, filepath.Join(p.secretsDir, "dsn"))
+	dsn := testbed.ReadFile(t, filepath.Join(p.secretsDir, "dsn"))
 	lines := strings.Split(dsn, "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "postgres://v-") || lines[1] != "api_key="+bed.KVAPIKey {
 		t.Errorf("template output has the wrong shape (%d lines)", len(lines))
@@ -125,7 +125,7 @@ func TestInitFormatsAndTemplate(t *testing.T) {
 		conn.Close(ctx)
 	}
 
-	env := readFile(t, filepath.Join(p.secretsDir, "static"))
+	env := testbed.ReadFile(t, filepath.Join(p.secretsDir, "static"))
 	vars := map[string]string{}
 	for _, l := range strings.Split(strings.TrimSpace(env), "\n") {
 		k, v, ok := strings.Cut(l, "=")
@@ -154,7 +154,7 @@ func TestInitYAML(t *testing.T) {
 	t.Parallel()
 	p := newPod(t)
 	p.mustInit("--secret", "kv=secret/data/app", "--format", "kv=yaml")
-	got := readFile(t, filepath.Join(p.secretsDir, "kv"))
+	got := testbed.ReadFile(t, filepath.Join(p.secretsDir, "kv"))
 	want := "api_key: \"" + bed.KVAPIKey + "\"\nendpoint: \"" + testbed.KVEndpoint + "\"\n"
 	if got != want {
 		t.Errorf("yaml output differs from the expected two quoted lines")
@@ -187,7 +187,7 @@ func TestInitOtherAuthMethods(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		noteSecret(readFile(t, secretID))
+		noteSecret(testbed.ReadFile(t, secretID))
 		r := run(t, "vault-init", []string{"--auth-method", "approle", "--role-id-file", roleID, "--secret-id-file", secretID,
 			"--secret", "kv=secret/data/app", "--secrets-dir", p.secretsDir, "--state-dir", p.stateDir}, p.env...)
 		if r.code != 0 {
@@ -216,7 +216,7 @@ func TestInitEnvironmentConfig(t *testing.T) {
 	}
 	noteSecret(p.token())
 	dbCreds(t, filepath.Join(p.secretsDir, "db"))
-	if !strings.HasPrefix(readFile(t, filepath.Join(p.secretsDir, "kv")), "API_KEY=\"") {
+	if !strings.HasPrefix(testbed.ReadFile(t, filepath.Join(p.secretsDir, "kv")), "API_KEY=\"") {
 		t.Errorf("PODLEASE_FORMAT=kv=env was not applied")
 	}
 	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {

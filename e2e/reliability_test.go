@@ -21,6 +21,8 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/podlease/podlease/internal/state"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // figure prints one measured figure of the reliability suite and appends
@@ -87,7 +89,7 @@ func runBinary(t *testing.T, path string, args []string, o runOpts) result {
 	if o.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testbed.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	keepOutput(t.Name()+" "+name, &stderr)
 	keepOutput(t.Name()+" "+name+" (stdout)", &stdout)

@@ -65,7 +65,7 @@ func TestReviewKVUnderStaticCredsPath(t *testing.T) {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	var got map[string]any
-	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(p.secretsDir, "kv"))), &got); err != nil {
+	if err := json.Unmarshal([]byte(testbed.ReadFile(t, filepath.Join(p.secretsDir, "kv"))), &got); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got["pin"] != pin {
@@ -110,7 +110,7 @@ func TestReviewEnvMultilineWarns(t *testing.T) {
 			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
 		}
 	}
-	if got, want := readFile(t, filepath.Join(p.secretsDir, "tls")), `TLS_KEY="-----BEGIN KEY-----\n`+key+`\n-----END KEY-----"`+"\n"+`USER="u"`+"\n"; got != want {
+	if got, want := testbed.ReadFile(t, filepath.Join(p.secretsDir, "tls")), `TLS_KEY="-----BEGIN KEY-----\n`+key+`\n-----END KEY-----"`+"\n"+`USER="u"`+"\n"; got != want {
 		t.Errorf("env file differs from the two escaped lines expected")
 	}
 }
@@ -196,7 +196,7 @@ func TestReviewAuthMountTypo(t *testing.T) {
 
 	other := newPod(t)
 	other.jwtFile = bed.WriteJWT(filepath.Join(other.dir, "sa"), testbed.Namespace, "not-bound")
-	noteSecret(readFile(t, other.jwtFile))
+	noteSecret(testbed.ReadFile(t, other.jwtFile))
 	r = run(t, "vault-init", other.initArgs("--secret", "db=database/creds/app"), other.env...)
 	if r.code != 1 || !strings.Contains(r.stderr, "check the role's bindings") || strings.Contains(r.stderr, "no auth method is mounted") {
 		t.Errorf("refused bindings: exit %d, want 1 with the bindings hint:\n%s", r.code, r.stderr)
@@ -280,7 +280,7 @@ func TestReviewStateHoldsNothingOfTheSecret(t *testing.T) {
 	sc := startRenewSidecar(t, p, "--kv-interval", "1s")
 	file := filepath.Join(p.secretsDir, "pin")
 	waitUntil(t, 15*time.Second, "vault-renew to rewrite the file with the new PIN", func() bool {
-		return strings.Contains(readFile(t, file), second)
+		return strings.Contains(testbed.ReadFile(t, file), second)
 	})
 	sc.stop(10 * time.Second)
 	attack("after vault-renew rewrote the file")
@@ -293,7 +293,7 @@ func TestReviewStateHoldsNothingOfTheSecret(t *testing.T) {
 // prints, word for word.
 func TestReviewDocsLoginRefusals(t *testing.T) {
 	t.Parallel()
-	doc := readFile(t, filepath.Join("..", "docs", "troubleshooting.md"))
+	doc := testbed.ReadFile(t, filepath.Join("..", "docs", "troubleshooting.md"))
 	for _, tc := range []struct {
 		name string
 		tok  testbed.ServiceAccountToken
@@ -331,14 +331,14 @@ func TestReviewDocsLoginRefusals(t *testing.T) {
 // from nowhere else.
 func TestReviewDocsMemoryFigures(t *testing.T) {
 	t.Parallel()
-	bench := readFile(t, filepath.Join("..", "bench", "results.md"))
+	bench := testbed.ReadFile(t, filepath.Join("..", "bench", "results.md"))
 	m := regexp.MustCompile(`\| vault-renew, renewing \(20s\) \| ([\d.]+ MiB) \(([\d.]+ MiB) \+ ([\d.]+ MiB)\)`).FindStringSubmatch(bench)
 	idle := regexp.MustCompile(`\| vault-renew, idle \(1h\) \| ([\d.]+ MiB)`).FindStringSubmatch(bench)
 	if m == nil || idle == nil {
 		t.Fatal("bench/results.md has no vault-renew memory row")
 	}
-	readme := readFile(t, filepath.Join("..", "README.md"))
-	renew := readFile(t, filepath.Join("..", "docs", "renew.md"))
+	readme := testbed.ReadFile(t, filepath.Join("..", "README.md"))
+	renew := testbed.ReadFile(t, filepath.Join("..", "docs", "renew.md"))
 	if !strings.Contains(readme, "vault-renew **"+m[1]+"**") {
 		t.Errorf("README does not quote bench/results.md's sidecar memory, %s", m[1])
 	}

@@ -10,13 +10,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 const appSel = "app.kubernetes.io/name=app"
 
 // deployApp applies the Deployment overlay o and returns its Ready pod and
 // the time from apply to Ready. The Deployment is deleted at the end.
-func deployApp(t *testing.T, o overlay) (string, podInfo, time.Duration) {
+func deployApp(t *testing.T, o overlay) (string, testbed.Pod, time.Duration) {
 	t.Helper()
 	if o.base == "" {
 		o.base, o.kind, o.name = "manifests", "Deployment", "app"
@@ -147,7 +149,7 @@ func TestScenario4Job(t *testing.T) {
 	t0 := time.Now()
 	kubectl(t, "apply", "-k", dir)
 	t.Cleanup(func() { deleteAndWait(t, dir, sel) })
-	var p podInfo
+	var p testbed.Pod
 	waitFor(t, "the Job's pod", 60*time.Second, func() bool {
 		ps := pods(t, sel)
 		if len(ps) == 1 && ps[0].Metadata.UID != "" {
@@ -197,7 +199,7 @@ func TestScenario5SidecarKilled(t *testing.T) {
 	waitFor(t, "3 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 3 })
 	st := readPodState(t, p)
 	users := dynamicRoles(t)
-	cs, _ := p.container("vault-renew")
+	cs, _ := p.Container("vault-renew")
 	id := strings.TrimPrefix(cs.ContainerID, "containerd://")
 	if id == "" || cs.RestartCount != 0 {
 		t.Fatalf("vault-renew status: %+v", cs)
@@ -213,8 +215,8 @@ func TestScenario5SidecarKilled(t *testing.T) {
 			if q.Metadata.UID != p.Metadata.UID {
 				continue
 			}
-			c, _ := q.container("vault-renew")
-			if c.RestartCount >= 1 && c.State.Running != nil && c.Ready && q.ready() {
+			c, _ := q.Container("vault-renew")
+			if c.RestartCount >= 1 && c.State.Running != nil && c.Ready && q.Ready() {
 				restarted = time.Since(t0)
 				return true
 			}

@@ -1,7 +1,6 @@
 package manifests
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -18,12 +17,8 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// readFile returns the text of the repository file rel.
-func readFile(t *testing.T, rel string) string {
+// repoFile returns the text of the repository file rel.
+func repoFile(t *testing.T, rel string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), rel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return testbed.ReadFile(t, filepath.Join(repoRoot(t), rel))
 }

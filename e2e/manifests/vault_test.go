@@ -58,7 +58,7 @@ func policyRules(t *testing.T, hcl string) map[string][]string {
 // ask for and nothing more.
 func TestVaultPolicy(t *testing.T) {
 	t.Parallel()
-	rules := policyRules(t, readFile(t, "manifests/vault/policy-app.hcl"))
+	rules := policyRules(t, repoFile(t, "manifests/vault/policy-app.hcl"))
 	want := map[string][]string{
 		"database/creds/app": {"read"},
 		"sys/leases/renew":   {"update"},
@@ -268,7 +268,7 @@ func TestVaultSetup(t *testing.T) {
 			}
 		}},
 		{"the stored policy is policy-app.hcl", func(t *testing.T) {
-			if got, want := v.read(t, "sys/policy/app")["rules"], readFile(t, "manifests/vault/policy-app.hcl"); got != want {
+			if got, want := v.read(t, "sys/policy/app")["rules"], repoFile(t, "manifests/vault/policy-app.hcl"); got != want {
 				t.Errorf("policy app in Vault:\n%v\nwant the file's text:\n%s", got, want)
 			}
 		}},
