@@ -752,12 +752,18 @@ func (n *Node) Stop() {
 // killCgroupProcs SIGKILLs every process in the node's cgroups until none
 // is left (or 10 s passed).
 func (n *Node) killCgroupProcs() {
+	n.killUntilGone("the node's cgroups", n.cgroupPIDs)
+}
+
+// killUntilGone SIGKILLs the processes list returns until it returns none
+// or 10 s passed; where names them in the log line about survivors.
+func (n *Node) killUntilGone(where string, list func() []int) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := n.cgroupPIDs()
+		pids := list()
 		if len(pids) == 0 || time.Now().After(deadline) {
 			if len(pids) > 0 {
-				n.logf("node: processes still in the node's cgroups: %v", pids)
+				n.logf("node: processes still in %s: %v", where, pids)
 			}
 			return
 		}
@@ -805,25 +811,9 @@ func (n *Node) killNamespaceProcs(exceptContainerd bool) {
 	if c := n.procs["containerd"]; exceptContainerd && c != nil {
 		keep = c.cmd.Process.Pid
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var pids []int
-		for _, pid := range processesInMountNS(n.mountNS) {
-			if pid != keep {
-				pids = append(pids, pid)
-			}
-		}
-		if len(pids) == 0 || time.Now().After(deadline) {
-			if len(pids) > 0 {
-				n.logf("node: processes still in the node's mount namespace: %v", pids)
-			}
-			return
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	n.killUntilGone("the node's mount namespace", func() []int {
+		return slices.DeleteFunc(processesInMountNS(n.mountNS), func(pid int) bool { return pid == keep })
+	})
 }
 
 // processesInMountNS lists the processes whose mount namespace is ns.
