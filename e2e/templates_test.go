@@ -331,3 +331,32 @@ func TestTemplateReRenderedByVaultRenew(t *testing.T) {
 		t.Fatalf("after the KV change vault-renew rendered %q, want %q", got, want)
 	}
 }
+
+// TestTemplateTypoExits1: a template naming a field the secret does
+// not have fails after Vault was contacted, so it exits 1 (2 promises
+// Vault was not contacted), names the key, and leaves no lease behind.
+func TestTemplateTypoExits1(t *testing.T) {
+	t.Parallel()
+	const role = "review-typo"
+	if err := bed.CreateDBRole(role, time.Minute, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	p := newPod(t)
+	tmpl := filepath.Join(p.dir, "db.tmpl")
+	if err := os.WriteFile(tmpl, []byte("user={{ .Data.usernme }}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "vault-init", p.initArgs("--secret", "db=database/creds/"+role, "--template", "db="+tmpl), p.env...)
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"usernme", tmpl, `secret \"db\"`} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+	assertNothingLeft(t, p)
+	if left := leasesLeft(t, "database/creds/"+role, 5*time.Second); len(left) > 0 {
+		t.Errorf("leases left after the failure: %v", left)
+	}
+}
