@@ -31,15 +31,23 @@ func deployApp(t *testing.T, o overlay) (string, testbed.Pod, time.Duration) {
 	return dir, p, time.Since(start)
 }
 
+// deployServing deploys the app (deployApp), watches its pod's logs and
+// waits until the app has made n successful queries.
+func deployServing(t *testing.T, o overlay, n int) (dir string, p testbed.Pod, readyIn time.Duration, w *logWatch) {
+	t.Helper()
+	dir, p, readyIn = deployApp(t, o)
+	w = watchLogs(t, p)
+	waitFor(t, fmt.Sprintf("%d successful app queries", n), 30*time.Second, func() bool { return w.count("app", "query ok") >= n })
+	return dir, p, readyIn, w
+}
+
 // Scenario 1: the Deployment as shipped (through the test overlay) becomes
 // Ready; the app, running as another uid, reads the secret file and
 // queries PostgreSQL with it.
 func TestScenario1Deployment(t *testing.T) {
 	o := overlay{listen: freePort(t)}
-	dir, p, readyIn := deployApp(t, o)
+	dir, p, readyIn, w := deployServing(t, o, 5)
 	printDiff(t, "manifests", dir)
-	w := watchLogs(t, p)
-	waitFor(t, "5 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 5 })
 
 	start, ok := w.first("app", "start uid=")
 	if !ok || !strings.Contains(start.Text, fmt.Sprintf("uid=%d ", 1000)) || !strings.Contains(start.Text, "65532") {
@@ -85,9 +93,7 @@ func TestScenario1Deployment(t *testing.T) {
 // app exited and revokes; the database user is gone within 2 s of the app's
 // exit; the token is revoked.
 func TestScenario3DeletePod(t *testing.T) {
-	_, p, _ := deployApp(t, overlay{listen: freePort(t), appEnv: map[string]string{"DRAIN": "5s", "INTERVAL": "100ms"}})
-	w := watchLogs(t, p)
-	waitFor(t, "3 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 3 })
+	_, p, _, w := deployServing(t, overlay{listen: freePort(t), appEnv: map[string]string{"DRAIN": "5s", "INTERVAL": "100ms"}}, 3)
 	st := readPodState(t, p)
 	user := w.appUsers()[0]
 
@@ -194,9 +200,7 @@ func TestScenario4Job(t *testing.T) {
 // stopped by the kubelet: the kubelet restarts it; it resumes from
 // /vault/state with the same lease and token; nothing is revoked or issued.
 func TestScenario5SidecarKilled(t *testing.T) {
-	_, p, _ := deployApp(t, overlay{listen: freePort(t)})
-	w := watchLogs(t, p)
-	waitFor(t, "3 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 3 })
+	_, p, _, w := deployServing(t, overlay{listen: freePort(t)}, 3)
 	st := readPodState(t, p)
 	users := dynamicRoles(t)
 	cs, _ := p.Container("vault-renew")

@@ -155,9 +155,7 @@ func TestScenario7RolloutRestart(t *testing.T) {
 func TestScenario8GraceExhausted(t *testing.T) {
 	o := overlay{listen: freePort(t), appEnv: map[string]string{"IGNORE_TERM": "true", "INTERVAL": "100ms"},
 		extra: []string{op("replace", "/spec/template/spec/terminationGracePeriodSeconds", "10")}}
-	_, p, _ := deployApp(t, o)
-	w := watchLogs(t, p)
-	waitFor(t, "3 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 3 })
+	_, p, _, w := deployServing(t, o, 3)
 	st := readPodState(t, p)
 	user := w.appUsers()[0]
 
