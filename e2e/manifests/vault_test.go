@@ -3,19 +3,10 @@ package manifests
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // policyRules parses the path blocks of a Vault policy: path -> capabilities.
@@ -58,7 +51,7 @@ func policyRules(t *testing.T, hcl string) map[string][]string {
 // ask for and nothing more.
 func TestVaultPolicy(t *testing.T) {
 	t.Parallel()
-	rules := policyRules(t, readFile(t, "manifests/vault/policy-app.hcl"))
+	rules := policyRules(t, repoFile(t, "manifests/vault/policy-app.hcl"))
 	want := map[string][]string{
 		"database/creds/app": {"read"},
 		"sys/leases/renew":   {"update"},
@@ -105,65 +98,24 @@ type devVault struct {
 	bin, addr, token string
 }
 
-// startVault starts `vault server -dev` on a free loopback port. The binary
-// is $PODLEASE_VAULT_BIN (required to exist when set, as `make` sets it),
-// else the repository's bin/vault (`make vault`), else vault on PATH; with
-// none of them the test is skipped.
+// startVault starts a Vault dev server of the test's own with the test
+// bed's launcher (testbed.StartDevVault): the binary is found as for every
+// other test tree, and a missing one fails the test.
 func startVault(t *testing.T) *devVault {
 	t.Helper()
-	bin, ok := tool(t, "PODLEASE_VAULT_BIN", "vault")
-	if !ok {
-		if p := filepath.Join(repoRoot(t), "bin", "vault"); fileExists(p) {
-			bin, ok = p, true
-		}
-	}
-	if !ok {
-		t.Skip("no vault binary: run `make vault` or set PODLEASE_VAULT_BIN")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	v, err := testbed.StartDevVault(ctx, t.TempDir())
 	if err != nil {
-		t.Fatal(err)
-	}
-	hostPort := l.Addr().String()
-	l.Close()
-	tok := make([]byte, 16)
-	rand.Read(tok)
-	v := &devVault{bin: bin, addr: "http://" + hostPort, token: hex.EncodeToString(tok)}
-
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "server", "-dev", "-dev-no-store-token",
-		"-dev-root-token-id="+v.token, "-dev-listen-address="+hostPort)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "VAULT_ADDR=", "VAULT_TOKEN=")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("start vault: %v", err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		v.Close()
 		if t.Failed() {
-			t.Logf("vault server log:\n%s", logs.String())
+			t.Logf("vault server log (last lines):\n%s", v.LogTail(40))
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(v.addr + "/v1/sys/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return v
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vault dev server on %s not healthy after 30s: %v", hostPort, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+	return &devVault{bin: v.Bin, addr: v.Addr, token: v.RootToken}
 }
 
 // call makes a Vault API request with token and decodes the response's
@@ -211,21 +163,12 @@ func (v *devVault) read(t *testing.T, p string) map[string]any {
 // setup.sh hands Vault as the API server's CA.
 func testCACert(t *testing.T) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-cluster-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := testbed.NewCA("test-cluster-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(p, ca.PEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -237,9 +180,6 @@ func testCACert(t *testing.T) string {
 // written unverified (the end-to-end tests and `make demo` use it for real).
 func TestVaultSetup(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("setup.sh needs bash")
-	}
 	v := startVault(t)
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pg-password")
@@ -312,7 +252,7 @@ func TestVaultSetup(t *testing.T) {
 			}
 		}},
 		{"the stored policy is policy-app.hcl", func(t *testing.T) {
-			if got, want := v.read(t, "sys/policy/app")["rules"], readFile(t, "manifests/vault/policy-app.hcl"); got != want {
+			if got, want := v.read(t, "sys/policy/app")["rules"], repoFile(t, "manifests/vault/policy-app.hcl"); got != want {
 				t.Errorf("policy app in Vault:\n%v\nwant the file's text:\n%s", got, want)
 			}
 		}},
@@ -376,9 +316,6 @@ func TestVaultSetup(t *testing.T) {
 // through such a mount.
 func TestVaultSetupParts(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("setup.sh needs bash")
-	}
 	v := startVault(t)
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pg-password")

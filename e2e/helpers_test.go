@@ -1,13 +1,14 @@
 package e2e
 
-// Shared helpers of the reliability suite (faults, crash, hostile input,
-// TLS, load, hygiene): the figures record, runs with process options, and
-// lease accounting with the root token.
+// Helpers the test files share (the pod harness, TestMain and the secret
+// hygiene scan are in main_test.go): the figures record, runs with process
+// options, lease accounting with the root token, reads as root.
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/podlease/podlease/internal/state"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // figure prints one measured figure of the reliability suite and appends
@@ -87,7 +90,7 @@ func runBinary(t *testing.T, path string, args []string, o runOpts) result {
 	if o.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testbed.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	keepOutput(t.Name()+" "+name, &stderr)
 	keepOutput(t.Name()+" "+name+" (stdout)", &stdout)
@@ -289,4 +292,55 @@ func (m *maxDuration) get() time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.d
+}
+
+// rootChildToken writes a token with the root policy, valid for the test,
+// to a file in dir and returns the file: for reads the bed's app policy
+// does not allow.
+func rootChildToken(t *testing.T, dir string) string {
+	t.Helper()
+	s, err := bed.Root().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"root"}, TTL: "10m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := s.Auth.ClientToken
+	noteSecret(tok)
+	t.Cleanup(func() { bed.Root().Auth().Token().RevokeTree(tok) })
+	file := filepath.Join(dir, "root-token")
+	if err := os.WriteFile(file, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// initAsRoot runs vault-init for p with args, logged in with a
+// rootChildToken (token auth) to read what the app policy does not allow.
+func (p *pod) initAsRoot(args ...string) result {
+	p.t.Helper()
+	return run(p.t, "vault-init", append([]string{"--auth-method", "token", "--token-file", rootChildToken(p.t, p.dir),
+		"--secrets-dir", p.secretsDir, "--state-dir", p.stateDir, "--timeout", "30s"}, args...), p.env...)
+}
+
+// randomDigits is n random decimal digits, a PIN-like secret value.
+func randomDigits(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = '0' + byte(rand.IntN(10))
+	}
+	return string(b)
+}
+
+// writeKV writes fields as a KV v2 secret at path with the root token.
+func writeKV(t *testing.T, path string, fields map[string]any) {
+	t.Helper()
+	if _, err := bed.Root().Logical().WriteWithContext(context.Background(), path, map[string]any{"data": fields}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// revoke runs vault-revoke for p.
+func (p *pod) revoke(args ...string) result {
+	p.t.Helper()
+	return run(p.t, "vault-revoke", append([]string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, args...), p.env...)
 }

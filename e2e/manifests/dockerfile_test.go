@@ -5,7 +5,6 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -17,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // instruction is one Dockerfile instruction, its continuation lines joined.
@@ -190,7 +191,7 @@ func parseBuildLine(t *testing.T, d *dockerfile, version string) buildLine {
 
 func readDockerfile(t *testing.T) *dockerfile {
 	t.Helper()
-	d, err := parseDockerfile(readFile(t, "Dockerfile"))
+	d, err := parseDockerfile(repoFile(t, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +226,7 @@ func TestDockerfile(t *testing.T) {
 		t.Fatal("Dockerfile: no stage named build")
 	}
 	final := &d.stages[len(d.stages)-1]
-	modGo := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)`).FindStringSubmatch(readFile(t, "go.mod"))
+	modGo := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)`).FindStringSubmatch(repoFile(t, "go.mod"))
 	if modGo == nil {
 		t.Fatal("go.mod: no go directive")
 	}
@@ -320,7 +321,7 @@ func dockerContext(t *testing.T) string {
 	root := repoRoot(t)
 	dst := filepath.Join(t.TempDir(), "src")
 	var patterns []string
-	for _, l := range strings.Split(readFile(t, ".dockerignore"), "\n") {
+	for _, l := range strings.Split(repoFile(t, ".dockerignore"), "\n") {
 		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
 			patterns = append(patterns, l)
 		}
@@ -341,7 +342,7 @@ func dockerContext(t *testing.T) string {
 		if fi.IsDir() {
 			err = os.CopyFS(filepath.Join(dst, rel), os.DirFS(src))
 		} else {
-			err = copyFile(filepath.Join(dst, rel), src)
+			err = testbed.CopyFile(filepath.Join(dst, rel), src)
 		}
 		if err != nil {
 			t.Fatalf("copy build context: %v", err)
@@ -350,35 +351,12 @@ func dockerContext(t *testing.T) string {
 	return dst
 }
 
-func copyFile(dst, src string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
 // TestImageBinaries builds the binaries with the Dockerfile's own build line
 // (only the -o directory differs) from the build context .dockerignore lets
 // through, then checks each as a user of the image would: it needs no
 // dynamic loader (the base image has none), carries no symbols or source
 // paths, and reports the version it was built with.
 func TestImageBinaries(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("checks ELF binaries: linux only")
-	}
 	const version = "v0.0.0-dockerfile-test"
 	bl := parseBuildLine(t, readDockerfile(t), version)
 	src := dockerContext(t)

@@ -24,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // The kustomizations users apply; each must build.
@@ -81,9 +83,9 @@ var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
 // root) and decodes every object it prints strictly.
 func kustomize(t *testing.T, dir string) []object {
 	t.Helper()
-	kubectl, ok := tool(t, "KUBECTL", "kubectl")
-	if !ok {
-		t.Fatal("kubectl not found (set KUBECTL or put it on PATH): the manifests are built with `kubectl kustomize`")
+	kubectl, err := testbed.KubectlBinary()
+	if err != nil {
+		t.Fatalf("the manifests are built with `kubectl kustomize`: %v", err)
 	}
 	cmd := exec.Command(kubectl, "kustomize", dir)
 	cmd.Dir = repoRoot(t)

@@ -12,7 +12,7 @@ import (
 
 // allKinds builds the component into every kind it supports, beside
 // workloads it must leave alone.
-const allKinds = "test/manifests/testdata/allkinds"
+const allKinds = "e2e/manifests/testdata/allkinds"
 
 // injectLabel is the label the component selects workloads by.
 const injectLabel = "podlease.io/inject"
