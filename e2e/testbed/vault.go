@@ -207,12 +207,21 @@ func (v *vaultServer) stop() {
 
 // configure sets Vault up the way a user would, with the root token.
 func (b *Bed) configure(ctx context.Context) error {
-	c := b.Root()
+	return b.configureVault(ctx, b.Root(), true)
+}
+
+// configureVault sets up the Vault c talks to (with a root token) the way
+// configure does the dev server: policy, database engine on the bed's
+// PostgreSQL, KV secrets, and the kubernetes, jwt and approle auth methods.
+// withStatic adds the static role, which rotates PGStaticUser's password:
+// only one Vault may manage that user.
+func (b *Bed) configureVault(ctx context.Context, c *api.Client, withStatic bool) error {
 	sys := c.Sys()
-	steps := []struct {
+	type step struct {
 		what string
 		do   func() error
-	}{
+	}
+	steps := []step{
 		{"put policy app", func() error { return sys.PutPolicyWithContext(ctx, Policy, PolicyHCL) }},
 		{"mount database", func() error {
 			return sys.MountWithContext(ctx, DBMount, &api.MountInput{Type: "database"})
@@ -227,14 +236,7 @@ func (b *Bed) configure(ctx context.Context) error {
 				"allowed_roles":           "*",
 			})
 		}},
-		{"create database role app", func() error { return b.CreateDBRole(DBRole, defaultTTL, maxTTL) }},
-		{"create static role app-static", func() error {
-			return write(ctx, c, DBMount+"/static-roles/"+StaticRole, map[string]any{
-				"db_name":         DBConnection,
-				"username":        PGStaticUser,
-				"rotation_period": "1h",
-			})
-		}},
+		{"create database role app", func() error { return createDBRole(ctx, c, DBRole, defaultTTL, maxTTL) }},
 		{"write " + KVPath, func() error {
 			return write(ctx, c, KVPath, map[string]any{"data": map[string]any{
 				"api_key": b.KVAPIKey, "endpoint": KVEndpoint,
@@ -255,7 +257,7 @@ func (b *Bed) configure(ctx context.Context) error {
 				"issuer":               Issuer,
 			})
 		}},
-		{"create kubernetes role app", func() error { return b.CreateK8sRole(Role, defaultTTL, maxTTL, Policy) }},
+		{"create kubernetes role app", func() error { return createK8sRole(ctx, c, Role, defaultTTL, maxTTL, Policy) }},
 		{"enable jwt auth", func() error {
 			return sys.EnableAuthWithOptionsWithContext(ctx, "jwt", &api.EnableAuthOptions{Type: "jwt"})
 		}},
@@ -287,6 +289,15 @@ func (b *Bed) configure(ctx context.Context) error {
 			})
 		}},
 	}
+	if withStatic {
+		steps = append(steps, step{"create static role app-static", func() error {
+			return write(ctx, c, DBMount+"/static-roles/"+StaticRole, map[string]any{
+				"db_name":         DBConnection,
+				"username":        PGStaticUser,
+				"rotation_period": "1h",
+			})
+		}})
+	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
 			return fmt.Errorf("configure vault: %s: %w", s.what, err)
@@ -300,7 +311,11 @@ func (b *Bed) configure(ctx context.Context) error {
 // lease expires and SELECT on the tables of app; revoking the lease drops
 // the user.
 func (b *Bed) CreateDBRole(name string, defaultTTL, maxTTL time.Duration) error {
-	return write(context.Background(), b.Root(), DBMount+"/roles/"+name, map[string]any{
+	return createDBRole(context.Background(), b.Root(), name, defaultTTL, maxTTL)
+}
+
+func createDBRole(ctx context.Context, c *api.Client, name string, defaultTTL, maxTTL time.Duration) error {
+	return write(ctx, c, DBMount+"/roles/"+name, map[string]any{
 		"db_name": DBConnection,
 		"creation_statements": []string{
 			`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
@@ -319,7 +334,11 @@ func (b *Bed) CreateDBRole(name string, defaultTTL, maxTTL time.Duration) error 
 // account Namespace/ServiceAccount (default/app) and audience Audience,
 // granting policies with the token TTLs given.
 func (b *Bed) CreateK8sRole(name string, tokenTTL, tokenMaxTTL time.Duration, policies ...string) error {
-	return write(context.Background(), b.Root(), "auth/kubernetes/role/"+name, map[string]any{
+	return createK8sRole(context.Background(), b.Root(), name, tokenTTL, tokenMaxTTL, policies...)
+}
+
+func createK8sRole(ctx context.Context, c *api.Client, name string, tokenTTL, tokenMaxTTL time.Duration, policies ...string) error {
+	return write(ctx, c, "auth/kubernetes/role/"+name, map[string]any{
 		"bound_service_account_names":      []string{ServiceAccount},
 		"bound_service_account_namespaces": []string{Namespace},
 		"audience":                         Audience,

@@ -46,6 +46,9 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok && t.TLSClientConfig != nil && t.TLSClientConfig.InsecureSkipVerify && log != nil {
 		log.Warn("TLS verification of Vault's certificate is off (VAULT_SKIP_VERIFY): use VAULT_CACERT instead in production", "vault_addr", cfg.Address)
 	}
+	if log != nil {
+		cfg.HttpClient.CheckRedirect = logRedirect(log, cfg.DisableRedirects)
+	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
@@ -57,6 +60,62 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 		c.SetNamespace(namespace)
 	}
 	return c, nil
+}
+
+// logRedirect is the HTTP client's redirect hook: it says which node
+// redirected where, then hands the answer to Vault's client, which follows
+// one redirect itself. A Vault standby redirects to the active node only
+// when it cannot forward the request (the active node unreachable from
+// it, or gone in a failover), so the node the request ends at, and any
+// error from it, is not the one the address names. With
+// VAULT_DISABLE_REDIRECTS, Vault's client would take the redirect's empty
+// body for an empty answer ("no value found"); it gets a RedirectError
+// instead, which is retried like other transient failures.
+func logRedirect(log *slog.Logger, disabled bool) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		from := via[len(via)-1].URL
+		e := &RedirectError{From: from.Scheme + "://" + from.Host, To: req.URL.Scheme + "://" + req.URL.Host}
+		if disabled {
+			log.Warn("Vault node redirected the request, as a standby does when it cannot forward to the active node; not following it (VAULT_DISABLE_REDIRECTS)",
+				"vault_addr", e.From, "redirected_to", e.To, "path", from.Path)
+			return e
+		}
+		log.Warn("Vault node redirected the request, as a standby does when it cannot forward to the active node; following it",
+			"vault_addr", e.From, "redirected_to", e.To, "path", from.Path)
+		return http.ErrUseLastResponse
+	}
+}
+
+// RedirectError is a redirect not followed because VAULT_DISABLE_REDIRECTS
+// is set.
+type RedirectError struct {
+	From, To string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("Vault node %s redirected the request to %s (a standby that cannot forward to the active node); not followed: VAULT_DISABLE_REDIRECTS is set", e.From, e.To)
+}
+
+// Node returns the Vault node (scheme://host) a failed request went to,
+// from the request URL its error carries, or "". After a redirect that is
+// the node redirected to, not the configured address.
+func Node(err error) string {
+	var raw string
+	var re *api.ResponseError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &re):
+		raw = re.URL
+	case errors.As(err, &ue):
+		raw = ue.URL
+	default:
+		return ""
+	}
+	u, perr := url.Parse(raw)
+	if perr != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // Transient reports whether err is worth retrying: network failures,
@@ -217,7 +276,11 @@ func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.C
 		}
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
-		log.Warn("transient failure, retrying", "op", what, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", Cause(err))
+		args := []any{"op", what, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", Cause(err)}
+		if node := Node(err); node != "" {
+			args = append(args, "vault_addr", node)
+		}
+		log.Warn("transient failure, retrying", args...)
 	})
 	if err == nil {
 		return nil

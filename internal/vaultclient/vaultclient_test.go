@@ -432,3 +432,110 @@ func TestNewIgnoresVaultToken(t *testing.T) {
 		t.Errorf("address %q, want VAULT_ADDR", c.Address())
 	}
 }
+
+// TestStandbyRedirect: a standby that cannot forward answers 307 with the
+// active node's address. Vault's client follows it once, as the vault CLI
+// does; the log says which node redirected where, and a failure at the
+// node redirected to is attributed to that node.
+func TestStandbyRedirect(t *testing.T) {
+	active := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"data":{"value":"v"}}`)
+	}))
+	t.Cleanup(active.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	standbyFor := func(target string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// As Vault's respondStandby: a Location and no body.
+			w.Header().Set("Location", target+r.URL.Path)
+			w.WriteHeader(http.StatusTemporaryRedirect)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	toActive, toDead := standbyFor(active.URL), standbyFor(dead)
+
+	for _, tc := range []struct {
+		name, standby, target string
+		disable               bool
+		wantOK                bool
+		wantLog               string
+	}{
+		{"to the active node", toActive.URL, active.URL, false, true, "following it"},
+		{"to a dead node", toDead.URL, dead, false, false, "following it"},
+		{"redirects disabled", toActive.URL, active.URL, true, false, "not following it (VAULT_DISABLE_REDIRECTS)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.disable {
+				t.Setenv("VAULT_DISABLE_REDIRECTS", "true")
+			}
+			var logs bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			c, err := New(tc.standby, "", time.Second, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sec, err := c.Logical().Read("secret/x")
+			t.Logf("read: %v", err)
+			if ok := err == nil; ok != tc.wantOK {
+				t.Fatalf("read: err %v, want ok=%v", err, tc.wantOK)
+			}
+			if err == nil && sec == nil {
+				t.Fatal("read: no error and no secret")
+			}
+			if tc.disable {
+				var re *RedirectError
+				if !errors.As(err, &re) || re.From != tc.standby || re.To != tc.target || !Transient(err) {
+					t.Errorf("err = %v (%T), want a transient RedirectError from %s to %s", err, err, tc.standby, tc.target)
+				}
+				if c := Cause(err); !strings.Contains(c, "VAULT_DISABLE_REDIRECTS") {
+					t.Errorf("Cause = %q", c)
+				}
+				return
+			}
+			want := fmt.Sprintf("vault_addr=%s redirected_to=%s path=/v1/secret/x", tc.standby, tc.target)
+			if m := logs.String(); !strings.Contains(m, tc.wantLog) || !strings.Contains(m, want) {
+				t.Errorf("log %q lacks %q and %q", m, tc.wantLog, want)
+			}
+			if err != nil {
+				if got := Node(err); got != dead {
+					t.Errorf("Node(err) = %q, want the node redirected to, %s", got, dead)
+				}
+				logs.Reset()
+				ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+				defer cancel()
+				_ = Retry(ctx, log, "read secret/x", func(ctx context.Context) error {
+					_, err := c.Logical().ReadWithContext(ctx, "secret/x")
+					return err
+				})
+				if !strings.Contains(logs.String(), "vault_addr="+dead) {
+					t.Errorf("retry log does not name the node that failed, %s:\n%s", dead, logs.String())
+				}
+			}
+		})
+	}
+}
+
+func TestNode(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"response", fmt.Errorf("read: %w", vaultErr(503, "Vault is sealed")), "http://vault"},
+		{"network", refused, "http://127.0.0.1:1"},
+		{"none", errors.New("boom"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := Node(tc.err); got != tc.want {
+				t.Errorf("Node = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
