@@ -6,12 +6,14 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,8 +61,11 @@ type kube struct {
 	key         *rsa.PrivateKey
 	kid         string
 	pubPEM      string
+	ca          *CA // signed srv's certificate
 	srv         *httptest.Server
 	reviewerJWT string
+
+	conns atomic.Int64 // connections srv accepted
 
 	mu      sync.Mutex
 	deleted map[string]bool // "serviceaccount/ns/name" and "pod/ns/name" of deleted objects
@@ -89,7 +95,28 @@ func newKube() (*kube, error) {
 	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /apis/authentication.k8s.io/v1/tokenreviews", k.tokenReview)
-	k.srv = httptest.NewTLSServer(mux)
+	// Served as kube-apiserver serves it, over HTTP/2, so that Vault's
+	// reviews share one connection. Over HTTP/1.1 every concurrent review
+	// opens a connection of its own: 200 pods starting at once on a loaded
+	// machine queued enough TLS handshakes to pass Vault's 10 s handshake
+	// timeout, and Vault answers a login whose review failed with a 403.
+	// An ECDSA certificate keeps the handshakes that remain cheap.
+	if k.ca, err = NewCA("podlease-testbed-kubernetes-ca"); err != nil {
+		return nil, err
+	}
+	certDER, certKey, err := k.ca.Issue("kube-apiserver", nil, "127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	k.srv = httptest.NewUnstartedServer(mux)
+	k.srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{certDER}, PrivateKey: certKey}}}
+	k.srv.EnableHTTP2 = true
+	k.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			k.conns.Add(1)
+		}
+	}
+	k.srv.StartTLS()
 	return k, nil
 }
 
@@ -101,7 +128,7 @@ func (k *kube) close() {
 
 // caPEM is the CA certificate (PEM) that verifies the TokenReview server.
 func (k *kube) caPEM() string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.srv.Certificate().Raw}))
+	return string(k.ca.PEM)
 }
 
 // uid derives a stable UID from an object's identity, so every token of a

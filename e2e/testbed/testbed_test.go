@@ -136,6 +136,35 @@ func TestKubernetesLoginAsksTokenReview(t *testing.T) {
 	wantForbidden(t, err)
 }
 
+// TestKubernetesLoginsShareAConnection: Vault's TokenReview calls share
+// one HTTP/2 connection, as with kube-apiserver, so a burst of logins is
+// not a burst of TLS handshakes (which, on a loaded machine, outlast
+// Vault's handshake timeout and turn logins into 403s). Not parallel: the
+// connection count is this test's alone.
+func TestKubernetesLoginsShareAConnection(t *testing.T) {
+	jwt := bed.ServiceAccountJWT(Namespace, ServiceAccount, time.Hour)
+	if _, err := login(t, "kubernetes", map[string]any{"role": Role, "jwt": jwt}); err != nil {
+		t.Fatal(err)
+	}
+	before := bed.kube.conns.Load()
+	const logins = 20
+	errs := make(chan error, logins)
+	for range logins {
+		go func() {
+			_, err := login(t, "kubernetes", map[string]any{"role": Role, "jwt": jwt})
+			errs <- err
+		}()
+	}
+	for range logins {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := bed.kube.conns.Load() - before; n != 0 {
+		t.Errorf("%d concurrent logins opened %d more connections to the TokenReview API, want 0: the first login's connection carries them all", logins, n)
+	}
+}
+
 // TestTokenReview checks the stand-in answers as kube-apiserver does.
 func TestTokenReview(t *testing.T) {
 	t.Parallel()
@@ -152,6 +181,9 @@ func TestTokenReview(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Errorf("TokenReview answered over %s, want HTTP/2 as kube-apiserver serves it", resp.Proto)
+		}
 		var tr tokenReview
 		_ = json.NewDecoder(resp.Body).Decode(&tr)
 		return resp.StatusCode, tr
