@@ -173,6 +173,13 @@ func hint(a state.Auth, err error) string {
 	switch code := vaultclient.StatusCode(err); {
 	case code == 400 && (a.Method == Kubernetes || a.Method == JWT):
 		return fmt.Sprintf("check that role %q exists at auth/%s and is bound to this service account, and that the token's audience and issuer match the role", a.Role, a.Mount)
+	case (code == 403 || code == 401) && a.Method == Kubernetes && vaultclient.Cause(err) == "permission denied (HTTP 403)":
+		// Vault names a binding that refuses the token; a bare "permission
+		// denied" is its answer to any failed TokenReview, including one
+		// it could not make. The two look the same from here, so the
+		// error stays permanent: vault-init exits (the kubelet restarts
+		// it with backoff) and vault-renew retries it slowly.
+		return "the TokenReview API refused the token (its pod or service account is gone, or it expired), or Vault could not call that API (kubernetes_host, kubernetes_ca_cert, the reviewer's token, or an API server too slow to answer): Vault's own log says which at debug level, in its \"login unauthorized\" line"
 	case code == 403 || code == 401:
 		return fmt.Sprintf("Vault refused the credential: check the role's bindings (service account, namespace, audience) at auth/%s", a.Mount)
 	case code == 0 && vaultclient.Transient(err):

@@ -299,6 +299,22 @@ func TestLogin(t *testing.T) {
 			probe:    true,
 		},
 		{
+			name:   "kubernetes: a failed TokenReview",
+			auth:   state.Auth{Method: Kubernetes, Mount: "kubernetes", Role: "web", JWTFile: jwtFile},
+			status: 403, errMsg: "permission denied",
+			wantPath: "PUT /v1/auth/kubernetes/login",
+			wantErr:  []string{"auth/kubernetes", "permission denied (HTTP 403)", "the TokenReview API refused the token", "Vault could not call that API", `"login unauthorized"`},
+			probe:    true,
+		},
+		{
+			name:   "kubernetes: a binding refuses",
+			auth:   state.Auth{Method: Kubernetes, Mount: "kubernetes", Role: "web", JWTFile: jwtFile},
+			status: 403, errMsg: "service account name not authorized",
+			wantPath: "PUT /v1/auth/kubernetes/login",
+			wantErr:  []string{"service account name not authorized (HTTP 403)", "check the role's bindings"},
+			probe:    true,
+		},
+		{
 			name:   "nothing mounted there",
 			auth:   state.Auth{Method: Kubernetes, Mount: "kubernets", Role: "web", JWTFile: jwtFile},
 			status: 403, errMsg: "permission denied", unmounted: true,
