@@ -300,8 +300,8 @@ func TestFaultsRenew(t *testing.T) {
 	}
 	var cases []renewCase
 	for _, fc := range vaultFaults {
-		// The first renewal is due at about 6s (--renew-fraction 0.66,
-		// jitter 0.1): the outage covers it and ends 2s before expiry.
+		// The first renewal is due 7.1-7.3s after issue (0.708-0.73 of
+		// the TTL): the outage covers it and ends 2s before expiry.
 		cases = append(cases, renewCase{faultCase: fc, start: 3 * time.Second, length: 5 * time.Second})
 	}
 	cases = append(cases, renewCase{faultCase: faultCase{rule: testbed.Rule{Fault: testbed.Refuse}}, start: 3 * time.Second, length: ttl + 2*time.Second, lost: true})
@@ -484,7 +484,7 @@ func TestFaultsRevokeOnExit(t *testing.T) {
 		dbCreds(t, filepath.Join(p.secretsDir, "db"))
 		s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug",
 			"--revoke-on-exit", "--revoke-timeout", timeout.String()}, p.env...)
-		time.Sleep(500 * time.Millisecond) // started, token looked up
+		waitStartAnswered(t, s) // the fault hits a running sidecar, not its start
 		if err := fp.Set(fc.rule); err != nil {
 			t.Fatal(err)
 		}

@@ -117,8 +117,32 @@ func (s *started) exitCode() int {
 	return s.cmd.ProcessState.ExitCode()
 }
 
-// leasesUnder lists the live lease ids under prefix (such as
-// "database/creds/faults/"), as Vault's sys/leases/lookup lists them.
+// startAnswered are the lines vault-renew logs once Vault has answered its
+// one request at start (or once it knows it needs none).
+var startAnswered = []string{
+	`msg="renewed token"`,
+	"token renewal came back shorter than asked",
+	"the token cannot be renewed",
+	"the token never expires",
+}
+
+// waitStartAnswered waits until vault-renew's log shows the answer to its
+// request at start, so that a test goes on from that event rather than
+// from a guess of how long a loaded machine takes to get there.
+func waitStartAnswered(t *testing.T, s *started) {
+	t.Helper()
+	const within = 30 * time.Second
+	for end := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
+		out := s.stderr.String()
+		if slices.ContainsFunc(startAnswered, func(line string) bool { return strings.Contains(out, line) }) {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("vault-renew's request at start not answered within %s:\n%s", within, out)
+		}
+	}
+}
+
 // leasesLeft waits up to within for Vault to hold no lease under prefix
 // (revocation through a token runs in the background), and returns what
 // is left then.
@@ -131,6 +155,8 @@ func leasesLeft(t *testing.T, prefix string, within time.Duration) []string {
 	return leasesUnder(t, prefix)
 }
 
+// leasesUnder lists the live lease ids under prefix (such as
+// "database/creds/faults/"), as Vault's sys/leases/lookup lists them.
 func leasesUnder(t *testing.T, prefix string) []string {
 	t.Helper()
 	prefix = strings.TrimSuffix(prefix, "/") + "/"

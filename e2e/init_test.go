@@ -493,7 +493,7 @@ func TestInitInterrupted(t *testing.T) {
 	}
 	p := newPod(t)
 	s := start(t, "vault-init", p.initArgs("--secret", "db=database/creds/app", "--vault-addr", fp.URL()), p.env...)
-	time.Sleep(time.Second) // the login request hangs
+	waitUntil(t, 30*time.Second, "vault-init's login to reach Vault and hang", func() bool { return fp.Hits()[testbed.Hang] > 0 })
 	if took := s.stop(10 * time.Second); took > 5*time.Second {
 		t.Errorf("vault-init took %s to stop after SIGTERM", took)
 	}

@@ -207,7 +207,7 @@ func renewVaultOutage(t *testing.T) {
 	file := filepath.Join(p.secretsDir, "db")
 	sc := startRenewSidecar(t, p)
 
-	// The renewal is due 12-13s after issue (0.66 of 20s, jitter 10%).
+	// The renewal is due 14.2-14.6s after issue (0.708-0.73 of 20s).
 	outage := make(chan error, 1)
 	go func() {
 		time.Sleep(time.Until(issued.Add(5 * time.Second)))
@@ -570,7 +570,7 @@ func TestClockJumpLeavesNoUnlistedLease(t *testing.T) {
 	if r := p.revoke(); r.code != 0 {
 		t.Errorf("vault-revoke exited %d:\n%s", r.code, r.stderr)
 	}
-	figure(t, "hostile-review", "wall clock jumped past expires_at: %d leases live in Vault and unnamed in state.json over 6 s; old lease revoked within 3 s after --grace 3s: %v; token kept (lookup-self, not the clock): %v", unlisted, ttl == 0, tokenKept)
+	figure(t, "hostile-review", "wall clock jumped past expires_at: %d leases live in Vault and unnamed in state.json over 6 s; old lease revoked within 3 s after --grace 3s: %v; token kept (renew-self at start, not the clock): %v", unlisted, ttl == 0, tokenKept)
 }
 
 func listedIn(st *state.State, lease string) bool {

@@ -47,11 +47,7 @@ func TestPodStartCostOnVault(t *testing.T) {
 			}
 			renewStart := time.Now()
 			sc := startRenewSidecar(t, p)
-			time.Sleep(2 * time.Second) // what vault-renew does at start is done; its first renewal is minutes away
-			const warning = "the token's max TTL is shorter than the leases it holds"
-			if warned := strings.Contains(sc.stderr.String(), warning); warned != tc.warn {
-				t.Errorf("warning at start about the token's max TTL: %v; want %v\n%s", warned, tc.warn, sc.stderr)
-			}
+			waitStartAnswered(t, sc.started) // what vault-renew does at start is done; its first renewal is minutes away
 
 			var initReqs, renewReqs []string
 			for _, e := range audit.entries(t) {
@@ -73,6 +69,11 @@ func TestPodStartCostOnVault(t *testing.T) {
 			}
 			figure(t, "cost", "pod start with one leased secret (%s): %d requests (vault-init %v, vault-renew %v)", tc.name, len(initReqs)+len(renewReqs), initReqs, renewReqs)
 			sc.mustExitPromptly(t)
+			// Its log is complete once vault-renew has exited.
+			const warning = "the token's max TTL is shorter than the leases it holds"
+			if warned := strings.Contains(sc.stderr.String(), warning); warned != tc.warn {
+				t.Errorf("warning at start about the token's max TTL: %v; want %v\n%s", warned, tc.warn, sc.stderr)
+			}
 			if r := p.revoke(); r.code != 0 {
 				t.Errorf("vault-revoke exited %d:\n%s", r.code, r.stderr)
 			}

@@ -135,7 +135,7 @@ func TestTLS(t *testing.T) {
 func tlsLifecycle(t *testing.T, p *pod, env []string) {
 	t.Helper()
 	s := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug"}, env...)
-	time.Sleep(1500 * time.Millisecond)
+	waitStartAnswered(t, s)
 	if d := s.stop(10 * time.Second); d > 5*time.Second {
 		t.Errorf("vault-renew took %s to stop", d)
 	}
