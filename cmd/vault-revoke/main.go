@@ -1,4 +1,4 @@
-// Command vault-revoke is podlease's preStop hook: it revokes the pod's leases and token when the pod ends.
+// Command vault-revoke revokes the leases and the token a pod's state directory records, then removes its credential files: a standalone, idempotent command, run by hand, as a Job's last step, or as a hook on clusters without native sidecars (where they exist, vault-renew --revoke-on-exit does the same at the pod's end).
 package main
 
 import (
