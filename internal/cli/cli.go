@@ -137,6 +137,18 @@ func isRepeatable(f *pflag.Flag) bool {
 	return strings.HasSuffix(t, "Array") || strings.HasSuffix(t, "Slice")
 }
 
+// RequireDirs checks the --state-dir and --secrets-dir that vault-renew
+// and vault-revoke take: both must be given (vault-init checks more).
+func RequireDirs(stateDir, secretsDir string) error {
+	if stateDir == "" {
+		return errors.New("--state-dir must not be empty")
+	}
+	if secretsDir == "" {
+		return errors.New("--secrets-dir must not be empty")
+	}
+	return nil
+}
+
 // LogFlags are the logging flags every command takes.
 type LogFlags struct {
 	Format string

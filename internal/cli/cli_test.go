@@ -255,6 +255,19 @@ func TestLogger(t *testing.T) {
 	}
 }
 
+func TestRequireDirs(t *testing.T) {
+	t.Parallel()
+	if err := RequireDirs("/vault/state", "/vault/secrets"); err != nil {
+		t.Errorf("both given: %v", err)
+	}
+	if err := RequireDirs("", "/vault/secrets"); err == nil || err.Error() != "--state-dir must not be empty" {
+		t.Errorf("no state dir: %v", err)
+	}
+	if err := RequireDirs("/vault/state", ""); err == nil || err.Error() != "--secrets-dir must not be empty" {
+		t.Errorf("no secrets dir: %v", err)
+	}
+}
+
 func TestLogFlagsRegister(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/podlease/podlease/internal/cli"
 )
 
 // Config is vault-renew's parsed command line. Everything about Vault
@@ -55,11 +57,8 @@ func (c *Config) register(fs *pflag.FlagSet) {
 
 // Validate checks the configuration; every error names the flag to fix.
 func (c *Config) Validate() error {
-	if c.StateDir == "" {
-		return fmt.Errorf("--state-dir must not be empty")
-	}
-	if c.SecretsDir == "" {
-		return fmt.Errorf("--secrets-dir must not be empty")
+	if err := cli.RequireDirs(c.StateDir, c.SecretsDir); err != nil {
+		return err
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {

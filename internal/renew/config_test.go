@@ -31,6 +31,8 @@ func TestUsage(t *testing.T) {
 		{"bad listen", []string{"--listen", "8099"}, nil, "--listen"},
 		{"env is read", nil, map[string]string{"PODLEASE_RENEW_FRACTION": "2"}, "--renew-fraction 2"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
+		{"empty state dir", []string{"--state-dir", ""}, nil, "--state-dir must not be empty"},
+		{"empty secrets dir", []string{"--secrets-dir", ""}, nil, "--secrets-dir must not be empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -7,7 +7,6 @@ package revokecmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,11 +39,8 @@ func (c *Config) register(fs *pflag.FlagSet) {
 
 // Validate checks the configuration; its errors name the flag to fix.
 func (c *Config) Validate() error {
-	if c.StateDir == "" {
-		return errors.New("--state-dir must not be empty")
-	}
-	if c.SecretsDir == "" {
-		return errors.New("--secrets-dir must not be empty")
+	if err := cli.RequireDirs(c.StateDir, c.SecretsDir); err != nil {
+		return err
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("--timeout %s: want a positive duration such as 10s", c.Timeout)
