@@ -107,12 +107,12 @@ func (d *demo) run(ctx context.Context, ttl, maxTTL time.Duration) error {
 		}
 	}
 	jwt := bed.WriteJWT(saDir, testbed.Namespace, testbed.ServiceAccount)
-	env := []string{"PATH=/usr/bin:/bin", "VAULT_ADDR=" + bed.VaultAddr, "PODLEASE_LOG_FORMAT=json", "PODLEASE_STATE_DIR=" + stateDir}
+	env := []string{"PATH=/usr/bin:/bin", "VAULT_ADDR=" + bed.VaultAddr, "PODLEASE_LOG_FORMAT=json",
+		"PODLEASE_STATE_DIR=" + stateDir, "PODLEASE_SECRETS_DIR=" + secretsDir}
 
 	d.say("kubelet", "pod starts: init container vault-init")
 	init := exec.CommandContext(ctx, filepath.Join(d.binDir, "vault-init"),
-		"--role", testbed.Role, "--jwt-file", jwt, "--secret", "db=database/creds/demo",
-		"--secrets-dir", secretsDir, "--timeout", "30s")
+		"--role", testbed.Role, "--jwt-file", jwt, "--secret", "db=database/creds/demo", "--timeout", "30s")
 	init.Env = env
 	if err := d.runLogged(init, "init"); err != nil {
 		return fmt.Errorf("vault-init: %w", err)
