@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/podlease/podlease/e2e/testbed"
@@ -480,6 +481,51 @@ func TestInitAuthMountTypo(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "check the role's bindings") || strings.Contains(r.stderr, "no auth method is mounted") {
 		t.Errorf("refused bindings: exit %d, want 1 with the bindings hint:\n%s", r.code, r.stderr)
 	}
+}
+
+// TestInitTokenReviewUnreachable: Vault that cannot call the TokenReview
+// API answers the login with a bare 403, as for a deleted pod. vault-init
+// tries once and exits 1 (no retry until --timeout: it cannot tell the two
+// apart) with a hint that names both causes and where Vault says which,
+// and leaves nothing behind.
+func TestInitTokenReviewUnreachable(t *testing.T) {
+	t.Parallel()
+	const mount = "kubernetes-unreachable"
+	ctx := context.Background()
+	root := bed.Root()
+	if err := root.Sys().EnableAuthWithOptionsWithContext(ctx, mount, &api.EnableAuthOptions{Type: "kubernetes"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := root.Sys().DisableAuthWithContext(context.Background(), mount); err != nil {
+			t.Errorf("disable auth/%s: %v", mount, err)
+		}
+	})
+	for path, data := range map[string]map[string]any{
+		// Port 1 on loopback: the connection is refused.
+		"auth/" + mount + "/config": {"kubernetes_host": "https://127.0.0.1:1", "disable_local_ca_jwt": true},
+		"auth/" + mount + "/role/" + testbed.Role: {
+			"bound_service_account_names":      []string{testbed.ServiceAccount},
+			"bound_service_account_namespaces": []string{testbed.Namespace},
+			"audience":                         testbed.Audience,
+			"token_policies":                   []string{testbed.Policy},
+		},
+	} {
+		if _, err := root.Logical().WriteWithContext(ctx, path, data); err != nil {
+			t.Fatalf("write %s: %v", path, err)
+		}
+	}
+	p := newPod(t)
+	r := run(t, "vault-init", p.initArgs("--auth-mount", mount, "--secret", "db=database/creds/app", "--timeout", "60s"), p.env...)
+	if r.code != 1 || strings.Contains(r.stderr, "retrying") {
+		t.Errorf("exit %d, want 1 after one try:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"permission denied (HTTP 403)", "the TokenReview API refused the token", "Vault could not call that API", "login unauthorized"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+	assertNothingLeft(t, p)
 }
 
 // TestInitInterrupted: SIGTERM while vault-init waits for Vault
