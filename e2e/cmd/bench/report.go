@@ -347,7 +347,7 @@ func (r *report) markdown() string {
 		p("The injector reaches them at %s and %s pods in steady state, but during a rollout (%d leases per pod for up to a TTL) already at %s and %s pods: logins then start failing mid-rollout under the Enterprise quota. ",
 			thousands(256000/(ag.leases-ag.initLeases)), thousands(300000/(ag.leases-ag.initLeases)), 2*ag.leases-ag.initLeases,
 			thousands(256000/(2*ag.leases-ag.initLeases)), thousands(300000/(2*ag.leases-ag.initLeases)))
-		p("Each further leased secret adds one lease per pod to podlease (two to the injector, whose init container and sidecar each read it).\n\n")
+		p("Each further leased secret adds one lease per pod to podlease (two to the injector, whose init container and sidecar each read it); with batch tokens (`token_type=batch`, which podlease supports) the token is no lease, and a podlease pod holds one per leased secret.\n\n")
 	} else {
 		p("At start: vault-init %s; Vault Agent (init) %s. Sidecars not measured.\n\n", initMix, agentMix)
 	}
