@@ -36,7 +36,7 @@ demo: vault postgres build ## play one pod's life on this machine: init, renew, 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s; not part of test)
 	@scripts/fuzz.sh
 
-bench: vault postgres node ## compare with Vault Agent and the floor, as processes and as pods on a real node (about 4.5 min, needs root; not part of test; BENCH_FLAGS=--only=kube or --only=local for one part); writes bench/results.md
+bench: vault postgres node ## compare with Vault Agent and the floor, as processes and as pods on a real node (about 15 min, needs root; not part of test; BENCH_FLAGS=--only=kube or --only=local for one part); writes bench/results.md
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" PODLEASE_KUBE_BIN_DIR="$(CURDIR)/bin/kubernetes" go run ./cmd/bench $(BENCH_FLAGS)
 
 testbed: vault postgres ## run the test bed (Vault, PostgreSQL, Kubernetes stand-ins) until Ctrl-C, to try the binaries by hand

@@ -6,11 +6,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/podlease/podlease/internal/renew"
 )
 
 func main() {
+	setMemoryDefaults(os.Getenv)
+	time.AfterFunc(startupOver, releaseStartupPages)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := renew.Run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()

@@ -43,7 +43,7 @@ type config struct {
 func main() {
 	var c config
 	flag.IntVar(&c.runs, "runs", 30, "pod starts per contender (interleaved)")
-	flag.DurationVar(&c.window, "window", 60*time.Second, "how long to watch the sidecars (renewal and idle)")
+	flag.DurationVar(&c.window, "window", 10*time.Minute, "how long to watch the sidecars (renewing and idle); memory is reported at its end")
 	flag.DurationVar(&c.ttl, "ttl", 20*time.Second, "lease and token TTL for the renewing sidecars")
 	flag.DurationVar(&c.scaleTTL, "scale-ttl", time.Hour, "TTL to scale the per-hour renewal request figures to")
 	flag.StringVar(&c.out, "out", "", "results file (default: bench/results.md at the repository root)")

@@ -21,6 +21,7 @@ type procSample struct {
 	run      time.Duration // time on CPU from schedstat, live threads (ns)
 	rss, hwm int64         // VmRSS, VmHWM in bytes
 	anon     int64         // RssAnon: heap, stacks, runtime (the rest of VmRSS is mostly the binary's mapped pages)
+	pss      int64         // Pss: VmRSS with each page shared by n processes counted 1/n (from smaps_rollup)
 	ctxsw    int64         // voluntary + involuntary context switches, all threads
 	threads  int
 }
@@ -54,6 +55,9 @@ func sampleProc(pid int) (procSample, error) {
 	s.hwm = status["VmHWM"]
 	s.anon = status["RssAnon"]
 	s.threads = int(status["Threads"])
+	if rollup, err := readStatus(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
+		s.pss = rollup["Pss"]
+	}
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
 	for _, t := range tasks {
 		ts, err := readStatus(filepath.Join(t, "status"))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +26,10 @@ var errRenewUnavailable = errors.New("vault-renew unavailable")
 const (
 	sRenew = "vault-renew"
 	sAgent = "Vault Agent sidecar"
+	// sFloor is the floor program kept running with its Vault client and
+	// an idle HTTP server: the memory any Go sidecar built on the Vault
+	// client library starts from. It renews nothing.
+	sFloor = "floor"
 )
 
 // benchRole is the database and kubernetes role with the short TTL the
@@ -88,14 +93,17 @@ type sidecarResults struct {
 }
 
 // sidecars starts, in this order, an idle vault-renew, an idle Agent (both
-// at 1 h TTL, so nothing is due), then a renewing vault-renew and Agent at
-// cfg.ttl, and watches all four over one window.
+// at 1 h TTL, so nothing is due), the floor kept running, then a renewing
+// vault-renew and Agent at cfg.ttl, and watches all five over one window.
 func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 	c := b.cfg
-	if err := b.bed.CreateDBRole(benchRole, c.ttl, 10*time.Minute); err != nil {
+	// The max TTLs lie beyond the window, so that it holds renewals only,
+	// no rotation or new login.
+	maxTTL := c.window + 10*time.Minute
+	if err := b.bed.CreateDBRole(benchRole, c.ttl, maxTTL); err != nil {
 		return nil, err
 	}
-	if err := b.bed.CreateK8sRole(benchRole, c.ttl, 10*time.Minute, testbed.Policy); err != nil {
+	if err := b.bed.CreateK8sRole(benchRole, c.ttl, maxTTL, testbed.Policy); err != nil {
 		return nil, err
 	}
 	res := &sidecarResults{window: c.window, ttl: c.ttl, renewing: map[string]*sidecar{}, idle: map[string]*sidecar{}}
@@ -116,6 +124,7 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 	}{
 		{res.idle, sRenew, testbed.Role, time.Hour},
 		{res.idle, sAgent, testbed.Role, time.Hour},
+		{res.idle, sFloor, testbed.Role, time.Hour},
 		{res.renewing, sRenew, benchRole, c.ttl},
 		{res.renewing, sAgent, benchRole, c.ttl},
 	} {
@@ -183,7 +192,9 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 	}
 	byAccessor := map[string]*sidecar{}
 	for _, s := range running {
-		byAccessor[s.accessor] = s
+		if s.accessor != "" {
+			byAccessor[s.accessor] = s
+		}
 		s.windowReqs = requestMix{}
 		s.renewedAt = map[string][]time.Time{}
 	}
@@ -193,7 +204,7 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 			continue
 		}
 		s := byAccessor[e.Auth.Accessor]
-		if s == nil || e.Auth.Accessor == "" {
+		if s == nil {
 			res.other[foldPath(e.key())]++
 			continue
 		}
@@ -251,6 +262,30 @@ func (s *sidecar) renewalsPerTTL() (perTTL float64, intervals map[string]time.Du
 	return perTTL, intervals, ok
 }
 
+// margins is the fraction of a credential's TTL that was left when it was
+// renewed, over every renewal of the token and the lease in the window:
+// one minus the time since the same credential's previous renewal over
+// the TTL (every renewal in the bench is granted the full TTL, as the max
+// TTLs lie beyond the window). ok is false when some kind renewed fewer
+// than twice in the window.
+func (s *sidecar) margins() (med, least float64, ok bool) {
+	ok = len(s.renewedAt) > 0
+	var left []float64
+	for _, ts := range s.renewedAt {
+		if len(ts) < 2 {
+			ok = false
+			continue
+		}
+		for i := 1; i < len(ts); i++ {
+			left = append(left, 1-float64(ts[i].Sub(ts[i-1]))/float64(s.ttl))
+		}
+	}
+	if len(left) == 0 {
+		return 0, 0, false
+	}
+	return median(left), slices.Min(left), ok
+}
+
 // startSidecar starts one sidecar and waits until it is ready: for
 // vault-renew, vault-init runs first and the sidecar must answer /readyz;
 // the Agent must have rendered its template.
@@ -288,6 +323,17 @@ func (b *bench) startSidecar(ctx context.Context, name, role string, ttl time.Du
 		if s.cmd, err = b.command(cAgent, p, role, secretPath, false); err != nil {
 			return nil, err
 		}
+	case sFloor:
+		if s.cmd, err = b.command(cFloor, p, role, secretPath, false); err != nil {
+			return nil, err
+		}
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		listen := fmt.Sprintf("127.0.0.1:%d", port)
+		readyz = "http://" + listen + "/readyz"
+		s.cmd.Args = append(s.cmd.Args, "-serve", listen)
 	}
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	if err := b.audit.mark(); err != nil {

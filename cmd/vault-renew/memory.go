@@ -1,0 +1,43 @@
+package main
+
+import (
+	"runtime"
+	"runtime/debug"
+	"time"
+)
+
+// The sidecar lives as long as its pod and does a few small requests an
+// hour, so its Go runtime defaults favour memory over throughput. Each is
+// overridden by the Go runtime's own environment variable.
+const (
+	// defaultMaxProcs is one P: one loop does the Vault work, so more Ps
+	// only add per-P caches, GC workers and threads (one per core on a
+	// node without a CPU limit). GOMAXPROCS overrides it.
+	defaultMaxProcs = 1
+	// defaultMemoryLimit is a soft limit on the Go runtime's memory:
+	// near it the garbage collector runs and unused heap pages go back to
+	// the kernel, where with GOGC=100 alone the heap grows to 4 MiB
+	// before the first collection and the runtime keeps the pages. The
+	// live heap is well under 1 MiB and the runtime's own structures
+	// take about 4 MiB with one P, so a collection comes about once a
+	// minute while renewing. It is sized for one P: with GOMAXPROCS set
+	// it is not applied, since more Ps need more of the runtime's memory
+	// and a limit too close to that makes the collector run without
+	// pause. GOMEMLIMIT overrides it ("off" for none).
+	defaultMemoryLimit = 6 << 20
+	// startupOver is when start-up is surely done: flags, state, the
+	// first lookup and the listener take well under a second.
+	startupOver = 30 * time.Second
+)
+
+// setMemoryDefaults applies the defaults above unless the environment
+// sets the variable (the memory limit also not when it sets GOMAXPROCS).
+func setMemoryDefaults(getenv func(string) string) {
+	if getenv("GOMAXPROCS") != "" {
+		return
+	}
+	runtime.GOMAXPROCS(defaultMaxProcs)
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+}
