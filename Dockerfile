@@ -6,7 +6,7 @@
 #
 #   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" -t podlease .
 #
-# test/manifests/dockerfile_test.go runs the build line below exactly as
+# e2e/manifests/dockerfile_test.go runs the build line below exactly as
 # written (only the output directory differs) and checks that the binaries
 # are static and print --version; change one, the test follows.
 

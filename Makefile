@@ -24,7 +24,7 @@ unit: ## unit tests of the product module
 	go test -race -count=1 ./...
 
 e2e: vault postgres ## end-to-end tests: the built binaries against real Vault and PostgreSQL
-	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go test -count=1 -timeout 20m $$(go list ./... | grep -v '/e2e/kube$$')
+	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go test -count=1 -timeout 20m $$(go list ./... | grep -vE '/e2e/(kube|manifests)$$')
 
 kube: vault postgres node ## scenarios on a real Kubernetes node: the image, the manifests, Vault set up by setup.sh (needs root)
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" PODLEASE_KUBE_BIN_DIR="$(CURDIR)/bin/kubernetes" \
@@ -42,9 +42,8 @@ bench: vault postgres node ## compare with Vault Agent and the floor, as process
 testbed: vault postgres ## run the test bed (Vault, PostgreSQL, Kubernetes stand-ins) until Ctrl-C, to try the binaries by hand
 	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go run ./cmd/testbed
 
-manifests: vault ## image build check, manifest and Vault-setup tests (nested module test/manifests; needs kubectl)
-	cd test/manifests && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" \
-	  KUBECTL="$${KUBECTL:-$$(if [[ -x "$(CURDIR)/bin/kubernetes/kubectl" ]]; then echo "$(CURDIR)/bin/kubernetes/kubectl"; fi)}" go test -count=1 ./...
+manifests: vault ## image build check, manifest and Vault-setup tests (e2e/manifests; kubectl from bin/kubernetes, else PATH)
+	cd e2e && PODLEASE_VAULT_BIN="$(CURDIR)/bin/vault" go test -count=1 -timeout 15m ./manifests
 
 image: ## build the container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD) -t podlease:$(VERSION) .
@@ -63,10 +62,8 @@ lint: ## gofmt, go vet and staticcheck on every module
 	@out=$$(gofmt -l . | grep -v '^tools/' || true); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	cd e2e && go vet ./...
-	cd test/manifests && go vet ./...
 	go run $(STATICCHECK) ./...
 	cd e2e && go run $(STATICCHECK) ./...
-	cd test/manifests && go run $(STATICCHECK) ./...
 
 clean: ## remove build output (the cached Vault and Kubernetes builds outside the clone stay)
 	rm -rf bin dist

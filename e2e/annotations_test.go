@@ -169,7 +169,7 @@ func TestAnnotationsExample(t *testing.T) {
 	ann := exampleAnnotations(t, "annotations")
 	p := newPod(t)
 	r := p.initFromAnnotations(ann)
-	user, password := envCreds(t, readFile(t, filepath.Join(p.secretsDir, "db")))
+	user, password := envCreds(t, testbed.ReadFile(t, filepath.Join(p.secretsDir, "db")))
 	login(t, user, password)
 	for _, want := range []string{"name=role value=app from=podlease.io/role", `name="secret db" value=database/creds/app from=podlease.io/secret-db`, "from=podlease.io/format-db"} {
 		if !strings.Contains(r.stderr, want) {
@@ -188,7 +188,7 @@ func TestFromAgentInjectorExample(t *testing.T) {
 	ann := exampleAnnotations(t, "from-agent-injector")
 	p := newPod(t)
 	p.initFromAnnotations(ann)
-	got := readFile(t, filepath.Join(p.secretsDir, "db-creds"))
+	got := testbed.ReadFile(t, filepath.Join(p.secretsDir, "db-creds"))
 	user, password := urlCreds(t, got)
 	login(t, user, password)
 
@@ -222,7 +222,7 @@ func TestAgentDefaultTemplates(t *testing.T) {
 			}
 			p := newPod(t)
 			p.initFromAnnotations(ann)
-			got := readFile(t, filepath.Join(p.secretsDir, "s"))
+			got := testbed.ReadFile(t, filepath.Join(p.secretsDir, "s"))
 			tmpl := fmt.Sprintf("{{ with secret %q }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}", tc.path)
 			if tc.def == "json" {
 				tmpl = fmt.Sprintf("{{ with secret %q }}{{ .Data | toJSON }}\n{{ end }}", tc.path)
@@ -285,7 +285,7 @@ func agentRender(t *testing.T, path, contents string) string {
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	return readFile(t, dest)
+	return testbed.ReadFile(t, dest)
 }
 
 // TestAnnotationsRefused: an injector annotation that cannot mean the same

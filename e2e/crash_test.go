@@ -19,15 +19,17 @@ import (
 	"unsafe"
 
 	"github.com/podlease/podlease/internal/state"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // startKillable starts a podlease binary to be killed: its output joins
 // the hygiene scan, and wait returns whether SIGKILL ended it.
-func startKillable(t *testing.T, name string, args, env []string) (cmd *exec.Cmd, out *syncBuffer, done <-chan error) {
+func startKillable(t *testing.T, name string, args, env []string) (cmd *exec.Cmd, out *testbed.SyncBuffer, done <-chan error) {
 	t.Helper()
 	cmd = exec.Command(bins[name], args...)
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}, env...)
-	out = &syncBuffer{}
+	out = &testbed.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	keepOutput(t.Name()+" "+name+" (killed)", out)
@@ -183,7 +185,7 @@ func TestCrashInit(t *testing.T) {
 				outcome["nothing"]++
 			}
 			if pendErr == nil {
-				noteSecret(strings.TrimSpace(readFile(t, filepath.Join(p.stateDir, "token.pending"))))
+				noteSecret(strings.TrimSpace(testbed.ReadFile(t, filepath.Join(p.stateDir, "token.pending"))))
 			}
 		default:
 			t.Fatal(err)

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/podlease/podlease/internal/state"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // tree lists every path under dir with its size and mode, so that a test
@@ -512,7 +514,7 @@ func TestHostileUnprivileged(t *testing.T) {
 	}
 	p := newPod(t)
 	jwt := filepath.Join(base, "jwt")
-	if err := os.WriteFile(jwt, []byte(readFile(t, p.jwtFile)), 0o644); err != nil {
+	if err := os.WriteFile(jwt, []byte(testbed.ReadFile(t, p.jwtFile)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534, NoSetGroups: true}

@@ -93,7 +93,7 @@ func TestHygieneProcesses(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
-	before := readFile(t, filepath.Join(p.secretsDir, "db"))
+	before := testbed.ReadFile(t, filepath.Join(p.secretsDir, "db"))
 	renew := start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--log-level", "debug",
 		"--notify-process", appName, "--notify-signal", "SIGHUP", "--notify-url", srv.URL + "/-/reload"}, p.env...)
 	time.Sleep(300 * time.Millisecond)
@@ -106,12 +106,12 @@ func TestHygieneProcesses(t *testing.T) {
 		n := len(posts)
 		mu.Unlock()
 		_, err := os.Stat(hups)
-		if n > 0 && err == nil && readFile(t, filepath.Join(p.secretsDir, "db")) != before {
+		if n > 0 && err == nil && testbed.ReadFile(t, filepath.Join(p.secretsDir, "db")) != before {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	after := readFile(t, filepath.Join(p.secretsDir, "db"))
+	after := testbed.ReadFile(t, filepath.Join(p.secretsDir, "db"))
 	if after == before {
 		t.Fatalf("no rotation within 15s:\n%s", renew.stderr.String())
 	}
@@ -143,7 +143,7 @@ func TestHygieneProcesses(t *testing.T) {
 		"vault-init command line": initCmdline, "vault-init environment": initEnv,
 		"vault-renew command line": renewCmdline, "vault-renew environment": renewEnv,
 		"HTTP notifications to the app": notices, "environment of the signalled app": appEnv,
-		"state.json":           readFile(t, filepath.Join(p.stateDir, state.FileName)),
+		"state.json":           testbed.ReadFile(t, filepath.Join(p.stateDir, state.FileName)),
 		"vault-init debug log": s.stderr.String(), "vault-renew debug log": renew.stderr.String(), "vault-revoke debug log": r.stderr,
 	}
 	leaks := 0

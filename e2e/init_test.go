@@ -103,14 +103,14 @@ func TestInitFormatsAndTemplate(t *testing.T) {
 	)
 
 	var kv map[string]string
-	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(p.secretsDir, "kv"))), &kv); err != nil {
+	if err := json.Unmarshal([]byte(testbed.ReadFile(t, filepath.Join(p.secretsDir, "kv"))), &kv); err != nil {
 		t.Fatal(err)
 	}
 	if kv["api_key"] != bed.KVAPIKey || kv["endpoint"] != testbed.KVEndpoint || len(kv) != 2 {
 		t.Errorf("KV v2 json should be the inner data {api_key, endpoint}, got keys %v", keys(kv))
 	}
 
-	dsn := readFile(t, filepath.Join(p.secretsDir, "dsn"))
+	dsn := testbed.ReadFile(t, filepath.Join(p.secretsDir, "dsn"))
 	lines := strings.Split(dsn, "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "postgres://v-") || lines[1] != "api_key="+bed.KVAPIKey {
 		t.Errorf("template output has the wrong shape (%d lines)", len(lines))
@@ -125,7 +125,7 @@ func TestInitFormatsAndTemplate(t *testing.T) {
 		conn.Close(ctx)
 	}
 
-	env := readFile(t, filepath.Join(p.secretsDir, "static"))
+	env := testbed.ReadFile(t, filepath.Join(p.secretsDir, "static"))
 	vars := map[string]string{}
 	for _, l := range strings.Split(strings.TrimSpace(env), "\n") {
 		k, v, ok := strings.Cut(l, "=")
@@ -154,7 +154,7 @@ func TestInitYAML(t *testing.T) {
 	t.Parallel()
 	p := newPod(t)
 	p.mustInit("--secret", "kv=secret/data/app", "--format", "kv=yaml")
-	got := readFile(t, filepath.Join(p.secretsDir, "kv"))
+	got := testbed.ReadFile(t, filepath.Join(p.secretsDir, "kv"))
 	want := "api_key: \"" + bed.KVAPIKey + "\"\nendpoint: \"" + testbed.KVEndpoint + "\"\n"
 	if got != want {
 		t.Errorf("yaml output differs from the expected two quoted lines")
@@ -187,7 +187,7 @@ func TestInitOtherAuthMethods(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		noteSecret(readFile(t, secretID))
+		noteSecret(testbed.ReadFile(t, secretID))
 		r := run(t, "vault-init", []string{"--auth-method", "approle", "--role-id-file", roleID, "--secret-id-file", secretID,
 			"--secret", "kv=secret/data/app", "--secrets-dir", p.secretsDir, "--state-dir", p.stateDir}, p.env...)
 		if r.code != 0 {
@@ -216,7 +216,7 @@ func TestInitEnvironmentConfig(t *testing.T) {
 	}
 	noteSecret(p.token())
 	dbCreds(t, filepath.Join(p.secretsDir, "db"))
-	if !strings.HasPrefix(readFile(t, filepath.Join(p.secretsDir, "kv")), "API_KEY=\"") {
+	if !strings.HasPrefix(testbed.ReadFile(t, filepath.Join(p.secretsDir, "kv")), "API_KEY=\"") {
 		t.Errorf("PODLEASE_FORMAT=kv=env was not applied")
 	}
 	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
@@ -374,4 +374,135 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// TestInitKVUnderStaticCredsPath: a KV v2 secret whose path contains
+// /static-creds/ is KV data (what Vault returned says so), and its file
+// holds the fields, not the {data, metadata} envelope.
+func TestInitKVUnderStaticCredsPath(t *testing.T) {
+	t.Parallel()
+	p := newPod(t)
+	const path = "secret/data/static-creds/review"
+	pin := "pin-" + randomDigits(t, 12)
+	noteSecret(pin)
+	writeKV(t, path, map[string]any{"pin": pin})
+	r := p.initAsRoot("--secret", "kv="+path)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(testbed.ReadFile(t, filepath.Join(p.secretsDir, "kv"))), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got["pin"] != pin {
+		t.Errorf("the file holds fields %v, want only \"pin\" (the KV v2 inner data)", keys(got))
+	}
+}
+
+// TestInitEnvMultilineWarns: an env-format secret with a PEM value is
+// written (a dotenv reader gets it back) with a warning that names the
+// field, and no value, since a shell would see \n instead.
+func TestInitEnvMultilineWarns(t *testing.T) {
+	t.Parallel()
+	p := newPod(t)
+	const path = "secret/data/review-pem"
+	key := "review-pem-" + randomDigits(t, 12)
+	noteSecret(key)
+	writeKV(t, path, map[string]any{"tls_key": "-----BEGIN KEY-----\n" + key + "\n-----END KEY-----", "user": "u"})
+	r := p.initAsRoot("--secret", "tls="+path, "--format", "tls=env")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"level=WARN", "newline", "use --format json or a --template", "secret=tls", "fields=tls_key"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+	if got, want := testbed.ReadFile(t, filepath.Join(p.secretsDir, "tls")), `TLS_KEY="-----BEGIN KEY-----\n`+key+`\n-----END KEY-----"`+"\n"+`USER="u"`+"\n"; got != want {
+		t.Errorf("env file differs from the two escaped lines expected")
+	}
+}
+
+// TestInitEnvRefusesDangerousField: a field that upper-cases to
+// LD_PRELOAD (or PATH, BASH_ENV, ...) is refused in the env format: exit
+// 1 naming the field, nothing written, the token and its leases revoked.
+func TestInitEnvRefusesDangerousField(t *testing.T) {
+	t.Parallel()
+	for _, field := range []string{"ld_preload", "path", "bash-env"} {
+		t.Run(field, func(t *testing.T) {
+			t.Parallel()
+			p := newPod(t)
+			path := "secret/data/review-danger-" + field
+			writeKV(t, path, map[string]any{field: "/tmp/evil.so", "user": "u"})
+			r := p.initAsRoot("--secret", "kv="+path, "--format", "kv=env")
+			if r.code != 1 {
+				t.Errorf("exit %d, want 1:\n%s", r.code, r.stderr)
+			}
+			for _, want := range []string{`field \"` + field + `\"`, "refuses", "json"} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+				}
+			}
+			if strings.Contains(r.stderr, "evil.so") {
+				t.Error("the error shows the value")
+			}
+			assertNothingLeft(t, p)
+		})
+	}
+}
+
+// TestInitAuthMountTypo: a login at a mount where no auth method is
+// says so (Vault answers 403 there, as for refused bindings), on one line.
+// A real refusal (a service account the role does not bind) still points
+// at the role's bindings.
+func TestInitAuthMountTypo(t *testing.T) {
+	t.Parallel()
+	p := newPod(t)
+	r := run(t, "vault-init", p.initArgs("--auth-mount", "kubernets", "--secret", "db=database/creds/app"), p.env...)
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"no auth method is mounted at auth/kubernets", "--auth-mount", "permission denied (HTTP 403)"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+	// Vault's "1 error occurred:\n\t* permission denied" arrives flattened.
+	if strings.Contains(r.stderr, "error occurred") || strings.Contains(r.stderr, `\n`) || strings.Contains(r.stderr, `\t`) {
+		t.Errorf("Vault's multi-line error was not flattened:\n%s", r.stderr)
+	}
+	assertNothingLeft(t, p)
+
+	other := newPod(t)
+	other.jwtFile = bed.WriteJWT(filepath.Join(other.dir, "sa"), testbed.Namespace, "not-bound")
+	noteSecret(testbed.ReadFile(t, other.jwtFile))
+	r = run(t, "vault-init", other.initArgs("--secret", "db=database/creds/app"), other.env...)
+	if r.code != 1 || !strings.Contains(r.stderr, "check the role's bindings") || strings.Contains(r.stderr, "no auth method is mounted") {
+		t.Errorf("refused bindings: exit %d, want 1 with the bindings hint:\n%s", r.code, r.stderr)
+	}
+}
+
+// TestInitInterrupted: SIGTERM while vault-init waits for Vault
+// says "interrupted", not that Vault kept failing with "context
+// canceled", and leaves nothing behind.
+func TestInitInterrupted(t *testing.T) {
+	t.Parallel()
+	fp := newFaultProxy(t)
+	if err := fp.Set(testbed.Rule{Fault: testbed.Hang}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPod(t)
+	s := start(t, "vault-init", p.initArgs("--secret", "db=database/creds/app", "--vault-addr", fp.URL()), p.env...)
+	time.Sleep(time.Second) // the login request hangs
+	if took := s.stop(10 * time.Second); took > 5*time.Second {
+		t.Errorf("vault-init took %s to stop after SIGTERM", took)
+	}
+	out := s.stderr.String()
+	if code := s.exitCode(); code != 1 {
+		t.Errorf("exit %d, want 1:\n%s", code, out)
+	}
+	if !strings.Contains(out, "log in: interrupted") || strings.Contains(out, "context canceled") || strings.Contains(out, "kept failing") {
+		t.Errorf("the last line should say the login was interrupted, and not blame Vault:\n%s", out)
+	}
+	assertNothingLeft(t, p)
 }

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -91,7 +90,7 @@ var hygiene struct {
 
 type capturedOutput struct {
 	what string
-	text *syncBuffer
+	text *testbed.SyncBuffer
 }
 
 // noteSecret records a value that must never appear in podlease's output.
@@ -108,7 +107,7 @@ func noteSecret(values ...string) {
 	}
 }
 
-func keepOutput(what string, b *syncBuffer) {
+func keepOutput(what string, b *testbed.SyncBuffer) {
 	hygiene.Lock()
 	defer hygiene.Unlock()
 	hygiene.outputs = append(hygiene.outputs, capturedOutput{what, b})
@@ -146,25 +145,6 @@ func assertNoSecret(t *testing.T, what, out string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writing while a test
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // pod is one simulated pod: its emptyDir volumes and its projected
 // service-account token.
 type pod struct {
@@ -191,7 +171,7 @@ func newPod(t *testing.T) *pod {
 		}
 	}
 	p.jwtFile = bed.WriteJWT(filepath.Join(dir, "sa"), testbed.Namespace, testbed.ServiceAccount)
-	noteSecret(readFile(t, p.jwtFile))
+	noteSecret(testbed.ReadFile(t, p.jwtFile))
 	p.env = []string{"VAULT_ADDR=" + bed.VaultAddr}
 	return p
 }
@@ -237,13 +217,13 @@ func (p *pod) mustInit(extra ...string) result {
 // token is the Vault token vault-init wrote.
 func (p *pod) token() string {
 	p.t.Helper()
-	return strings.TrimSpace(readFile(p.t, filepath.Join(p.stateDir, "token")))
+	return strings.TrimSpace(testbed.ReadFile(p.t, filepath.Join(p.stateDir, "token")))
 }
 
 // started is a long-running binary (vault-renew).
 type started struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testbed.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -254,7 +234,7 @@ func start(t *testing.T, name string, args []string, env ...string) *started {
 	t.Helper()
 	cmd := exec.Command(bins[name], args...)
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}, env...)
-	s := &started{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	s := &started{cmd: cmd, stderr: &testbed.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.stderr, s.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	keepOutput(t.Name()+" "+name, s.stderr)
@@ -293,15 +273,6 @@ func (s *started) stop(grace time.Duration) time.Duration {
 	return time.Since(begin)
 }
 
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // dbCreds reads a JSON credential file written by vault-init and notes
 // the password as a secret.
 func dbCreds(t *testing.T, path string) (user, password string) {
@@ -310,7 +281,7 @@ func dbCreds(t *testing.T, path string) (user, password string) {
 		Username string `json:"username"`
 		Password string `json:"password"`
 	}
-	if err := json.Unmarshal([]byte(readFile(t, path)), &c); err != nil {
+	if err := json.Unmarshal([]byte(testbed.ReadFile(t, path)), &c); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
 	if c.Username == "" || c.Password == "" {

@@ -163,7 +163,7 @@ func loadCorpus(t *testing.T) []corpusTemplate {
 		}
 		c := corpusTemplate{name: strings.TrimSuffix(filepath.Base(f), ".tmpl"), file: abs}
 		seen := map[string]bool{}
-		for _, m := range literalSecret.FindAllStringSubmatch(readFile(t, f), -1) {
+		for _, m := range literalSecret.FindAllStringSubmatch(testbed.ReadFile(t, f), -1) {
 			if !seen[m[1]] {
 				seen[m[1]] = true
 				c.paths = append(c.paths, m[1])
@@ -215,7 +215,7 @@ func TestTemplatesMatchVaultAgent(t *testing.T) {
 	if err := testbed.RunAgent(ctx, agentPod.dir, tplAgentConfig(agentPod, corpus, agentOut), tplEnvName+"="+tplEnvVal); err != nil {
 		t.Fatal(err)
 	}
-	agentCreds := strings.SplitN(readFile(t, filepath.Join(agentOut, "_dbcreds")), "\n", 2)
+	agentCreds := strings.SplitN(testbed.ReadFile(t, filepath.Join(agentOut, "_dbcreds")), "\n", 2)
 	if len(agentCreds) != 2 || agentCreds[0] == "" || agentCreds[1] == "" {
 		t.Fatalf("the Agent's database credential file is %q", agentCreds)
 	}
@@ -224,7 +224,7 @@ func TestTemplatesMatchVaultAgent(t *testing.T) {
 	matched := 0
 	for _, c := range corpus {
 		t.Run(c.name, func(t *testing.T) {
-			want := readFile(t, filepath.Join(agentOut, c.name))
+			want := testbed.ReadFile(t, filepath.Join(agentOut, c.name))
 			p := newPod(t)
 			args := p.initArgs("--role", tplRole, "--secret", "t="+c.paths[0], "--template", "t="+c.file)
 			for i, other := range c.paths[1:] {
@@ -234,7 +234,7 @@ func TestTemplatesMatchVaultAgent(t *testing.T) {
 			if r.code != 0 {
 				t.Fatalf("vault-init exited %d:\n%s", r.code, r.stderr)
 			}
-			got := readFile(t, filepath.Join(p.secretsDir, "t"))
+			got := testbed.ReadFile(t, filepath.Join(p.secretsDir, "t"))
 			if strings.HasPrefix(c.paths[0], testbed.DBMount+"/creds/") {
 				if err := matchMasked(want, got, agentCreds[0], agentCreds[1]); err != nil {
 					t.Errorf("%s: %v\nVault Agent:\n%s\nvault-init:\n%s", c.file, err, mask(want, agentCreds[0], agentCreds[1]), "(not shown: holds a password)")
@@ -315,7 +315,7 @@ func TestTemplateReRenderedByVaultRenew(t *testing.T) {
 	}
 	p.mustInit("--role", tplRole, "--secret", "r=secret/tplrenew", "--template", "r="+tmpl)
 	file := filepath.Join(p.secretsDir, "r")
-	if got, want := readFile(t, file), "v=1 keys=one,sub/,two, sum=6b86b273\n"; got != want {
+	if got, want := testbed.ReadFile(t, file), "v=1 keys=one,sub/,two, sum=6b86b273\n"; got != want {
 		t.Fatalf("vault-init rendered %q, want %q", got, want)
 	}
 	start(t, "vault-renew", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--listen", "", "--kv-interval", "1s"}, p.env...)
@@ -324,10 +324,39 @@ func TestTemplateReRenderedByVaultRenew(t *testing.T) {
 	}
 	want := "v=2 keys=one,sub/,two, sum=d4735e3a\n"
 	deadline := time.Now().Add(20 * time.Second)
-	for readFile(t, file) != want && time.Now().Before(deadline) {
+	for testbed.ReadFile(t, file) != want && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
-	if got := readFile(t, file); got != want {
+	if got := testbed.ReadFile(t, file); got != want {
 		t.Fatalf("after the KV change vault-renew rendered %q, want %q", got, want)
+	}
+}
+
+// TestTemplateTypoExits1: a template naming a field the secret does
+// not have fails after Vault was contacted, so it exits 1 (2 promises
+// Vault was not contacted), names the key, and leaves no lease behind.
+func TestTemplateTypoExits1(t *testing.T) {
+	t.Parallel()
+	const role = "review-typo"
+	if err := bed.CreateDBRole(role, time.Minute, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	p := newPod(t)
+	tmpl := filepath.Join(p.dir, "db.tmpl")
+	if err := os.WriteFile(tmpl, []byte("user={{ .Data.usernme }}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "vault-init", p.initArgs("--secret", "db=database/creds/"+role, "--template", "db="+tmpl), p.env...)
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"usernme", tmpl, `secret \"db\"`} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+	assertNothingLeft(t, p)
+	if left := leasesLeft(t, "database/creds/"+role, 5*time.Second); len(left) > 0 {
+		t.Errorf("leases left after the failure: %v", left)
 	}
 }

@@ -7,12 +7,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/podlease/podlease/internal/revoke"
+	"github.com/podlease/podlease/internal/revokecmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := revoke.Run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	code := revokecmd.Run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

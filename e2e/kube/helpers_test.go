@@ -171,61 +171,11 @@ func printDiff(t *testing.T, base, overlayDir string) {
 	t.Logf("test overlay over %s changes %d lines of the rendered manifests:\n%s", base, len(lines), strings.Join(lines, "\n"))
 }
 
-// podInfo is the part of a Pod object the tests read.
-type podInfo struct {
-	Metadata struct {
-		Name              string  `json:"name"`
-		UID               string  `json:"uid"`
-		DeletionTimestamp *string `json:"deletionTimestamp"`
-	} `json:"metadata"`
-	Status struct {
-		Phase      string `json:"phase"`
-		Conditions []struct {
-			Type   string `json:"type"`
-			Status string `json:"status"`
-		} `json:"conditions"`
-		InitContainerStatuses []containerStatus `json:"initContainerStatuses"`
-		ContainerStatuses     []containerStatus `json:"containerStatuses"`
-	} `json:"status"`
-}
-
-type containerStatus struct {
-	Name         string `json:"name"`
-	ContainerID  string `json:"containerID"`
-	RestartCount int    `json:"restartCount"`
-	Ready        bool   `json:"ready"`
-	State        struct {
-		Running    *struct{} `json:"running"`
-		Terminated *struct {
-			ExitCode int    `json:"exitCode"`
-			Reason   string `json:"reason"`
-		} `json:"terminated"`
-	} `json:"state"`
-}
-
-func (p podInfo) ready() bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == "Ready" {
-			return c.Status == "True"
-		}
-	}
-	return false
-}
-
-func (p podInfo) container(name string) (containerStatus, bool) {
-	for _, c := range append(slices.Clone(p.Status.InitContainerStatuses), p.Status.ContainerStatuses...) {
-		if c.Name == name {
-			return c, true
-		}
-	}
-	return containerStatus{}, false
-}
-
 // pods lists the pods of workNS with label selector sel.
-func pods(t *testing.T, sel string) []podInfo {
+func pods(t *testing.T, sel string) []testbed.Pod {
 	t.Helper()
 	var list struct {
-		Items []podInfo `json:"items"`
+		Items []testbed.Pod `json:"items"`
 	}
 	if err := json.Unmarshal([]byte(kubectl(t, "-n", workNS, "get", "pods", "-l", sel, "-o", "json")), &list); err != nil {
 		t.Fatal(err)
@@ -248,13 +198,13 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) t
 
 // readyPods waits until n pods matching sel (and not being deleted) are
 // Ready and returns them.
-func readyPods(t *testing.T, sel string, n int, limit time.Duration) []podInfo {
+func readyPods(t *testing.T, sel string, n int, limit time.Duration) []testbed.Pod {
 	t.Helper()
-	var ready []podInfo
+	var ready []testbed.Pod
 	waitFor(t, fmt.Sprintf("%d Ready pod(s) %s", n, sel), limit, func() bool {
 		ready = ready[:0]
 		for _, p := range pods(t, sel) {
-			if p.Metadata.DeletionTimestamp == nil && p.ready() {
+			if p.Metadata.DeletionTimestamp == nil && p.Ready() {
 				ready = append(ready, p)
 			}
 		}
@@ -280,7 +230,7 @@ type logWatch struct {
 	done chan struct{}
 }
 
-func watchLogs(t *testing.T, p podInfo) *logWatch {
+func watchLogs(t *testing.T, p testbed.Pod) *logWatch {
 	w := &logWatch{
 		app:  "app",
 		dir:  filepath.Join(node.PodLogsDir, workNS+"_"+p.Metadata.Name+"_"+p.Metadata.UID),
@@ -411,7 +361,7 @@ type podState struct {
 	} `json:"secrets"`
 }
 
-func readPodState(t *testing.T, p podInfo) podState {
+func readPodState(t *testing.T, p testbed.Pod) podState {
 	t.Helper()
 	b, err := os.ReadFile(node.PodVolumePath(p.Metadata.UID, "vault-state", "state.json"))
 	if err != nil {
@@ -430,7 +380,7 @@ func readPodState(t *testing.T, p podInfo) podState {
 // deletePod deletes pod p without waiting, then waits until the database
 // user the app logged in as is dropped and the pod is gone. It returns when
 // the delete was issued and when the user was first seen gone.
-func deletePod(t *testing.T, p podInfo, user string) (deleted, userGone time.Time) {
+func deletePod(t *testing.T, p testbed.Pod, user string) (deleted, userGone time.Time) {
 	t.Helper()
 	deleted = time.Now()
 	kubectl(t, "-n", workNS, "delete", "pod", p.Metadata.Name, "--wait=false")

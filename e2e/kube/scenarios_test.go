@@ -10,13 +10,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 const appSel = "app.kubernetes.io/name=app"
 
 // deployApp applies the Deployment overlay o and returns its Ready pod and
 // the time from apply to Ready. The Deployment is deleted at the end.
-func deployApp(t *testing.T, o overlay) (string, podInfo, time.Duration) {
+func deployApp(t *testing.T, o overlay) (string, testbed.Pod, time.Duration) {
 	t.Helper()
 	if o.base == "" {
 		o.base, o.kind, o.name = "manifests", "Deployment", "app"
@@ -29,15 +31,23 @@ func deployApp(t *testing.T, o overlay) (string, podInfo, time.Duration) {
 	return dir, p, time.Since(start)
 }
 
+// deployServing deploys the app (deployApp), watches its pod's logs and
+// waits until the app has made n successful queries.
+func deployServing(t *testing.T, o overlay, n int) (dir string, p testbed.Pod, readyIn time.Duration, w *logWatch) {
+	t.Helper()
+	dir, p, readyIn = deployApp(t, o)
+	w = watchLogs(t, p)
+	waitFor(t, fmt.Sprintf("%d successful app queries", n), 30*time.Second, func() bool { return w.count("app", "query ok") >= n })
+	return dir, p, readyIn, w
+}
+
 // Scenario 1: the Deployment as shipped (through the test overlay) becomes
 // Ready; the app, running as another uid, reads the secret file and
 // queries PostgreSQL with it.
 func TestScenario1Deployment(t *testing.T) {
 	o := overlay{listen: freePort(t)}
-	dir, p, readyIn := deployApp(t, o)
+	dir, p, readyIn, w := deployServing(t, o, 5)
 	printDiff(t, "manifests", dir)
-	w := watchLogs(t, p)
-	waitFor(t, "5 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 5 })
 
 	start, ok := w.first("app", "start uid=")
 	if !ok || !strings.Contains(start.Text, fmt.Sprintf("uid=%d ", 1000)) || !strings.Contains(start.Text, "65532") {
@@ -83,9 +93,7 @@ func TestScenario1Deployment(t *testing.T) {
 // app exited and revokes; the database user is gone within 2 s of the app's
 // exit; the token is revoked.
 func TestScenario3DeletePod(t *testing.T) {
-	_, p, _ := deployApp(t, overlay{listen: freePort(t), appEnv: map[string]string{"DRAIN": "5s", "INTERVAL": "100ms"}})
-	w := watchLogs(t, p)
-	waitFor(t, "3 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 3 })
+	_, p, _, w := deployServing(t, overlay{listen: freePort(t), appEnv: map[string]string{"DRAIN": "5s", "INTERVAL": "100ms"}}, 3)
 	st := readPodState(t, p)
 	user := w.appUsers()[0]
 
@@ -147,7 +155,7 @@ func TestScenario4Job(t *testing.T) {
 	t0 := time.Now()
 	kubectl(t, "apply", "-k", dir)
 	t.Cleanup(func() { deleteAndWait(t, dir, sel) })
-	var p podInfo
+	var p testbed.Pod
 	waitFor(t, "the Job's pod", 60*time.Second, func() bool {
 		ps := pods(t, sel)
 		if len(ps) == 1 && ps[0].Metadata.UID != "" {
@@ -192,12 +200,10 @@ func TestScenario4Job(t *testing.T) {
 // stopped by the kubelet: the kubelet restarts it; it resumes from
 // /vault/state with the same lease and token; nothing is revoked or issued.
 func TestScenario5SidecarKilled(t *testing.T) {
-	_, p, _ := deployApp(t, overlay{listen: freePort(t)})
-	w := watchLogs(t, p)
-	waitFor(t, "3 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 3 })
+	_, p, _, w := deployServing(t, overlay{listen: freePort(t)}, 3)
 	st := readPodState(t, p)
 	users := dynamicRoles(t)
-	cs, _ := p.container("vault-renew")
+	cs, _ := p.Container("vault-renew")
 	id := strings.TrimPrefix(cs.ContainerID, "containerd://")
 	if id == "" || cs.RestartCount != 0 {
 		t.Fatalf("vault-renew status: %+v", cs)
@@ -213,8 +219,8 @@ func TestScenario5SidecarKilled(t *testing.T) {
 			if q.Metadata.UID != p.Metadata.UID {
 				continue
 			}
-			c, _ := q.container("vault-renew")
-			if c.RestartCount >= 1 && c.State.Running != nil && c.Ready && q.ready() {
+			c, _ := q.Container("vault-renew")
+			if c.RestartCount >= 1 && c.State.Running != nil && c.Ready && q.Ready() {
 				restarted = time.Since(t0)
 				return true
 			}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // Scenario 2: rotation inside a pod across the lease's max TTL (10 s
@@ -90,7 +92,7 @@ func TestScenario7RolloutRestart(t *testing.T) {
 	t0 := time.Now()
 	kubectl(t, "-n", workNS, "rollout", "restart", "deployment/app")
 	kubectl(t, "-n", workNS, "rollout", "status", "deployment/app", "--timeout=3m")
-	var fresh []podInfo
+	var fresh []testbed.Pod
 	waitFor(t, "3 new pods Ready and the old ones gone", 2*time.Minute, func() bool {
 		ps := pods(t, appSel)
 		fresh = fresh[:0]
@@ -98,7 +100,7 @@ func TestScenario7RolloutRestart(t *testing.T) {
 			if watches[p.Metadata.UID] != nil {
 				return false
 			}
-			if p.ready() {
+			if p.Ready() {
 				fresh = append(fresh, p)
 			}
 		}
@@ -153,9 +155,7 @@ func TestScenario7RolloutRestart(t *testing.T) {
 func TestScenario8GraceExhausted(t *testing.T) {
 	o := overlay{listen: freePort(t), appEnv: map[string]string{"IGNORE_TERM": "true", "INTERVAL": "100ms"},
 		extra: []string{op("replace", "/spec/template/spec/terminationGracePeriodSeconds", "10")}}
-	_, p, _ := deployApp(t, o)
-	w := watchLogs(t, p)
-	waitFor(t, "3 successful app queries", 30*time.Second, func() bool { return w.count("app", "query ok") >= 3 })
+	_, p, _, w := deployServing(t, o, 3)
 	st := readPodState(t, p)
 	user := w.appUsers()[0]
 

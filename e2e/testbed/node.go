@@ -140,6 +140,29 @@ func KubeBinDir() (string, error) {
 	return dir, nil
 }
 
+// KubectlBinary finds kubectl: PODLEASE_KUBE_BIN_DIR/kubectl if that is
+// set, else bin/kubernetes/kubectl in the repository root (the version the
+// node runs), else kubectl on PATH.
+func KubectlBinary() (string, error) {
+	if dir := os.Getenv("PODLEASE_KUBE_BIN_DIR"); dir != "" {
+		p := filepath.Join(dir, "kubectl")
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("PODLEASE_KUBE_BIN_DIR: %w (run scripts/ensure-kubernetes.sh)", err)
+		}
+		return p, nil
+	}
+	if root, err := RepoRoot(); err == nil {
+		p := filepath.Join(root, "bin", "kubernetes", "kubectl")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("kubectl"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no kubectl: PODLEASE_KUBE_BIN_DIR is unset, there is no bin/kubernetes/kubectl in the repository and no kubectl on PATH; run scripts/ensure-kubernetes.sh")
+}
+
 // StartNode starts the cluster with its files under dir and returns once the
 // node is Ready. images are docker-archive tarballs imported into
 // containerd before the kubelet starts; one of them must be PauseImage. On
@@ -729,12 +752,18 @@ func (n *Node) Stop() {
 // killCgroupProcs SIGKILLs every process in the node's cgroups until none
 // is left (or 10 s passed).
 func (n *Node) killCgroupProcs() {
+	n.killUntilGone("the node's cgroups", n.cgroupPIDs)
+}
+
+// killUntilGone SIGKILLs the processes list returns until it returns none
+// or 10 s passed; where names them in the log line about survivors.
+func (n *Node) killUntilGone(where string, list func() []int) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := n.cgroupPIDs()
+		pids := list()
 		if len(pids) == 0 || time.Now().After(deadline) {
 			if len(pids) > 0 {
-				n.logf("node: processes still in the node's cgroups: %v", pids)
+				n.logf("node: processes still in %s: %v", where, pids)
 			}
 			return
 		}
@@ -782,25 +811,9 @@ func (n *Node) killNamespaceProcs(exceptContainerd bool) {
 	if c := n.procs["containerd"]; exceptContainerd && c != nil {
 		keep = c.cmd.Process.Pid
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var pids []int
-		for _, pid := range processesInMountNS(n.mountNS) {
-			if pid != keep {
-				pids = append(pids, pid)
-			}
-		}
-		if len(pids) == 0 || time.Now().After(deadline) {
-			if len(pids) > 0 {
-				n.logf("node: processes still in the node's mount namespace: %v", pids)
-			}
-			return
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	n.killUntilGone("the node's mount namespace", func() []int {
+		return slices.DeleteFunc(processesInMountNS(n.mountNS), func(pid int) bool { return pid == keep })
+	})
 }
 
 // processesInMountNS lists the processes whose mount namespace is ns.

@@ -2,26 +2,20 @@ package testbed
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
-	"time"
 )
 
 // nodePKI is the node's throwaway certificate authority and the keys signed
 // by it, written as PEM files under dir.
 type nodePKI struct {
 	dir    string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
+	ca     *CA
 	CACert string // path of the CA certificate
 	// ServiceAccountKey signs service-account tokens (RSA: what Vault's
 	// kubernetes auth and every other verifier accept).
@@ -33,32 +27,15 @@ func newNodePKI(dir string) (*nodePKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := NewCA("podlease-testbed-node-ca")
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "podlease-testbed-node-ca"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
+	p := &nodePKI{dir: dir, ca: ca, CACert: filepath.Join(dir, "ca.crt")}
+	if err := os.WriteFile(p.CACert, ca.PEM, 0o600); err != nil {
 		return nil, err
 	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	p := &nodePKI{dir: dir, ca: ca, caKey: key, CACert: filepath.Join(dir, "ca.crt")}
-	if err := writePEM(p.CACert, "CERTIFICATE", der); err != nil {
-		return nil, err
-	}
-	if err := p.writeKey("ca.key", key); err != nil {
+	if err := p.writeKey("ca.key", ca.Key); err != nil {
 		return nil, err
 	}
 
@@ -81,35 +58,9 @@ func newNodePKI(dir string) (*nodePKI, error) {
 // issue signs a certificate for cn (groups as O) and writes name.crt and
 // name.key; hosts become SANs and make it a serving certificate as well.
 func (p *nodePKI) issue(name, cn string, groups []string, hosts ...string) (certFile, keyFile string, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, key, err := p.ca.Issue(cn, groups, hosts...)
 	if err != nil {
 		return "", "", err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn, Organization: groups},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if len(hosts) > 0 {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		return "", "", fmt.Errorf("sign %s: %w", name, err)
 	}
 	certFile = filepath.Join(p.dir, name+".crt")
 	if err := writePEM(certFile, "CERTIFICATE", der); err != nil {

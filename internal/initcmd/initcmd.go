@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -160,16 +161,7 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		fetched[sp.Path], readPath[sp.Path] = f, rp
 		log.Info("read secret", "path", rp, "kind", f.Kind, "lease_id", f.Resp.LeaseID, "ttl", f.TTL(), "renewable", f.Resp.Renewable)
 	}
-	lookup := func(path string) (*render.Secret, error) {
-		f := fetched[path]
-		if f == nil {
-			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
-		}
-		if f.Kind == state.KindLeased {
-			return nil, fmt.Errorf("%q is a leased secret of another --secret: give each lease its own file so it can be rotated on its own", path)
-		}
-		return f.Template(), nil
-	}
+	lookup := secrets.LookupFetched(fetched)
 	list := secrets.Lister(ctx, client, log)
 	type out struct {
 		sec     state.Secret
@@ -179,7 +171,7 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 	for _, sp := range specs {
 		s := state.Secret{
 			Name: sp.Name, Path: sp.Path,
-			File: c.SecretsDir + "/" + sp.Name, FileMode: sp.FileMode,
+			File: filepath.Join(c.SecretsDir, sp.Name), FileMode: sp.FileMode,
 			Format: sp.Format, Template: sp.Text, TemplateFile: sp.TemplateFile,
 		}
 		if sp.Template != nil {
@@ -229,7 +221,7 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		cleanup()
 		return err
 	}
-	written = append(written, c.StateDir+"/"+state.TokenName)
+	written = append(written, filepath.Join(c.StateDir, state.TokenName))
 	if err := state.Save(c.StateDir, st); err != nil {
 		cleanup()
 		return err

@@ -13,7 +13,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/podlease/podlease/internal/atomicfile"
-	"github.com/podlease/podlease/internal/revoke"
+	"github.com/podlease/podlease/internal/revocation"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
 )
@@ -122,7 +122,7 @@ func revokeEarlier(ctx context.Context, dir, secretsDir, pending string, log *sl
 	log.Info("the state dir holds the state of an earlier run: revoking its leases and token before replacing it", "state_dir", dir)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := revoke.Revoke(rctx, dir, secretsDir, log.With("earlier_run", true)); err != nil {
+	if err := revocation.Revoke(rctx, dir, secretsDir, log.With("earlier_run", true)); err != nil {
 		log.Warn("could not revoke what the earlier run left; replacing its state anyway (what was not revoked expires at its TTL)", "err", err)
 	}
 }

@@ -101,6 +101,12 @@ func ParseTemplate(name, text string) (*Template, error) {
 // login. Paths built at render time are checked when rendering.
 func (t *Template) Paths() []string { return t.paths }
 
+// NotGiven is the error for a {{ secret "PATH" }} whose path no --secret
+// names.
+func NotGiven(path string) error {
+	return fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
+}
+
 // SecretPath normalizes a path given to {{ secret }} the way
 // consul-template does: surrounding spaces and slashes do not count.
 func SecretPath(p string) string { return strings.Trim(strings.TrimSpace(p), "/") }
@@ -123,7 +129,7 @@ func (t *Template) parse() error {
 		}
 		r := t.run
 		if r.lookup == nil {
-			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
+			return nil, NotGiven(path)
 		}
 		s, err := r.lookup(path)
 		if s != nil {

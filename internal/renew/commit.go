@@ -2,8 +2,6 @@ package renew
 
 import (
 	"context"
-	"errors"
-	"os"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -12,15 +10,6 @@ import (
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
 )
-
-// newToken is a fresh login not yet written to the state dir.
-type newToken struct {
-	token  string
-	id     string // tokenID
-	info   state.Token
-	client *api.Client
-	at     time.Time
-}
 
 // commit writes freshly fetched credentials, and a new token if there is
 // one, under the state lock: token file, secret files, then state.json.
@@ -50,6 +39,11 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 			s.abandon(now, changes, nt)
 			return nil
 		}
+		// Before apply: switchToken registers the replaced token as an
+		// oldToken, and apply → retireLease finds it there, so that the
+		// leases it held are revoked with it (one request) and no earlier
+		// than it. TestReloginRevokesOldLeasesWithTheOldToken fails if
+		// the order changes.
 		s.switchToken(now, nt)
 	}
 	// Journal the new leases before their files change: a crash between
@@ -62,7 +56,6 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 	for _, ch := range changes {
 		if err := s.writeFiles(ch); err != nil {
 			s.log.Error("cannot write the secret file; the app keeps the current credential, trying again later", "secret", ch.g.names(), "err", err)
-			s.revokeLease(ch.client, ch.f.Resp.LeaseID, ch.g.names())
 			s.abandon(now, []*change{ch}, nil)
 			continue
 		}
@@ -81,10 +74,10 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 	return nil
 }
 
-// abandon schedules another try of what could not be committed.
+// abandon revokes what could not be committed and schedules another try.
 func (s *sidecar) abandon(now time.Time, changes []*change, nt *newToken) {
+	s.discard(changes, nt)
 	if nt != nil {
-		s.discard(changes, nt)
 		s.tok.next = s.retryAt(now, &s.tok.retry, s.tok.expiry, true, s.tok.lost)
 		return
 	}
@@ -151,65 +144,6 @@ func (s *sidecar) apply(now time.Time, ch *change) {
 	if !oldVaultGone && oldLease != "" && oldLease != g.leaseID() {
 		s.retireLease(now, g.secrets[0].Name, oldLease, oldOwner, oldExpiry)
 	}
-}
-
-// loadForWrite reads state.json under the lock before a write: it returns
-// errRevoked once vault-revoke ran, and nil state (write ours) if the file
-// is gone or cannot be read.
-func (s *sidecar) loadForWrite() (*state.State, error) {
-	disk, err := state.Load(s.dir)
-	switch {
-	case errors.Is(err, state.ErrNotExist):
-		return nil, nil
-	case err != nil:
-		s.log.Warn("cannot read state.json before writing it; writing the state in memory", "err", err)
-		return nil, nil
-	case disk.RevokedAt != nil:
-		return nil, errRevoked
-	}
-	return disk, nil
-}
-
-// writeState saves state.json: what is on disk, with the token, secrets and
-// retiring leases replaced by the ones in memory.
-func (s *sidecar) writeState(disk *state.State) {
-	merged := *s.st
-	if disk != nil {
-		merged = *disk
-		merged.Token = s.st.Token
-		merged.Secrets = s.st.Secrets
-	}
-	merged.Retiring = s.retiringState()
-	merged.Pending = s.pending
-	if err := state.Save(s.dir, &merged); err != nil {
-		s.log.Error("cannot save state.json; the state in memory is saved again at the next change", "err", err)
-	}
-	// A token file that vanished is written again too, for a later
-	// vault-revoke to find.
-	if _, err := state.ReadToken(s.dir); errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("the token file is gone; writing it again from memory", "state_dir", s.dir)
-		if err := state.WriteToken(s.dir, s.tok.token); err != nil {
-			s.log.Error("cannot write the token file", "err", err)
-		}
-	}
-}
-
-// save writes state.json after a renewal.
-func (s *sidecar) save(ctx context.Context) error {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	unlock, err := state.Lock(wctx, s.dir)
-	if err != nil {
-		s.log.Warn("cannot lock the state dir to save state.json; saving at the next change", "err", err)
-		return nil
-	}
-	defer unlock()
-	disk, err := s.loadForWrite()
-	if err != nil {
-		return err
-	}
-	s.writeState(disk)
-	return nil
 }
 
 // discard revokes credentials that were fetched but will never be used.

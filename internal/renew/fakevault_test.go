@@ -34,8 +34,13 @@ type fakeVault struct {
 	tokenPeriod        time.Duration // periodic tokens: renewals give the period, no max
 	leaseTTL, leaseMax time.Duration
 	denyLeaseRenew     bool
-	failCreds          bool // database/creds answers 503
-	failLogin          bool // logins answer 503
+	batch              bool // new tokens are batch tokens: no accessor, never renewed
+	// answers force an error answer on a path (after the token check);
+	// onRequest, if set, sees every path asked with a token.
+	answers   map[string]answer
+	onRequest func(path string)
+	failCreds bool // database/creds answers 503
+	failLogin bool // logins answer 503
 	// standby: vault.test answers every request with a redirect to
 	// active.test, as a standby node does; activeDown: active.test
 	// refuses connections.
@@ -50,8 +55,27 @@ type fakeVault struct {
 	// Counters tests assert on.
 	logins, issued, leaseRenewals, tokenRenewals int
 	kvReads                                      int
-	requests                                     int // every request with a token
-	denied                                       int // requests refused for a dead token
+	requests                                     int            // every request with a token
+	asked                                        map[string]int // requests with a token, by path
+	denied                                       int            // requests refused for a dead token
+}
+
+// answer is an error answer Vault gives.
+type answer struct {
+	code int
+	msg  string
+}
+
+// answer makes Vault answer path with an error (code 0: answer normally
+// again).
+func (v *fakeVault) answer(path string, code int, msg string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if code == 0 {
+		delete(v.answers, path)
+		return
+	}
+	v.answers[path] = answer{code, msg}
 }
 
 type fakeToken struct {
@@ -74,6 +98,8 @@ func newFakeVault() *fakeVault {
 		tokens:   map[string]*fakeToken{},
 		leases:   map[string]*fakeLease{},
 		kv:       map[string]map[string]any{},
+		answers:  map[string]answer{},
+		asked:    map[string]int{},
 		tokenTTL: time.Hour, tokenMax: 24 * time.Hour,
 		leaseTTL: time.Hour, leaseMax: 24 * time.Hour,
 	}
@@ -168,25 +194,40 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		vaultError(w, 403, "permission denied")
 		return
 	}
+	v.asked[path]++
+	if v.onRequest != nil {
+		v.onRequest(path)
+	}
+	if a, ok := v.answers[path]; ok {
+		vaultError(w, a.code, a.msg)
+		return
+	}
 	switch {
 	case path == "auth/token/lookup-self":
+
 		reply(w, map[string]any{"data": map[string]any{
 			"accessor": t.accessor, "ttl": int(t.expiry.Sub(now).Seconds()), "creation_ttl": int(t.ttl.Seconds()),
 			"renewable": true, "explicit_max_ttl": 0, "issue_time": t.issued.Format(time.RFC3339Nano), "period": int(v.tokenPeriod.Seconds()),
 			"expire_time": t.expiry.Format(time.RFC3339Nano), "policies": []string{"default", "app"},
 		}})
+	case path == "auth/token/renew-self" && t.accessor == "":
+		vaultError(w, 400, "batch tokens cannot be renewed")
 	case path == "auth/token/renew-self":
 		v.tokenRenewals++
 		inc := seconds(body["increment"])
 		if inc == 0 {
 			inc = t.ttl
 		}
+		var warnings []string
 		if v.tokenPeriod > 0 {
 			t.expiry = now.Add(v.tokenPeriod)
 		} else {
 			t.expiry = earliest(now.Add(inc), t.issued.Add(t.max))
+			if t.expiry.Before(now.Add(inc)) {
+				warnings = append(warnings, fmt.Sprintf("TTL of %q exceeded the effective max_ttl of %q; TTL value is capped accordingly", inc, t.expiry.Sub(now)))
+			}
 		}
-		reply(w, map[string]any{"auth": v.authJSON(t, now)})
+		reply(w, map[string]any{"auth": v.authJSON(t, now), "warnings": warnings})
 	case path == "auth/token/revoke-self":
 		t.revoked = true
 		w.WriteHeader(204)
@@ -262,8 +303,12 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (v *fakeVault) newToken(now time.Time) *fakeToken {
 	v.n++
+	accessor := fmt.Sprintf("accessor%d", v.n)
+	if v.batch {
+		accessor = ""
+	}
 	t := &fakeToken{
-		token: fmt.Sprintf("hvs.faketoken%d", v.n), accessor: fmt.Sprintf("accessor%d", v.n),
+		token: fmt.Sprintf("hvs.faketoken%d", v.n), accessor: accessor,
 		ttl: v.tokenTTL, max: v.tokenMax, issued: now, expiry: now.Add(v.tokenTTL),
 	}
 	v.tokens[t.token] = t
@@ -273,7 +318,7 @@ func (v *fakeVault) newToken(now time.Time) *fakeToken {
 func (v *fakeVault) authJSON(t *fakeToken, now time.Time) map[string]any {
 	return map[string]any{
 		"client_token": t.token, "accessor": t.accessor, "policies": []string{"default", "app"},
-		"lease_duration": int(t.expiry.Sub(now).Seconds()), "renewable": true,
+		"lease_duration": int(t.expiry.Sub(now).Seconds()), "renewable": t.accessor != "",
 	}
 }
 
@@ -318,6 +363,13 @@ func (v *fakeVault) revokeToken(accessor string) {
 			t.revoked = true
 		}
 	}
+}
+
+// count returns how many requests with a token asked for path.
+func (v *fakeVault) count(path string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.asked[path]
 }
 
 func (v *fakeVault) counts() (logins, issued, leaseRenewals, tokenRenewals int) {

@@ -3,32 +3,68 @@ package renew
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"fmt"
-	"maps"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
-	"github.com/podlease/podlease/internal/render"
-	"github.com/podlease/podlease/internal/secrets"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
 )
 
+// group is one read of a Vault path and the files rendered from it: a
+// lease to renew and replace, or a secret without a lease to read again.
+// Most groups hold one secret; vault-init reads a path once even when
+// several --secret flags name it, so those files share one lease.
+type group struct {
+	secrets   []*state.Secret // the sidecar's records of the secrets, updated in apply
+	path      string
+	kind      string
+	owner     string        // tokenID of the token the lease belongs to
+	expiry    time.Time     // lease expiry, or a static credential's rotation
+	ld        time.Duration // the lease's duration: what a renewal asks for
+	renewable bool
+	capped    bool   // renewals stopped extending it: replace before expiry
+	gone      bool   // the credential no longer works (expired or refused): see markLost
+	vaultGone bool   // Vault said the lease no longer exists: nothing to retire
+	ident     string // fingerprint of a non-leased secret's data
+	quiet     bool   // do not notify the app about the next re-read
+	settle    int    // re-reads spent waiting for Vault to rotate a static credential
+	act       groupAction
+	next      time.Time
+	retry     retry
+}
+
+type groupAction int
+
+const (
+	actRenew groupAction = iota
+	actRotate
+	actReread
+)
+
+func (g *group) names() string {
+	if len(g.secrets) == 1 {
+		return g.secrets[0].Name
+	}
+	n := make([]string, len(g.secrets))
+	for i, s := range g.secrets {
+		n[i] = s.Name
+	}
+	return strings.Join(n, ",")
+}
+
+func (g *group) leaseID() string { return g.secrets[0].LeaseID }
+
 func (s *sidecar) groupStep(ctx context.Context, g *group) error {
 	now := time.Now()
 	if g.kind == state.KindLeased && !g.gone && !g.expiry.IsZero() && !now.Before(g.expiry) {
-		g.gone = true
-		s.log.Error("lease expired before it could be renewed or replaced: the credential in the file no longer works; issuing a new one",
-			"secret", g.names(), "lease_id", g.leaseID(), "path", g.path)
-		if s.cfg.ExitOnFailure {
-			return &lostError{what: fmt.Sprintf("secret %s (lease %s)", g.names(), g.leaseID())}
-		}
+		s.markLost(g, lossExpired)
 		g.act = actRotate
+		if s.exit != nil {
+			return nil // no more work: the loop exits
+		}
 	}
 	if g.kind == state.KindLeased && g.owner == s.tok.id && s.tokenDead(now) {
 		// Issued under a token that has ended: any request with it is
@@ -57,16 +93,46 @@ func (s *sidecar) groupStep(ctx context.Context, g *group) error {
 	}
 }
 
+// markLost is the one path for a leased credential that stopped working,
+// whatever the reason (loss in policy.go): it counts as lost on /readyz
+// and /metrics, the app's file holds a dead credential until a new one is
+// issued, and under --exit-on-failure vault-renew exits after this step
+// when lossOutcome says so. The loss is logged here, but for a token's
+// (tokenLost logs it once for every credential) and one Vault reported
+// (the caller logs Vault's answer).
+func (s *sidecar) markLost(g *group, l loss) {
+	vaultGone, exits := lossOutcome(l)
+	g.vaultGone = g.vaultGone || vaultGone
+	if g.gone {
+		return
+	}
+	g.gone = true
+	what := fmt.Sprintf("secret %s (lease %s)", g.names(), g.leaseID())
+	switch l {
+	case lossExpired:
+		s.log.Error("lease expired before it could be renewed or replaced: the credential in the file no longer works; issuing a new one",
+			"secret", g.names(), "lease_id", g.leaseID(), "path", g.path)
+	case lossOldToken:
+		s.log.Error("the old token ended before this credential could be re-issued under the new one: the credential in the file no longer works; still trying to issue a new one",
+			"secret", g.names(), "lease_id", g.leaseID(), "old_token_accessor", g.owner)
+		what = fmt.Sprintf("secret %s (lease %s, with its token)", g.names(), g.leaseID())
+	}
+	if exits {
+		s.exitOnLoss(what)
+	}
+}
+
 // renewLease extends the lease by its duration and checks that it grew as
 // asked; a shorter answer means the max TTL is near.
 func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	inc := g.ld
 	actx, cancel := attempt(ctx, s.expiry(g))
-	sec, err := s.client.Sys().RenewWithContext(actx, g.leaseID(), secs(inc))
+	sec, err := s.tok.client.Sys().RenewWithContext(actx, g.leaseID(), secs(inc))
 	cancel()
 	now := time.Now()
 	if err != nil {
-		return s.leaseFailed(ctx, now, g, err)
+		s.leaseFailed(ctx, now, g, err)
+		return nil
 	}
 	got := time.Duration(sec.LeaseDuration) * time.Second
 	g.expiry = now.Add(got)
@@ -76,7 +142,7 @@ func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	for _, sec := range g.secrets {
 		sec.ExpiresAt = g.expiry.UTC().Truncate(time.Second)
 	}
-	if got < inc || !sec.Renewable {
+	if renewalCapped(inc, got, g.ld, sec.Warnings) || !sec.Renewable {
 		g.capped = true
 		s.schedule(now, g)
 		s.log.Info("lease renewal came back shorter than asked: its max TTL is near; replacing the credential before it ends",
@@ -89,50 +155,50 @@ func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	return s.save(ctx)
 }
 
-// leaseFailed handles a failed lease renewal.
-func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err error) error {
+// leaseFailed handles a failed lease renewal (leaseRenewFailure).
+func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err error) {
 	if ctx.Err() != nil {
-		return nil
+		return
 	}
 	s.metrics.failed(g, opRenew)
-	switch code := vaultclient.StatusCode(err); {
-	case code == 400 && strings.Contains(vaultclient.Cause(err), "not renewable"):
+	switch f := leaseRenewFailure(err); f {
+	case failNotRenewable:
 		s.log.Warn("Vault says the lease is not renewable: replacing the credential before it expires", "secret", g.names(), "lease_id", g.leaseID(), "expires_in", until(now, g.expiry))
 		g.renewable = false
 		s.schedule(now, g)
-	case code == 400 || code == 404:
+	case failGone:
 		s.warnVault(err, "Vault no longer knows the lease (revoked or expired): issuing a new credential", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err))
-		g.gone, g.vaultGone = true, true
+		s.markLost(g, lossRevoked)
 		g.act, g.next = actRotate, now
-	case code == 403 || code == 401:
+	case failRefused:
 		s.warnVault(err, "permission denied renewing the lease: checking the token now; if the token is fine, the policy must allow update on sys/leases/renew. Until then the credential is replaced before it expires",
 			"secret", g.names(), "lease_id", g.leaseID(), "expires_in", until(now, g.expiry), "err", vaultclient.Cause(err))
 		g.capped = true
 		s.schedule(now, g)
 		s.checkTokenSoon(now)
 	default:
-		g.next = s.retryAt(now, &g.retry, g.expiry, !vaultclient.Transient(err), false)
+		g.next = s.retryAt(now, &g.retry, g.expiry, f != failRetry, false)
 		s.warnVault(err, "lease renewal failed; retrying with the same lease", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err),
 			"attempt", g.retry.fails, "retry_in", until(now, g.next), "lease_expires_in", until(now, g.expiry))
 	}
-	return nil
 }
 
 // rotate issues a new credential from the same path under the current
 // token, and swaps the file.
 func (s *sidecar) rotate(ctx context.Context, g *group) error {
 	deadline := s.expiry(g)
-	ch, err := s.fetch(ctx, s.client, s.tok.id, g, deadline)
+	ch, err := s.fetch(ctx, s.tok.client, s.tok.id, g, deadline)
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		s.metrics.failed(g, opRotate)
-		g.next = s.retryAt(now, &g.retry, deadline, !vaultclient.Transient(err), g.gone)
+		f := classify(err)
+		g.next = s.retryAt(now, &g.retry, deadline, f != failRetry, g.gone)
 		s.warnVault(err, "could not issue a new credential; retrying", "secret", g.names(), "path", g.path, "err", err.Error(),
 			"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", lifeLeft(now, latest(deadline, g.expiry), g.gone))
-		if vaultclient.StatusCode(err) == 403 {
+		if f == failRefused {
 			s.checkTokenSoon(now)
 		}
 		return nil
@@ -145,14 +211,15 @@ func (s *sidecar) rotate(ctx context.Context, g *group) error {
 func (s *sidecar) reread(ctx context.Context, g *group) error {
 	// Nothing expires here: a short try, so that an outage does not hold
 	// up renewals; the next one comes with the backoff.
-	ch, err := s.fetch(ctx, s.client, s.tok.id, g, time.Now().Add(rereadTimeout))
+	ch, err := s.fetch(ctx, s.tok.client, s.tok.id, g, time.Now().Add(rereadTimeout))
 	now := time.Now()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		s.metrics.failed(g, opReread)
-		g.next = earliest(s.retryAt(now, &g.retry, time.Time{}, !vaultclient.Transient(err), false), now.Add(s.cfg.KVInterval))
+		f := classify(err)
+		g.next = earliest(s.retryAt(now, &g.retry, time.Time{}, f != failRetry, false), now.Add(s.cfg.KVInterval))
 		s.warnVault(err, "could not re-read the secret; its file keeps the current content", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(now, g.next))
 		return nil
 	}
@@ -169,7 +236,7 @@ func (s *sidecar) reread(ctx context.Context, g *group) error {
 			}
 		}
 	}
-	if g.kind == state.KindStatic && !changed && g.ident != "" && ch.f.TTL() < 2*time.Second && g.settle < 30 {
+	if g.kind == state.KindStatic && !changed && g.ident != "" && ch.f.TTL() < 2*time.Second && g.settle < maxSettles {
 		// The ttl ran out but Vault has not rotated the password yet.
 		g.settle++
 		g.next = now.Add(staticSettle)
@@ -188,42 +255,24 @@ func (s *sidecar) reread(ctx context.Context, g *group) error {
 	return s.commit(ctx, []*change{ch}, nil)
 }
 
-// schedule sets a group's next action from its expiry.
+// schedule sets a group's next action from its expiry (the policy in
+// nextLeaseAction and nextStaticRead).
 func (s *sidecar) schedule(now time.Time, g *group) {
 	switch g.kind {
 	case state.KindLeased:
-		if g.expiry.IsZero() {
-			g.next = time.Time{} // a lease without a TTL: nothing to do
-			return
+		act, next := nextLeaseAction(now, leasePlan{
+			expiry: g.expiry, ttl: g.ld, renewable: g.renewable, capped: g.capped,
+			ownedByCur: g.owner == s.tok.id, tokenEnd: s.tok.hard,
+		}, s.cfg, rand.Float64())
+		if !g.expiry.IsZero() {
+			g.act = act
 		}
-		switch {
-		case (g.capped || !g.renewable) && g.owner == s.tok.id && endsWithToken(g.expiry, s.tok.hard):
-			// A new lease under the same token would end with it too (a
-			// batch token caps its leases to its own life): the login
-			// before the token ends issues the next one. Until then
-			// only its expiry, if that login never succeeds.
-			g.act, g.next = actRotate, g.expiry
-		case g.capped || !g.renewable:
-			g.act, g.next = actRotate, latest(now, g.expiry.Add(-s.rotateBefore(g.ld)))
-		default:
-			g.act, g.next = actRenew, s.renewAt(now, g.expiry)
-		}
+		g.next = next
 	case state.KindStatic:
-		g.act, g.next = actReread, now.Add(s.cfg.KVInterval)
-		if g.expiry.After(now) {
-			// Vault rotates the password when the ttl ends: read just after.
-			g.next = earliest(g.next, g.expiry.Add(staticSettle))
-		}
+		g.act, g.next = actReread, nextStaticRead(now, g.expiry, s.cfg.KVInterval)
 	default:
 		g.act, g.next = actReread, now.Add(s.cfg.KVInterval)
 	}
-}
-
-// endsWithToken reports whether a lease that expires at expiry ends with
-// the token that ends (can no longer be renewed) at tokenEnd; zero: the
-// token's end is not known yet.
-func endsWithToken(expiry, tokenEnd time.Time) bool {
-	return !tokenEnd.IsZero() && !expiry.Before(tokenEnd.Add(-2*time.Second))
 }
 
 // expiry is when g's credential stops working: its lease's expiry, or
@@ -238,103 +287,4 @@ func (s *sidecar) expiry(g *group) time.Time {
 		e = earliest(e, o.expiry)
 	}
 	return e
-}
-
-// checkTokenSoon renews the token now, for when a 403 may mean that it was
-// revoked: the renewal tells, and a refused token is replaced.
-func (s *sidecar) checkTokenSoon(now time.Time) {
-	if s.tok.act == tokRenew && s.tok.next.After(now) {
-		s.tok.next = now
-	}
-}
-
-// change is a fresh read of a group's path, rendered, not yet written.
-type change struct {
-	g        *group
-	f        *secrets.Fetched
-	contents [][]byte // one per g.secrets
-	owner    string   // tokenID of the token that read it
-	client   *api.Client
-	quiet    bool // no notification: the app has nothing new
-}
-
-// fetch reads g's path with client and renders every file of g. A
-// credential that cannot be rendered is revoked at once.
-func (s *sidecar) fetch(ctx context.Context, client *api.Client, owner string, g *group, deadline time.Time) (*change, error) {
-	// Read until the credential in use dies at the latest: past it the
-	// loop has other work (marking it lost, for one).
-	d := time.Now().Add(fetchTimeout)
-	if !deadline.IsZero() && deadline.After(time.Now()) {
-		d = earliest(d, deadline)
-	}
-	fctx, cancel := context.WithDeadline(ctx, d)
-	defer cancel()
-	if g.gone {
-		// The app has no working credential: retry inside the read as
-		// often as between reads.
-		fctx = vaultclient.WithMaxInterval(fctx, lostRetryCap)
-	}
-	f, err := secrets.Read(fctx, client, s.log, g.path)
-	if err != nil {
-		return nil, err
-	}
-	ch := &change{g: g, f: f, contents: make([][]byte, len(g.secrets)), owner: owner, client: client}
-	lookup, list := s.lookup(fctx, client), secrets.Lister(fctx, client, s.log)
-	for i, sec := range g.secrets {
-		b, err := secrets.Render(sec, f, lookup, list)
-		if err != nil {
-			s.revokeLease(client, f.Resp.LeaseID, sec.Name)
-			return nil, err
-		}
-		ch.contents[i] = b
-	}
-	return ch, nil
-}
-
-// lookup resolves {{ secret "PATH" }} in a template to another --secret
-// without a lease, read afresh.
-func (s *sidecar) lookup(ctx context.Context, client *api.Client) render.Lookup {
-	cache := map[string]*render.Secret{}
-	return func(path string) (*render.Secret, error) {
-		if r := cache[path]; r != nil {
-			return r, nil
-		}
-		var other *state.Secret
-		for i := range s.st.Secrets {
-			if s.st.Secrets[i].Path == path {
-				other = &s.st.Secrets[i]
-				break
-			}
-		}
-		switch {
-		case other == nil:
-			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
-		case other.Kind == state.KindLeased:
-			return nil, fmt.Errorf("%q is a leased secret of another --secret: give each lease its own file so it can be rotated on its own", path)
-		}
-		f, err := secrets.Read(ctx, client, s.log, other.VaultPath())
-		if err != nil {
-			return nil, err
-		}
-		cache[path] = f.Template()
-		return cache[path], nil
-	}
-}
-
-// fingerprint identifies the data of a secret without a lease, leaving out
-// the ttl a static credential counts down, so that a re-read rewrites the
-// file only when the data changed.
-func fingerprint(f *secrets.Fetched) string {
-	fields := f.Fields
-	if f.Kind == state.KindStatic {
-		fields = maps.Clone(fields)
-		delete(fields, "ttl")
-	}
-	b, err := json.Marshal(fields)
-	if err != nil {
-		return ""
-	}
-	// Kept in memory only, like the secret itself.
-	sum := sha256.Sum256(b)
-	return string(sum[:])
 }

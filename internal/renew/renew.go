@@ -6,6 +6,20 @@
 // TTL and re-issues what the old token held, and rides out Vault outages
 // on the same lease. One goroutine does all the Vault work, sleeping on a
 // single timer until the next action is due.
+//
+// Where things happen: loop.go runs the one timer over the actions below;
+// policy.go decides, as pure functions, when each is due and what a Vault
+// error means; token.go renews the token (one request at start);
+// relogin.go logs in again and re-issues every lease under the new token;
+// oldtoken.go revokes a replaced token after the grace period; lease.go
+// renews a lease, replaces it (rotate) or re-reads unleased data, and
+// marks a credential lost; change.go reads and renders a new credential;
+// commit.go writes it (token file, secret files, state.json); retire.go
+// revokes a replaced lease after the grace period; journal.go keeps
+// state.json and finishes a commit a crash interrupted; status.go, http.go
+// and metrics.go serve /readyz and /metrics; notify.go tells the app;
+// watch.go sees vault-revoke's mark at once; verify.go is
+// --verify-interval; logs.go names Vault nodes and times in log lines.
 package renew
 
 import (
@@ -21,6 +35,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/podlease/podlease/internal/cli"
+	"github.com/podlease/podlease/internal/revocation"
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
 )
@@ -108,14 +123,14 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 	if err != nil {
 		return err
 	}
-	client, err := d.newClient(st.VaultAddr, st.Namespace, attemptTimeout, log)
+	client, err := d.newClient(st.VaultAddr, st.Namespace, maxAttempt, log)
 	if err != nil {
 		return err
 	}
 	client.SetToken(token)
 
 	n := newNotifier(c, log, d.notifyClient, d.procRoot)
-	s := newSidecar(c, st, token, client, getenv, log, n)
+	s := newSidecar(c, st, initialToken(st.Token, token, client, time.Now()), getenv, log, n)
 	s.status, s.metrics = stat, m
 	if d.watch {
 		wake, stopWatch := watchState(c.StateDir, log)
@@ -163,4 +178,21 @@ func (s *sidecar) stopRevoked() {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	s.revokeOldTokens(ctx)
+}
+
+// revokeAll is --revoke-on-exit: what vault-revoke does (revoke every
+// lease, retiring ones included, and the token; remove the files; mark the
+// state revoked), for the state and token in memory, after revoking the
+// old tokens only vault-renew knows.
+func (s *sidecar) revokeAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
+	defer cancel()
+	s.revokeOldTokens(ctx)
+	// What the sidecar holds, whatever the disk says: state.json may be
+	// gone, renamed, corrupt, or behind the memory.
+	if err := revocation.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, s.stateInMemory(), s.tok.token, s.log); err != nil {
+		s.log.Warn("--revoke-on-exit did not finish; what is left expires at its TTL", "err", err)
+		return
+	}
+	s.log.Info("revoked every credential on exit (--revoke-on-exit)")
 }

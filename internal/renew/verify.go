@@ -2,7 +2,6 @@ package renew
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/podlease/podlease/internal/state"
@@ -20,43 +19,6 @@ type verifier struct {
 	leases bool      // false once sys/leases/lookup was refused: token only
 }
 
-// lookupVerdict is what a failed lookup of a lease or the token says.
-type lookupVerdict int
-
-const (
-	verdictAlive     lookupVerdict = iota // no error
-	verdictGone                           // revoked or expired: replace it
-	verdictForbidden                      // the policy does not allow the lookup
-	verdictUnknown                        // Vault failed: the next renewal tells
-)
-
-// leaseVerdict classifies the answer to sys/leases/lookup.
-func leaseVerdict(err error) lookupVerdict {
-	if err == nil {
-		return verdictAlive
-	}
-	msg := strings.ToLower(vaultclient.Cause(err))
-	switch code := vaultclient.StatusCode(err); {
-	case code == 400 && (strings.Contains(msg, "invalid lease") || strings.Contains(msg, "lease not found")):
-		return verdictGone
-	case code == 403 || code == 401:
-		return verdictForbidden
-	}
-	return verdictUnknown
-}
-
-// tokenVerdict classifies the answer to lookup-self: a refused token is
-// gone (revoked or expired).
-func tokenVerdict(err error) lookupVerdict {
-	switch code := vaultclient.StatusCode(err); {
-	case err == nil:
-		return verdictAlive
-	case code == 403 || code == 401:
-		return verdictGone
-	}
-	return verdictUnknown
-}
-
 // verifyStep checks the token, then every live lease of the current
 // token, and schedules the next check.
 func (s *sidecar) verifyStep(ctx context.Context) error {
@@ -66,7 +28,7 @@ func (s *sidecar) verifyStep(ctx context.Context) error {
 		return nil
 	}
 	actx, cancel := attempt(ctx, s.tok.expiry)
-	_, err := s.client.Auth().Token().LookupSelfWithContext(actx)
+	_, err := s.tok.client.Auth().Token().LookupSelfWithContext(actx)
 	cancel()
 	now := time.Now()
 	if ctx.Err() != nil {
@@ -74,7 +36,8 @@ func (s *sidecar) verifyStep(ctx context.Context) error {
 	}
 	if tokenVerdict(err) == verdictGone {
 		s.metrics.tokenFailures.Add(1)
-		return s.tokenLost(now, "Vault refused it when --verify-interval checked it ("+vaultclient.Cause(err)+")", true)
+		s.tokenLost(now, "Vault refused it when --verify-interval checked it ("+vaultclient.Cause(err)+")", true)
+		return nil
 	}
 	if !v.leases {
 		return nil
@@ -84,7 +47,7 @@ func (s *sidecar) verifyStep(ctx context.Context) error {
 			continue
 		}
 		actx, cancel := attempt(ctx, s.expiry(g))
-		_, err := s.client.Sys().LookupWithContext(actx, g.leaseID())
+		_, err := s.tok.client.Sys().LookupWithContext(actx, g.leaseID())
 		cancel()
 		if ctx.Err() != nil {
 			return nil
@@ -94,7 +57,7 @@ func (s *sidecar) verifyStep(ctx context.Context) error {
 			// Counted as a failed renewal: the lease can no longer be extended.
 			s.metrics.failed(g, opRenew)
 			s.log.Warn("--verify-interval: Vault no longer knows the lease (revoked or expired): issuing a new credential", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err))
-			g.gone, g.vaultGone = true, true
+			s.markLost(g, lossRevoked)
 			g.act, g.next = actRotate, time.Now()
 		case verdictForbidden:
 			v.leases = false

@@ -1,13 +1,10 @@
 package renew
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/hashicorp/vault/api"
 )
 
 // TestVerifyIntervalNoticesARevokedLease: an operator revokes the lease an
@@ -26,8 +23,7 @@ func TestVerifyIntervalNoticesARevokedLease(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				v := newFakeVault()
-				f := newFixture(t, v, dbSpec)
+				v, f := newDBFixture(t, nil)
 				lease := f.state().Secrets[0].LeaseID
 				f.start(tc.args...)
 				time.Sleep(2 * time.Second)
@@ -83,32 +79,4 @@ func TestVerifyIntervalCost(t *testing.T) {
 		t.Logf("MEASURED --verify-interval cost: %d requests in 10 intervals, 2 leased secrets: %d per interval", got, got/10)
 		f.stop()
 	})
-}
-
-// TestLookupVerdicts: what a failed lookup means.
-func TestLookupVerdicts(t *testing.T) {
-	t.Parallel()
-	vaultErr := func(code int, msg string) error {
-		return &api.ResponseError{StatusCode: code, Errors: []string{msg}}
-	}
-	for _, tc := range []struct {
-		name         string
-		err          error
-		lease, token lookupVerdict
-	}{
-		{"alive", nil, verdictAlive, verdictAlive},
-		{"lease revoked", vaultErr(400, "invalid lease"), verdictGone, verdictUnknown},
-		{"permission denied", vaultErr(403, "permission denied"), verdictForbidden, verdictGone},
-		{"server error", vaultErr(500, "internal error"), verdictUnknown, verdictUnknown},
-		{"network", errors.New("dial tcp: connection refused"), verdictUnknown, verdictUnknown},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := leaseVerdict(tc.err); got != tc.lease {
-				t.Errorf("leaseVerdict = %v; want %v", got, tc.lease)
-			}
-			if got := tokenVerdict(tc.err); got != tc.token {
-				t.Errorf("tokenVerdict = %v; want %v", got, tc.token)
-			}
-		})
-	}
 }

@@ -190,7 +190,7 @@ func Render(s *state.Secret, f *Fetched, lookup render.Lookup, list render.List)
 			return f.Template(), nil
 		}
 		if lookup == nil {
-			return nil, fmt.Errorf("%q is not a path given with --secret: add --secret NAME=%s", path, path)
+			return nil, render.NotGiven(path)
 		}
 		return lookup(path)
 	}, list)

@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/podlease/podlease/e2e/testbed"
 )
 
 // binaries are the paths of the programs under test.
@@ -173,7 +174,7 @@ func sizes(b binaries, work string, skipStrip bool) (binarySizes, error) {
 	}
 	defer os.RemoveAll(tmp)
 	cp := filepath.Join(tmp, "vault")
-	if err := copyFile(b.vault, cp); err != nil {
+	if err := testbed.CopyFile(cp, b.vault); err != nil {
 		return s, err
 	}
 	if out, err := exec.Command(objcopy, "--strip-all", cp).CombinedOutput(); err != nil {
@@ -186,21 +187,4 @@ func sizes(b binaries, work string, skipStrip bool) (binarySizes, error) {
 	}
 	s.vaultStripped = fi.Size()
 	return s, nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

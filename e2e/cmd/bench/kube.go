@@ -204,7 +204,7 @@ func (b *bench) packAgentImage(ctx context.Context, dir string, res *kubeResults
 	}
 	if b.cfg.kubeStrip {
 		cp := filepath.Join(dir, "vault-stripped")
-		if err := copyFile(vaultBin, cp); err != nil {
+		if err := testbed.CopyFile(cp, vaultBin); err != nil {
 			return "", err
 		}
 		if out, err := exec.CommandContext(ctx, "objcopy", "--strip-all", cp).CombinedOutput(); err != nil {
@@ -402,54 +402,12 @@ func (k *kubePods) podSpec(c, name string) obj {
 		"spec":     spec}
 }
 
-// benchPod is the part of a Pod the bench reads.
-type benchPod struct {
-	Metadata struct {
-		Name            string `json:"name"`
-		UID             string `json:"uid"`
-		ResourceVersion string `json:"resourceVersion"`
-	} `json:"metadata"`
-	Status struct {
-		Phase      string `json:"phase"`
-		Conditions []struct {
-			Type   string `json:"type"`
-			Status string `json:"status"`
-		} `json:"conditions"`
-		InitContainerStatuses []benchContainer `json:"initContainerStatuses"`
-		ContainerStatuses     []benchContainer `json:"containerStatuses"`
-	} `json:"status"`
-}
-
-type benchContainer struct {
-	Name         string `json:"name"`
-	RestartCount int    `json:"restartCount"`
-	State        struct {
-		Waiting *struct {
-			Reason  string `json:"reason"`
-			Message string `json:"message"`
-		} `json:"waiting"`
-		Terminated *struct {
-			ExitCode int    `json:"exitCode"`
-			Reason   string `json:"reason"`
-		} `json:"terminated"`
-	} `json:"state"`
-}
-
-func (p benchPod) ready() bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == "Ready" {
-			return c.Status == "True"
-		}
-	}
-	return false
-}
-
 // broken says why a pod will not become Ready on its own, or "".
-func (p benchPod) broken() string {
+func broken(p testbed.Pod) string {
 	if p.Status.Phase == "Failed" {
 		return "phase Failed"
 	}
-	for _, c := range append(append([]benchContainer{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+	for _, c := range p.Containers() {
 		if c.RestartCount > 0 {
 			return fmt.Sprintf("container %s restarted %d times", c.Name, c.RestartCount)
 		}
@@ -483,7 +441,7 @@ func (k *kubePods) startOnce(ctx context.Context, c, name string, b *bench) (tim
 	if resp.StatusCode != http.StatusCreated {
 		return 0, fmt.Errorf("create pod %s: %s: %s", name, resp.Status, bytes.TrimSpace(data))
 	}
-	var p benchPod
+	var p testbed.Pod
 	if err := json.Unmarshal(data, &p); err != nil {
 		return 0, err
 	}
@@ -501,8 +459,8 @@ func (k *kubePods) startOnce(ctx context.Context, c, name string, b *bench) (tim
 	var took time.Duration
 	for {
 		var ev struct {
-			Type   string   `json:"type"`
-			Object benchPod `json:"object"`
+			Type   string      `json:"type"`
+			Object testbed.Pod `json:"object"`
 		}
 		if err := dec.Decode(&ev); err != nil {
 			return 0, fmt.Errorf("pod %s not Ready (%v); container logs:\n%s", name, err, k.podLogs(p))
@@ -511,11 +469,11 @@ func (k *kubePods) startOnce(ctx context.Context, c, name string, b *bench) (tim
 			return 0, fmt.Errorf("watch pod %s: error event", name)
 		}
 		p = ev.Object
-		if p.ready() {
+		if p.Ready() {
 			took = time.Since(began)
 			break
 		}
-		if why := p.broken(); why != "" {
+		if why := broken(p); why != "" {
 			return 0, fmt.Errorf("pod %s: %s; container logs:\n%s", name, why, k.podLogs(p))
 		}
 	}
@@ -531,7 +489,7 @@ func (k *kubePods) startOnce(ctx context.Context, c, name string, b *bench) (tim
 
 // podLogs returns the last lines of every container log of pod p (no
 // container of these pods logs a secret).
-func (k *kubePods) podLogs(p benchPod) string {
+func (k *kubePods) podLogs(p testbed.Pod) string {
 	dir := filepath.Join(k.node.PodLogsDir, kubeNS+"_"+p.Metadata.Name+"_"+p.Metadata.UID)
 	files, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
 	sort.Strings(files)

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Goals from issue 6.
+// The goals podlease is held to; the README's "Measured" table quotes them.
 const (
 	goalInitVsFloor   = 1.3      // vault-init at most 1.3x the floor
 	goalAgentVsInit   = 5.0      // and at least 5x faster than Vault Agent

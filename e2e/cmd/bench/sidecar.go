@@ -36,7 +36,7 @@ type sidecar struct {
 	name     string
 	ttl      time.Duration
 	cmd      *exec.Cmd
-	out      syncBuffer
+	out      testbed.SyncBuffer
 	done     chan struct{}
 	pod      *pod
 	accessor string // the token whose requests are this sidecar's

@@ -1,0 +1,81 @@
+package renew
+
+// How vault-renew's log lines name things: the Vault node a failed request
+// went to, and the time a credential has left.
+
+import (
+	"errors"
+	"net/url"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// askedAddr returns the Vault address (scheme://host) a failed request
+// went to, read from the request URL the error carries, and whether it
+// differs from configured, the address in state.json. Vault's client
+// follows one redirect, as a standby node answers with the active node's
+// address, so an error can name a node the pod was never pointed at.
+// addr is "" when the error carries no URL.
+func askedAddr(err error, configured string) (addr string, redirected bool) {
+	var raw string
+	var re *api.ResponseError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &re):
+		raw = re.URL
+	case errors.As(err, &ue):
+		raw = ue.URL
+	default:
+		return "", false
+	}
+	u, perr := url.Parse(raw)
+	if perr != nil || u.Host == "" {
+		return "", false
+	}
+	addr = u.Scheme + "://" + u.Host
+	c, cerr := url.Parse(configured)
+	return addr, cerr == nil && c.Host != "" && (c.Scheme != u.Scheme || c.Host != u.Host)
+}
+
+// where is the log attributes naming the Vault node a failed request
+// asked, and the address whose redirect led there when one did.
+func (s *sidecar) where(err error) []any {
+	addr, redirected := askedAddr(err, s.tok.client.Address())
+	switch {
+	case addr == "":
+		return nil
+	case redirected:
+		return []any{"vault_addr", addr, "redirected_from", s.tok.client.Address()}
+	default:
+		return []any{"vault_addr", addr}
+	}
+}
+
+// warnVault logs a failed Vault request at warning level, naming the node
+// it asked.
+func (s *sidecar) warnVault(err error, msg string, args ...any) {
+	s.log.Warn(msg, append(args, s.where(err)...)...)
+}
+
+// until renders the time left before t for logs.
+func until(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return max(t.Sub(now), 0).Round(100 * time.Millisecond).String()
+}
+
+// lifeLeft renders for logs how long a credential that ends at expiry
+// (zero: never) has left; gone says it already stopped working (expired,
+// refused, or its token ended), whatever its expiry said.
+func lifeLeft(now, expiry time.Time, gone bool) string {
+	switch {
+	case !expiry.IsZero() && !now.Before(expiry):
+		return "expired " + now.Sub(expiry).Round(100*time.Millisecond).String() + " ago"
+	case gone:
+		return "gone"
+	default:
+		return until(now, expiry)
+	}
+}

@@ -1,0 +1,61 @@
+package renew
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/podlease/podlease/internal/state"
+)
+
+// TestLeaseThatLooksExpiredAtStartIsRetiredNotDropped: after the wall clock
+// jumped past expires_at, the lease in state.json may be alive in Vault:
+// the new credential replaces it, and the old lease stays listed until it
+// is revoked. The token is judged by Vault's lookup, not by the clock.
+func TestLeaseThatLooksExpiredAtStartIsRetiredNotDropped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = time.Hour })
+		st := f.state()
+		old, acc := st.Secrets[0].LeaseID, st.Token.Accessor
+		jumped := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
+		st.Secrets[0].ExpiresAt = jumped
+		st.Token.ExpiresAt = jumped
+		if err := state.Save(f.stateDir, st); err != nil {
+			t.Fatal(err)
+		}
+		f.start("--grace", "10s")
+		time.Sleep(time.Second)
+		st = f.state()
+		if st.Token.Accessor != acc {
+			t.Errorf("logged in again because the token looked expired by the clock; Vault's lookup says it lives")
+		}
+		if st.Secrets[0].LeaseID == old {
+			t.Fatal("the lease that looked expired was kept without a new credential")
+		}
+		if !listed(st, old) {
+			t.Errorf("the replaced lease %s is alive in Vault (%v) and listed nowhere in state.json", old, v.alive(old))
+		}
+		time.Sleep(10 * time.Second)
+		if v.alive(old) {
+			t.Error("the replaced lease was not revoked after the grace period")
+		}
+		if st := f.state(); listed(st, old) {
+			t.Errorf("the revoked lease is still listed: %+v", st.Retiring)
+		}
+		f.stop()
+	})
+}
+
+func listed(st *state.State, lease string) bool {
+	for _, s := range append(append([]state.Secret{}, st.Secrets...), st.Pending...) {
+		if s.LeaseID == lease {
+			return true
+		}
+	}
+	for _, r := range st.Retiring {
+		if r.LeaseID == lease {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,80 @@
+package renew
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// reloginFixture is a pod whose token reaches its 20s max TTL: vault-renew
+// logs in again at 15s and revokes the old token (accessor1) a second
+// before it ends, at 19s.
+func reloginFixture(t *testing.T, args ...string) (*fakeVault, *fixture) {
+	t.Helper()
+	v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
+	f.start(args...)
+	return v, f
+}
+
+// TestOldTokenRevocationFailures: a replaced token Vault will not revoke
+// is retried until it ends by itself; one Vault refuses is already gone.
+func TestOldTokenRevocationFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		code     int
+		log      string
+		minTries int
+	}{
+		{"Vault keeps failing: retried until it expires", 503, "revoking the old token failed; retrying", 2},
+		{"refused: already gone", 403, "revoked the old token and the leases issued under it", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v, f := reloginFixture(t)
+				time.Sleep(16 * time.Second)
+				v.answer("auth/token/revoke-self", tc.code, "no")
+				f.appLoop(8 * time.Second) // 24s: the old token ended at 20s
+				f.wantLog(tc.log)
+				if n := v.count("auth/token/revoke-self"); n < tc.minTries {
+					t.Errorf("%d revocations of the old token; want at least %d", n, tc.minTries)
+				}
+				if r := f.state().Retiring; len(r) != 0 {
+					t.Errorf("state.json retiring = %+v once the old token ended; want none", r)
+				}
+				f.stop()
+			})
+		})
+	}
+}
+
+// TestOldTokensAreRevokedWhenThePodEnds: a replaced token in its grace
+// period is known only to vault-renew; it is revoked on SIGTERM with
+// --revoke-on-exit, and when vault-revoke ran.
+func TestOldTokensAreRevokedWhenThePodEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(f *fixture)
+	}{
+		{"--revoke-on-exit", func(f *fixture) { f.stop() }},
+		{"vault-revoke", func(f *fixture) {
+			markRevoked(f.t, f.stateDir)
+			time.Sleep(3500 * time.Millisecond) // noticed at the next action, 19s
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v, f := reloginFixture(t, "--revoke-on-exit", "--grace", "1m")
+				time.Sleep(16 * time.Second)
+				if !v.tokenAlive("accessor1") {
+					t.Fatal("the old token was revoked before its grace period ended")
+				}
+				tc.end(f)
+				if v.tokenAlive("accessor1") {
+					t.Errorf("the old token outlived the pod\nlogs:\n%s", f.logs)
+				}
+				f.wantLog("revoked an old token and the leases issued under it")
+				f.stop()
+			})
+		})
+	}
+}

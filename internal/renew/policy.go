@@ -1,0 +1,391 @@
+package renew
+
+import (
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/podlease/podlease/internal/vaultclient"
+)
+
+// The decisions vault-renew makes, as pure functions of the time, the
+// facts about a credential and the answer Vault gave: when to renew, when
+// to replace, how long to wait after a failure, when to revoke what was
+// replaced, and what a Vault error means. The loop and the steps apply
+// them; the table tests in policy_test.go pin every branch.
+
+// The default renewal point: uniform between 0.708 and 0.73 of the
+// remaining TTL (mean 0.719), leaving at least 0.27 of the TTL to retry
+// in. Vault Agent (api.LifetimeWatcher: 2/3 of the lease plus a third of
+// a grace drawn from [0.1, 0.2) of it) renews between 0.700 and 0.733
+// (mean 0.717), leaving at least 0.267: vault-renew renews no more often,
+// and leaves no less time before expiry.
+const (
+	defaultRenewFraction = 0.73
+	defaultJitter        = 0.03
+)
+
+const (
+	// permanentRetry is the shortest wait after an error that retrying
+	// cannot fix by itself (403, a bad template): someone must change Vault.
+	permanentRetry = 30 * time.Second
+	// staticSettle is how long after a static credential's ttl ends Vault
+	// is given to rotate the password before vault-renew re-reads it.
+	staticSettle = time.Second
+	// maxSettles bounds the re-reads spent waiting for Vault to rotate a
+	// static credential after its ttl ran out.
+	maxSettles = 30
+	// lostRetryCap caps the backoff (±50% jitter: at most 3s between
+	// attempts) while the app has no working credential: nothing is left
+	// to save by waiting, and a new credential is due as soon as Vault
+	// answers again.
+	lostRetryCap = 2 * time.Second
+	// tokenEndSlack is how close to its token's end a lease may expire and
+	// still count as ending with it: Vault's times are whole seconds.
+	tokenEndSlack = 2 * time.Second
+	// minRetry is the shortest wait before a deadline.
+	minRetry = 100 * time.Millisecond
+)
+
+// renewAt is when to renew something expiring at expiry: after fraction
+// of its remaining TTL, up to jitter of that earlier; u is a random number
+// in [0, 1) that picks the point.
+func renewAt(now, expiry time.Time, fraction, jitter, u float64) time.Time {
+	rem := expiry.Sub(now)
+	if rem <= 0 {
+		return now
+	}
+	d := time.Duration(float64(rem) * fraction)
+	d -= time.Duration(float64(d) * jitter * u)
+	return now.Add(d)
+}
+
+// renewalCapped reports whether a renewal that asked for asked and got
+// got ran into a max TTL: it came back shorter than asked. A periodic
+// token is the exception: it answers its period, which is its normal TTL
+// (ttl; 0: none known), whatever it is asked, so a first renewal asking
+// for more than the TTL that comes back as exactly the TTL is a cap only
+// if Vault's warnings say so (a token whose max TTL equals its TTL,
+// renewed within a second of its login, answers the same).
+func renewalCapped(asked, got, ttl time.Duration, warnings []string) bool {
+	return got < asked && (ttl <= 0 || got != ttl || cappedWarning(warnings))
+}
+
+// cappedWarning reports whether Vault warned that it capped a TTL to a
+// max TTL ("TTL of "1h" exceeded the effective max_ttl of "25s"; TTL value
+// is capped accordingly").
+func cappedWarning(warnings []string) bool {
+	for _, w := range warnings {
+		if strings.Contains(w, "exceeded the effective max_ttl") {
+			return true
+		}
+	}
+	return false
+}
+
+// rotateBefore is how long before a hard expiry to replace a credential
+// whose normal TTL is ttl: configured (--rotate-before), or max(ttl/3,
+// 5s), and never more than half the TTL so that a fresh credential is not
+// replaced at once.
+func rotateBefore(configured, ttl time.Duration) time.Duration {
+	rb := configured
+	if rb == 0 {
+		rb = max(ttl/3, 5*time.Second)
+	}
+	if ttl > 0 && rb > ttl/2 {
+		rb = ttl / 2
+	}
+	return rb
+}
+
+// endsWithToken reports whether a lease that expires at expiry ends with
+// the token that ends (can no longer be renewed) at tokenEnd; zero: the
+// token's end is not known yet.
+func endsWithToken(expiry, tokenEnd time.Time) bool {
+	return !tokenEnd.IsZero() && !expiry.Before(tokenEnd.Add(-tokenEndSlack))
+}
+
+// leasePlan is what is known of a leased credential when its next action
+// is chosen.
+type leasePlan struct {
+	expiry     time.Time     // zero: the lease has no TTL
+	ttl        time.Duration // the lease's duration
+	renewable  bool
+	capped     bool      // renewals stopped extending it
+	ownedByCur bool      // issued under the current token
+	tokenEnd   time.Time // when the current token can no longer be renewed; zero while unknown
+}
+
+// nextLeaseAction is a leased credential's next action and when: renew
+// at the fraction while renewals extend it; once they do not, replace it
+// rotateBefore its expiry, or, when a new lease under the same token
+// would end with that token too, leave it to the login before the token
+// ends (and to its expiry, should that login never succeed).
+func nextLeaseAction(now time.Time, l leasePlan, cfg *Config, u float64) (groupAction, time.Time) {
+	switch {
+	case l.expiry.IsZero():
+		return actRenew, time.Time{} // a lease without a TTL: nothing to do
+	case (l.capped || !l.renewable) && l.ownedByCur && endsWithToken(l.expiry, l.tokenEnd):
+		return actRotate, l.expiry
+	case l.capped || !l.renewable:
+		return actRotate, latest(now, l.expiry.Add(-rotateBefore(cfg.RotateBefore, l.ttl)))
+	default:
+		return actRenew, renewAt(now, l.expiry, cfg.RenewFraction, cfg.Jitter, u)
+	}
+}
+
+// nextStaticRead is when to read a static database credential again: at
+// the interval, or just after Vault rotates its password (its ttl ends
+// at rotation), whichever comes first.
+func nextStaticRead(now, rotation time.Time, interval time.Duration) time.Time {
+	next := now.Add(interval)
+	if rotation.After(now) {
+		next = earliest(next, rotation.Add(staticSettle))
+	}
+	return next
+}
+
+// nextTokenAction is the token's next action and when: nothing for a
+// token that never expires; renew at the fraction while a renewal can
+// extend it and comes before the login is due; else log in again
+// rotateBefore its hard end (hard: when it can no longer be renewed;
+// zero while unknown).
+func nextTokenAction(now, expiry, hard time.Time, ttl time.Duration, cfg *Config, u float64) (tokenAction, time.Time) {
+	if expiry.IsZero() {
+		return tokIdle, time.Time{}
+	}
+	loginAt := hard.Add(-rotateBefore(cfg.RotateBefore, ttl))
+	if hard.IsZero() || expiry.Before(hard) {
+		renew := renewAt(now, expiry, cfg.RenewFraction, cfg.Jitter, u)
+		if hard.IsZero() || renew.Before(loginAt) {
+			return tokRenew, renew
+		}
+	}
+	return tokLogin, latest(now, loginAt)
+}
+
+// revokeAfterGrace is when to revoke a replaced credential (a lease, or
+// the token that holds leases) that expires at expiry: after the grace
+// period, but a second before it expires by itself; and still after the
+// grace period when its expiry is unknown or looks past, since the clock
+// may be wrong and the app may still use it.
+func revokeAfterGrace(now, expiry time.Time, grace time.Duration) time.Time {
+	if !expiry.After(now) {
+		return now.Add(grace)
+	}
+	return latest(now, earliest(now.Add(grace), expiry.Add(-time.Second)))
+}
+
+// retry is the backoff of one item between failed attempts.
+type retry struct {
+	b     *backoff.ExponentialBackOff
+	lost  bool // b is the backoff of a credential already lost
+	fails int
+}
+
+func (r *retry) reset() { r.b, r.lost, r.fails = nil, false, 0 }
+
+// after returns how long to wait before the next attempt. lost says the
+// credential is already gone: the waits start again from the shortest and
+// stay under lostRetryCap (with jitter), since the app waits for every
+// one of them.
+func (r *retry) after(permanent, lost bool) time.Duration {
+	if r.b == nil || r.lost != lost {
+		r.b, r.lost = vaultclient.Backoff(), lost
+		if lost {
+			r.b.MaxInterval = lostRetryCap
+		}
+		r.b.Reset() // from InitialInterval
+	}
+	r.fails++
+	d := r.b.NextBackOff()
+	if permanent && d < permanentRetry {
+		d = permanentRetry
+	}
+	return d
+}
+
+// retryAt is when to try again after a wait of d: before a deadline (when
+// the credential expires; zero: none) the waits shrink to half the time
+// left, so that the last attempts come just before the credential would
+// be lost.
+func retryAt(now time.Time, d time.Duration, deadline time.Time) time.Time {
+	if !deadline.IsZero() {
+		left := deadline.Sub(now)
+		if left <= 0 {
+			return now
+		}
+		d = min(d, max(left/2, minRetry), left)
+	}
+	return now.Add(d)
+}
+
+// attemptTimeout is how long one Vault request about a credential that
+// ends at expiry (zero: no end) may take: at most maxAttempt, and while
+// the credential lives at most a quarter of its time left, so that a
+// request that never gets an answer still leaves time to retry before it
+// ends.
+func attemptTimeout(now, expiry time.Time) time.Duration {
+	d := maxAttempt
+	if left := expiry.Sub(now); !expiry.IsZero() && left > 0 {
+		d = min(d, max(time.Second, left/4))
+	}
+	return d
+}
+
+// fetchDeadline is until when a read that replaces a credential ending at
+// deadline (zero: none) may retry: fetchTimeout, and never past the end of
+// the credential in use, since past it the loop has other work (marking
+// it lost, for one).
+func fetchDeadline(now, deadline time.Time) time.Time {
+	d := now.Add(fetchTimeout)
+	if !deadline.IsZero() && deadline.After(now) {
+		d = earliest(d, deadline)
+	}
+	return d
+}
+
+// failure is what a failed Vault request means for what to do next.
+type failure int
+
+const (
+	failRetry        failure = iota // transient or unknown: retry with backoff
+	failPermanent                   // retrying cannot fix it by itself: retry, slowly
+	failRefused                     // 401/403: the token (or the policy) refuses it
+	failNotRenewable                // 400 "not renewable": live with the expiry
+	failGone                        // Vault no longer knows it (revoked or expired)
+)
+
+// classify tells what an error of a Vault request means, from its status
+// code and message.
+func classify(err error) failure {
+	code := vaultclient.StatusCode(err)
+	cause := strings.ToLower(vaultclient.Cause(err))
+	switch {
+	case code == 401 || code == 403:
+		return failRefused
+	case code == 400 && strings.Contains(cause, "not renewable"):
+		return failNotRenewable
+	case code == 400 && (strings.Contains(cause, "invalid lease") || strings.Contains(cause, "lease not found")):
+		return failGone
+	case !vaultclient.Transient(err):
+		return failPermanent
+	}
+	return failRetry
+}
+
+// leaseRenewFailure is what to do after a failed lease renewal (Vault
+// answers 400 both for a lease that is not renewable and one it no
+// longer knows, and 404 for the latter on some paths).
+func leaseRenewFailure(err error) failure {
+	switch f := classify(err); {
+	case f == failNotRenewable || f == failRefused || f == failGone:
+		return f
+	case vaultclient.StatusCode(err) == 400 || vaultclient.StatusCode(err) == 404:
+		return failGone
+	default:
+		return f
+	}
+}
+
+// tokenRenewFailure is what to do after a failed token renewal: any 400
+// means Vault will not renew it ("token not renewable").
+func tokenRenewFailure(err error) failure {
+	switch f := classify(err); {
+	case f == failRefused:
+		return f
+	case vaultclient.StatusCode(err) == 400:
+		return failNotRenewable
+	default:
+		return f
+	}
+}
+
+// leaseRevokeFailure is what a failed revocation of a replaced lease
+// means: 400 and 404 say it is already gone.
+func leaseRevokeFailure(err error) failure {
+	switch code := vaultclient.StatusCode(err); {
+	case code == 400 || code == 404:
+		return failGone
+	default:
+		return classify(err)
+	}
+}
+
+// lookupVerdict is what the answer to a lookup of a lease or the token
+// (--verify-interval) says.
+type lookupVerdict int
+
+const (
+	verdictAlive     lookupVerdict = iota // no error
+	verdictGone                           // revoked or expired: replace it
+	verdictForbidden                      // the policy does not allow the lookup
+	verdictUnknown                        // Vault failed: the next renewal tells
+)
+
+// leaseVerdict classifies the answer to sys/leases/lookup.
+func leaseVerdict(err error) lookupVerdict {
+	switch {
+	case err == nil:
+		return verdictAlive
+	case classify(err) == failGone:
+		return verdictGone
+	case classify(err) == failRefused:
+		return verdictForbidden
+	}
+	return verdictUnknown
+}
+
+// tokenVerdict classifies the answer to lookup-self: a refused token is
+// gone (revoked or expired).
+func tokenVerdict(err error) lookupVerdict {
+	switch {
+	case err == nil:
+		return verdictAlive
+	case classify(err) == failRefused:
+		return verdictGone
+	}
+	return verdictUnknown
+}
+
+// loss is why a leased credential stopped working.
+type loss int
+
+const (
+	lossExpired      loss = iota // it expired before it could be renewed or replaced
+	lossOldToken                 // the replaced token it was issued under ended first
+	lossToken                    // the current token, which holds it, expired
+	lossTokenRefused             // Vault refused the current token (revoked)
+	lossRevoked                  // Vault no longer knows the lease (revoked by hand)
+)
+
+// lossOutcome says what a loss implies: vaultGone, that Vault ended the
+// lease itself, so there is nothing left to revoke; exits, that
+// --exit-on-failure ends vault-renew for it (a credential that expired
+// while Vault kept failing; a token's loss exits once for the token, and a
+// revocation by hand is repaired, not a reason to restart).
+func lossOutcome(l loss) (vaultGone, exits bool) {
+	switch l {
+	case lossExpired, lossOldToken:
+		return false, true
+	case lossTokenRefused, lossRevoked:
+		return true, false
+	default:
+		return false, false
+	}
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

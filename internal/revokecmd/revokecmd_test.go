@@ -1,0 +1,459 @@
+package revokecmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/podlease/podlease/internal/state"
+)
+
+const (
+	leaseDB    = "database/creds/app/AAAA"
+	leaseOld   = "database/creds/app/OLD1"
+	accessor   = "acc-0123"
+	fallbackLn = "sys/leases/revoke refused (permission denied): revoking the token instead"
+)
+
+// answers are the statuses a fakeVault gives; zero means success.
+type answers struct {
+	leaseStatus  int
+	leaseError   string
+	selfStatus   int
+	lookupStatus int
+}
+
+// fakeVault answers the three endpoints vault-revoke uses.
+type fakeVault struct {
+	answers
+	token string
+
+	mu          sync.Mutex
+	leases      []string // lease ids asked to be revoked
+	selfRevokes int
+	lookups     int
+	badTokens   int
+}
+
+func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.Header.Get("X-Vault-Token") != f.token {
+		f.badTokens++
+		vaultError(w, 403, "permission denied")
+		return
+	}
+	switch {
+	case r.Method == http.MethodPut && r.URL.Path == "/v1/sys/leases/revoke":
+		var body struct {
+			LeaseID string `json:"lease_id"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.LeaseID == "" {
+			vaultError(w, 400, "lease_id must be specified")
+			return
+		}
+		f.leases = append(f.leases, body.LeaseID)
+		if f.leaseStatus != 0 {
+			vaultError(w, f.leaseStatus, f.leaseError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodPut && r.URL.Path == "/v1/auth/token/revoke-self":
+		f.selfRevokes++
+		if f.selfStatus != 0 {
+			vaultError(w, f.selfStatus, "permission denied")
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/auth/token/lookup-self":
+		f.lookups++
+		if f.lookupStatus != 0 {
+			vaultError(w, f.lookupStatus, "permission denied")
+			return
+		}
+		fmt.Fprintf(w, `{"data":{"accessor":%q,"ttl":3600}}`, accessor)
+	default:
+		vaultError(w, 404, "unexpected request "+r.Method+" "+r.URL.Path)
+	}
+}
+
+func vaultError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string][]string{"errors": {msg}})
+}
+
+func (f *fakeVault) calls() (leases []string, selfRevokes, lookups, badTokens int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.leases...), f.selfRevokes, f.lookups, f.badTokens
+}
+
+// pod is what vault-init leaves behind: secret files, a token file and
+// state.json.
+type pod struct {
+	stateDir, tokenFile string
+	secretsDir          string
+	token               string
+	files               []string
+}
+
+func newPod(t *testing.T, vaultAddr string, owned bool) *pod {
+	t.Helper()
+	dir := t.TempDir()
+	p := &pod{
+		stateDir: filepath.Join(dir, "state"),
+		token:    "hvs.SECRET-TOKEN-" + strings.ReplaceAll(t.Name(), "/", "-"),
+	}
+	p.tokenFile = filepath.Join(p.stateDir, state.TokenName)
+	secretsDir := filepath.Join(dir, "secrets")
+	p.secretsDir = secretsDir
+	for _, d := range []string{p.stateDir, secretsDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	st := &state.State{
+		VaultAddr:  vaultAddr,
+		Auth:       state.Auth{Method: "kubernetes", Mount: "kubernetes", Role: "web"},
+		Token:      state.Token{Accessor: accessor, TTL: 3600, Renewable: true, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Owned: owned},
+		SecretsDir: secretsDir,
+		Secrets: []state.Secret{
+			{Name: "db", Path: "database/creds/app", Kind: state.KindLeased, LeaseID: leaseDB, LeaseDuration: 3600, File: filepath.Join(secretsDir, "db"), FileMode: "0440", Format: "json"},
+			{Name: "api", Path: "secret/data/app", Kind: state.KindKV, File: filepath.Join(secretsDir, "api"), FileMode: "0440", Format: "json"},
+		},
+		Retiring: []state.Retiring{{Secret: "db", LeaseID: leaseOld, RevokeAt: now.Add(time.Minute)}},
+	}
+	for _, s := range st.Secrets {
+		if err := os.WriteFile(s.File, []byte(`{"password":"hunter2"}`), 0o440); err != nil {
+			t.Fatal(err)
+		}
+		p.files = append(p.files, s.File)
+	}
+	if err := state.Save(p.stateDir, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := state.WriteToken(p.stateDir, p.token); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func startVault(t *testing.T, f *fakeVault) string {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func run(t *testing.T, env map[string]string, args ...string) (int, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := Run(context.Background(), args, func(k string) string { return env[k] }, &stdout, &stderr)
+	return code, stderr.String()
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, os.ErrNotExist)
+}
+
+func assertRevokedAndClean(t *testing.T, p *pod) {
+	t.Helper()
+	for _, f := range append(p.files, p.tokenFile) {
+		if exists(f) {
+			t.Errorf("%s still exists", f)
+		}
+	}
+	st, err := state.Load(p.stateDir)
+	if err != nil {
+		t.Fatalf("state.json after revoke: %v", err)
+	}
+	if st.RevokedAt == nil {
+		t.Error("state.json has no revoked_at: a running vault-renew would keep renewing")
+	}
+}
+
+func TestRevoke(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		vault answers
+		owned bool
+
+		wantLeases []string
+		wantSelf   int
+		wantLog    []string
+	}{
+		{
+			name:       "leases then token",
+			owned:      true,
+			wantLeases: []string{leaseDB, leaseOld},
+			wantSelf:   1,
+			wantLog:    []string{"revoked lease", leaseDB, leaseOld, "revoked the token", accessor},
+		},
+		{
+			name:       "403 on sys/leases/revoke falls back to revoke-self",
+			vault:      answers{leaseStatus: 403, leaseError: "permission denied"},
+			owned:      true,
+			wantLeases: []string{leaseDB},
+			wantSelf:   1,
+			wantLog:    []string{fallbackLn, "revoked the token"},
+		},
+		{
+			name:       "leases already expired",
+			vault:      answers{leaseStatus: 400, leaseError: "invalid lease"},
+			owned:      true,
+			wantLeases: []string{leaseDB, leaseOld},
+			wantSelf:   1,
+			wantLog:    []string{"lease already gone", leaseDB},
+		},
+		{
+			name:       "token already dead",
+			vault:      answers{leaseStatus: 403, leaseError: "permission denied", selfStatus: 403},
+			owned:      true,
+			wantLeases: []string{leaseDB},
+			wantSelf:   1,
+			wantLog:    []string{"the token was already invalid"},
+		},
+		{
+			name:       "user-supplied token is kept",
+			owned:      false,
+			wantLeases: []string{leaseDB, leaseOld},
+			wantSelf:   0,
+			wantLog:    []string{"not revoking it", accessor},
+		},
+		{
+			name:       "user-supplied token already dead",
+			vault:      answers{leaseStatus: 403, leaseError: "permission denied", lookupStatus: 403},
+			owned:      false,
+			wantLeases: []string{leaseDB},
+			wantSelf:   0,
+			wantLog:    []string{"the token is no longer valid"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeVault{answers: tt.vault}
+			addr := startVault(t, f)
+			p := newPod(t, addr, tt.owned)
+			f.token = p.token
+
+			code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+			if code != 0 {
+				t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
+			}
+			leases, self, _, bad := f.calls()
+			if strings.Join(leases, ",") != strings.Join(tt.wantLeases, ",") {
+				t.Errorf("revoked leases %v, want %v", leases, tt.wantLeases)
+			}
+			if self != tt.wantSelf {
+				t.Errorf("revoke-self called %d times, want %d", self, tt.wantSelf)
+			}
+			if bad != 0 {
+				t.Errorf("%d requests without the pod's token", bad)
+			}
+			for _, s := range tt.wantLog {
+				if !strings.Contains(stderr, s) {
+					t.Errorf("log lacks %q:\n%s", s, stderr)
+				}
+			}
+			if n := strings.Count(stderr, fallbackLn); n > 1 {
+				t.Errorf("fallback logged %d times, want at most once", n)
+			}
+			if strings.Contains(stderr, "level=ERROR") || strings.Contains(stderr, "level=WARN") {
+				t.Errorf("a successful revoke logged a warning or an error:\n%s", stderr)
+			}
+			if strings.Contains(stderr, p.token) {
+				t.Errorf("the token appears in the log:\n%s", stderr)
+			}
+			assertRevokedAndClean(t, p)
+		})
+	}
+}
+
+func TestSecondRunIsNoOp(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{}
+	p := newPod(t, startVault(t, f), true)
+	f.token = p.token
+	if code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir); code != 0 {
+		t.Fatalf("first run: exit %d; stderr:\n%s", code, stderr)
+	}
+	leases, self, _, _ := f.calls()
+
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+	if code != 0 {
+		t.Fatalf("second run: exit %d, want 0; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "nothing to revoke") {
+		t.Errorf("second run does not say there is nothing to revoke:\n%s", stderr)
+	}
+	leases2, self2, _, _ := f.calls()
+	if len(leases2) != len(leases) || self2 != self {
+		t.Errorf("second run called Vault again: leases %v -> %v, revoke-self %d -> %d", leases, leases2, self, self2)
+	}
+}
+
+func TestRetryAfterEarlierFailure(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{}
+	p := newPod(t, startVault(t, f), true)
+	f.token = p.token
+	// An earlier run marked the state but could not reach Vault, so the
+	// token file is still there.
+	st, err := state.Load(p.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	earlier := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
+	st.RevokedAt = &earlier
+	if err := state.Save(p.stateDir, st); err != nil {
+		t.Fatal(err)
+	}
+
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
+	}
+	if leases, self, _, _ := f.calls(); len(leases) != 2 || self != 1 {
+		t.Errorf("revoked leases %v and the token %d times, want 2 leases and the token once", leases, self)
+	}
+	assertRevokedAndClean(t, p)
+}
+
+func TestNothingToRevoke(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		dir  func(t *testing.T) string
+	}{
+		{"missing state dir", func(t *testing.T) string { return filepath.Join(t.TempDir(), "absent") }},
+		{"empty state dir", func(t *testing.T) string { return t.TempDir() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			// From the environment, as a pod spec would set it.
+			code, stderr := run(t, map[string]string{"PODLEASE_STATE_DIR": tt.dir(t)})
+			if code != 0 {
+				t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
+			}
+			if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "nothing to revoke") {
+				t.Errorf("want one line saying there is nothing to revoke, got:\n%s", stderr)
+			}
+		})
+	}
+}
+
+func TestCorruptState(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, state.FileName)
+	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr := run(t, nil, "--state-dir", dir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, path) {
+		t.Errorf("error does not name %s:\n%s", path, stderr)
+	}
+}
+
+func TestVaultUnreachable(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "http://" + l.Addr().String()
+	l.Close() // nothing listens there now: connection refused
+
+	p := newPod(t, addr, true)
+	start := time.Now()
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--timeout", "1s")
+	elapsed := time.Since(start)
+
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+	}
+	if elapsed > 2*time.Second {
+		t.Errorf("took %s with --timeout 1s", elapsed.Round(time.Millisecond))
+	}
+	for _, s := range []string{addr, leaseDB, leaseOld, accessor, "TTL"} {
+		if !strings.Contains(stderr, s) {
+			t.Errorf("error does not mention %q:\n%s", s, stderr)
+		}
+	}
+	if strings.Contains(stderr, p.token) {
+		t.Errorf("the token appears in the log:\n%s", stderr)
+	}
+	if !exists(p.tokenFile) {
+		t.Error("token file removed although nothing was revoked: a retry could not finish")
+	}
+	for _, f := range p.files {
+		if exists(f) {
+			t.Errorf("secret file %s left behind", f)
+		}
+	}
+}
+
+func TestUserTokenWithoutPermission(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{answers: answers{leaseStatus: 403, leaseError: "permission denied"}}
+	p := newPod(t, startVault(t, f), false)
+	f.token = p.token
+
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+	}
+	for _, s := range []string{"sys/leases/revoke", leaseDB, "--auth-method token"} {
+		if !strings.Contains(stderr, s) {
+			t.Errorf("error does not mention %q:\n%s", s, stderr)
+		}
+	}
+	if _, self, _, _ := f.calls(); self != 0 {
+		t.Error("revoked a token the user supplied")
+	}
+}
+
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{"zero timeout", []string{"--timeout", "0s"}, nil, 2},
+		{"bad timeout from env", nil, map[string]string{"PODLEASE_TIMEOUT": "soon"}, 2},
+		{"argument", []string{"now"}, nil, 2},
+		{"bad log format", []string{"--log-format", "xml"}, nil, 2},
+		{"help", []string{"--help"}, nil, 0},
+		{"version", []string{"--version"}, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if code, stderr := run(t, tt.env, tt.args...); code != tt.want {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.want, stderr)
+			}
+		})
+	}
+}
