@@ -26,6 +26,22 @@ const (
 	defaultJitter        = 0.03
 )
 
+// The floor under the time a renewal leaves before expiry: at least
+// minMargin (less the jitter), but never more than maxMarginFraction of
+// the remaining TTL. 0.27 of a short TTL is too little to ride out a
+// Vault failover: a Raft cluster with performance_multiplier 1 has a new
+// active node 1.3-3.3 s after its active node dies or steps down on an
+// idle machine, and a renewal through it needs a request more on top.
+// 5 s covers that, and is the same floor rotateBefore puts under a
+// replacement. It changes nothing for TTLs over 5 s / 0.27 = 18.5 s, so
+// the rate at long TTLs stays Vault Agent's; below 10 s it gives way to
+// half the TTL, so that a 2 s TTL still renews once a second, not in a
+// tight loop.
+const (
+	minMargin         = 5 * time.Second
+	maxMarginFraction = 0.5
+)
+
 const (
 	// permanentRetry is the shortest wait after an error that retrying
 	// cannot fix by itself (403, a bad template): someone must change Vault.
@@ -46,17 +62,29 @@ const (
 	tokenEndSlack = 2 * time.Second
 	// minRetry is the shortest wait before a deadline.
 	minRetry = 100 * time.Millisecond
+	// attemptPatience is how long a request about a credential may wait
+	// for Vault's answer whatever else the credential's remaining time
+	// is needed for (see attemptTimeout).
+	attemptPatience = 3 * time.Second
+	// attemptReserve is the least time a request leaves before its
+	// credential ends, to act on the answer or its absence.
+	attemptReserve = 500 * time.Millisecond
 )
 
 // renewAt is when to renew something expiring at expiry: after fraction
 // of its remaining TTL, up to jitter of that earlier; u is a random number
-// in [0, 1) that picks the point.
+// in [0, 1) that picks the point. Whatever the fraction, it leaves at
+// least min(minMargin, maxMarginFraction of the remaining TTL) before
+// expiry (see minMargin), the same jitter earlier.
 func renewAt(now, expiry time.Time, fraction, jitter, u float64) time.Time {
 	rem := expiry.Sub(now)
 	if rem <= 0 {
 		return now
 	}
 	d := time.Duration(float64(rem) * fraction)
+	if latest := rem - min(minMargin, time.Duration(float64(rem)*maxMarginFraction)); d > latest {
+		d = latest
+	}
 	d -= time.Duration(float64(d) * jitter * u)
 	return now.Add(d)
 }
@@ -222,16 +250,28 @@ func retryAt(now time.Time, d time.Duration, deadline time.Time) time.Time {
 }
 
 // attemptTimeout is how long one Vault request about a credential that
-// ends at expiry (zero: no end) may take: at most maxAttempt, and while
-// the credential lives at most a quarter of its time left, so that a
-// request that never gets an answer still leaves time to retry before it
-// ends.
+// ends at expiry (zero: no end) may take. A request cut short is lost
+// work at best: Vault may have renewed the lease, or issued the
+// credential a read asked for, and the answer is thrown away (for a read,
+// with a lease no state names). So the request waits for as long as the
+// credential has left, less a reserve (attemptReserve, or a tenth of the
+// time left) to act on the answer or its absence; but no longer than
+// maxAttempt, nor than half the time left once that is over
+// attemptPatience, so that one node that never answers (a balancer's
+// next request goes to another node) leaves time for a second try.
+// attemptPatience is what a new active node taking over, or a starved
+// Vault, may take to answer. Connecting is bounded on its own, by the
+// client's dial timeout (vaultclient.DialTimeout). An ended credential,
+// or none, gets maxAttempt.
 func attemptTimeout(now, expiry time.Time) time.Duration {
-	d := maxAttempt
-	if left := expiry.Sub(now); !expiry.IsZero() && left > 0 {
-		d = min(d, max(time.Second, left/4))
+	left := expiry.Sub(now)
+	if expiry.IsZero() || left <= 0 {
+		return maxAttempt
 	}
-	return d
+	d := left - max(attemptReserve, left/10)
+	d = min(d, attemptPatience)
+	d = max(d, left/2)
+	return min(d, maxAttempt)
 }
 
 // fetchDeadline is until when a read that replaces a credential ending at
