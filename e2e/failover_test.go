@@ -69,19 +69,22 @@ const (
 	haRevokePods = 5  // (d) vault-revokes started at the event
 	haLeaseTTL   = 10 * time.Second
 	// haMargin is what is left of a lease when vault-renew renews it (at
-	// least 0.27 of its TTL, docs/renew.md): a cluster without a leader
-	// for longer costs the leases that fall due meanwhile, whatever the
-	// client does.
-	haMargin = haLeaseTTL * 27 / 100
+	// least min(5s, half the TTL), docs/renew.md): a cluster without a
+	// leader for longer costs the leases that fall due meanwhile,
+	// whatever the client does.
+	haMargin = 5 * time.Second
+	// haReserve is the least time a renewal needs once the cluster
+	// answers again: vault-renew's reserve before a credential ends.
+	haReserve = 500 * time.Millisecond
 	// haRecover bounds how long after every node answers again a lost
 	// credential may take to be replaced: retries at most 3s apart, and a
 	// read that may take a few attempts while the new active node finishes
 	// taking over (it answered database reads with 500 "internal error"
 	// for a few seconds after its first answers, in our runs).
 	haRecover = 10 * time.Second
-	// haRotateMaxTTL: a 10s lease is renewed at ~6.6s and ~13s, the second
-	// renewal comes back short, and the rotation is due 5s before the
-	// hard expiry: ~15s after issue.
+	// haRotateMaxTTL: a 10s lease is renewed at ~5s, ~10s and ~15s, the
+	// third renewal comes back short, and the rotation is due 5s before
+	// the hard expiry: ~15s after issue.
 	haRotateMaxTTL = 20 * time.Second
 	haRotateDue    = 15 * time.Second
 	haInitTimeout  = 20 * time.Second
@@ -202,6 +205,20 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		initPods[i] = haPod(t, addrOf(i))
 	}
 
+	// A lease of the test's own, renewed by the probe after the event.
+	probeRole := tag + "prb"
+	if err := cl.CreateDBRole(ctx, probeRole, time.Hour, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Root().Sys().RevokePrefixWithContext(context.Background(), "database/creds/"+probeRole) })
+	probe, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+probeRole)
+	if err != nil || probe == nil {
+		t.Fatalf("read a probe lease: %v", err)
+	}
+	if pw, ok := probe.Data["password"].(string); ok {
+		noteSecret(pw)
+	}
+
 	// The event.
 	leaders := watchLeader(cl, func() time.Time { return eventAt })
 	time.Sleep(time.Until(eventAt))
@@ -220,6 +237,8 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	var elected, answering time.Duration
 	var newActive *testbed.ClusterNode
 	wg.Go(func() { newActive, elected, answering = waitFailover(cl, survivors, active, began) })
+	var probeRenewed, probeIssued time.Duration
+	wg.Go(func() { probeRenewed, probeIssued = probeCluster(cl, probe.LeaseID, probeRole, began) })
 	// The vault CLI against the standby, every 200ms until it works: what
 	// an operator would see from the same node.
 	var cliFailures []string
@@ -252,8 +271,11 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	}
 	leaderBack := began.Add(elected)
 	what := map[string]string{"kill": "SIGKILL of the active node", "step-down": "`vault operator step-down` of the active node"}[event]
-	figure(t, "failover", "%s (raft performance_multiplier %d): %s active after %s, every surviving node answering after %s; the vault CLI against standby %s failed %d times meanwhile",
-		what, cl.Multiplier, newActive.Name, elected.Round(10*time.Millisecond), answering.Round(10*time.Millisecond), standby.Name, len(cliFailures))
+	figure(t, "failover", "%s (raft performance_multiplier %d): %s active after %s, every surviving node answering after %s, a lease renewed after %s and a credential issued after it at %s (the test's probe: a request every 100ms, the first answer); the vault CLI against standby %s failed %d times meanwhile",
+		what, cl.Multiplier, newActive.Name, elected.Round(10*time.Millisecond), answering.Round(10*time.Millisecond), probeRenewed.Round(10*time.Millisecond), probeIssued.Round(10*time.Millisecond), standby.Name, len(cliFailures))
+	if err := cl.Root().Sys().RevokePrefixWithContext(ctx, "database/creds/"+probeRole); err != nil {
+		t.Errorf("revoke the probe's leases: %v", err)
+	}
 
 	// (d) vault-revoke: exit 0, and no database user once there is a
 	// leader again.
@@ -312,27 +334,42 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	appsWG.Wait()
 	t.Logf("active node, relative to the event: %s", leaders.end())
 
-	// (a) and (b): no failed query while the cluster was back within a
-	// lease's renewal margin, less one request (vault-renew gives a
-	// request at least 1s). A longer outage costs the leases that fell
-	// due meanwhile; then every app must work again within haRecover of
-	// the cluster answering.
+	// (a) and (b): no failed app query. The one thing no client can
+	// help is a cluster that cannot serve what a lease due as the event
+	// began needs within the renewal margin: for (a) a renewal, for (b)
+	// a renewal (which reports the max TTL's cap) and then a read of a
+	// new credential. The test's probe, which renews a lease of its own
+	// every 100ms from the event on and then reads, measures when the
+	// cluster could first do each. Only a case it could not serve within
+	// the margin takes the lenient branch (which the test names): leases
+	// that fell due meanwhile may be lost, and every app must work again
+	// within haRecover of every node answering.
 	answeredAt := began.Add(answering)
-	short := answering+time.Second <= haMargin
+	strictA := probeRenewed+haReserve <= haMargin
+	strictB := probeIssued+haReserve <= haMargin
+	branchOf := func(strict bool, need string, at time.Duration) string {
+		if strict {
+			return fmt.Sprintf("strict (0 failed queries): the probe's %s came after %s, within the %s margin less %s", need, at.Round(10*time.Millisecond), haMargin, haReserve)
+		}
+		return fmt.Sprintf("lenient: the probe's %s came only after %s, past the %s margin less %s; failures allowed until %s after every node answered (%s)",
+			need, at.Round(10*time.Millisecond), haMargin, haReserve, haRecover, answering.Round(10*time.Millisecond))
+	}
+	t.Logf("(a): %s", branchOf(strictA, "renewal", probeRenewed))
+	t.Logf("(b): %s", branchOf(strictB, "renewal and read", probeIssued))
 	var queries, failed int
 	var lastFailure time.Time
 	for i, a := range apps {
 		queries += a.queries
 		failed += len(a.failures)
-		kind := "(a)"
+		kind, strict := "(a)", strictA
 		if i >= haRenewPods {
-			kind = "(b)"
+			kind, strict = "(b)", strictB
 		}
 		switch {
 		case len(a.failures) == 0:
-		case short:
-			t.Errorf("%s pod %d: %d of %d app queries failed, with the cluster back after %s, a request's time within the %s lease's renewal margin %s:\n%s",
-				kind, i, len(a.failures), a.queries, answering.Round(10*time.Millisecond), haLeaseTTL, haMargin.Round(100*time.Millisecond), strings.Join(a.failures, "\n"))
+		case strict:
+			t.Errorf("%s pod %d: %d of %d app queries failed, with the cluster serving within the %s lease's renewal margin %s:\n%s\nits sidecar's log:\n%s",
+				kind, i, len(a.failures), a.queries, haLeaseTTL, haMargin, strings.Join(a.failures, "\n"), sidecars[i].stderr.String())
 		case a.lastFailure.After(answeredAt.Add(haRecover)):
 			t.Errorf("%s pod %d: an app query failed %s after every node answered again; want a working credential within %s:\n%s",
 				kind, i, a.lastFailure.Sub(answeredAt).Round(100*time.Millisecond), haRecover, strings.Join(a.failures, "\n"))
@@ -341,10 +378,10 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			lastFailure = a.lastFailure
 		}
 	}
-	if !short {
-		t.Logf("the cluster answered again after %s, too late for a renewal in a %s lease's renewal margin (%s): %d of %d queries failed, the last %s after it answered",
-			answering.Round(10*time.Millisecond), haLeaseTTL, haMargin.Round(100*time.Millisecond), failed, queries, lastFailure.Sub(answeredAt).Round(100*time.Millisecond))
+	if failed > 0 && (!strictA || !strictB) {
+		t.Logf("%d of %d queries failed, the last %s after every node answered", failed, queries, lastFailure.Sub(answeredAt).Round(100*time.Millisecond))
 	}
+	branch := map[bool]string{true: "strict", false: "lenient"}
 	var rotAt []string
 	rotated := 0
 	for i := range rotPods {
@@ -385,10 +422,7 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			}
 			unnamed++
 			issued, _ := clusterLeaseIssued(cl, id)
-			t.Logf("lease %s, issued %s after the event, is named by no state.json: its answer was lost; it goes with its pod's token", id, issued.Sub(began).Round(time.Millisecond))
-			if issued.Before(began) {
-				t.Errorf("lease %s was issued %s before the event and no state.json names it: a lease vault-renew lost track of", id, began.Sub(issued).Round(time.Millisecond))
-			}
+			t.Errorf("lease %s, issued %s after the event, is named by no state.json: an answer a client gave up on or the event cut off", id, issued.Sub(began).Round(time.Millisecond))
 		}
 	}
 
@@ -436,8 +470,8 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			}
 		}
 	}
-	figure(t, "failover", "%s: (a) %d sidecars on %s leases (half via the load balancer, half via standby %s) and (b) %d whose rotation at max TTL fell at %s around the event: %d app queries, %d failed (cluster answering after %s; renewal margin %s); %d rotations done; sidecar log lines naming the killed node, each with the address that redirected there: %d",
-		event, haRenewPods, haLeaseTTL, standby.Name, haRotatePods, strings.Join(rotAt, " "), queries, failed, answering.Round(10*time.Millisecond), haMargin.Round(100*time.Millisecond), rotated, redirects)
+	figure(t, "failover", "%s: (a) %d sidecars on %s leases (half via the load balancer, half via standby %s) and (b) %d whose rotation at max TTL fell at %s around the event: %d app queries, %d failed (cluster answering after %s; renewal margin %s; (a) %s, (b) %s); %d rotations done; sidecar log lines naming the killed node, each with the address that redirected there: %d",
+		event, haRenewPods, haLeaseTTL, standby.Name, haRotatePods, strings.Join(rotAt, " "), queries, failed, answering.Round(10*time.Millisecond), haMargin, branch[strictA], branch[strictB], rotated, redirects)
 	figure(t, "failover", "%s: (c) %d vault-inits started at the event (--timeout %s): %d succeeded, %d failed cleanly (exit 1, nothing left); slowest %s",
 		event, haInitPods, haInitTimeout, initOK, initFailed, initWorst.Round(10*time.Millisecond))
 	figure(t, "failover", "%s: (d) %d vault-revokes started at the event (--timeout %s): %d exited 0, slowest %s; database users left: %d, gone %s after the new leader",
@@ -511,6 +545,63 @@ func inParallel(n int, fs []func()) {
 		})
 	}
 	wg.Wait()
+}
+
+// probeCluster measures how long after began the cluster could first
+// renew lease through the load-balanced address, and then issue a
+// credential of role: the least any client needs of it to keep a lease
+// alive or replace one. A new request starts every 100ms, each may take
+// 10s, and the first one to succeed counts, so that a request held up
+// by a node that is going away does not hide a later one served at once.
+func probeCluster(cl *testbed.Cluster, lease, role string, began time.Time) (renewed, issued time.Duration) {
+	c := cl.Root()
+	renewed = firstSuccess(began, func(ctx context.Context) bool {
+		_, err := c.Sys().RenewWithContext(ctx, lease, 3600)
+		return err == nil
+	})
+	after := time.Now()
+	issued = firstSuccess(after, func(ctx context.Context) bool {
+		s, err := c.Logical().ReadWithContext(ctx, "database/creds/"+role)
+		if err != nil || s == nil {
+			return false
+		}
+		if pw, ok := s.Data["password"].(string); ok {
+			noteSecret(pw)
+		}
+		return true
+	})
+	return renewed, after.Sub(began) + issued
+}
+
+// firstSuccess starts op every 100ms from now on, each with 10s to
+// succeed, until one succeeds or a minute has passed since from, and
+// returns how long after from the first success came (a minute: none).
+// It returns once every op it started has ended.
+func firstSuccess(from time.Time, op func(context.Context) bool) time.Duration {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	done := make(chan time.Time, 1)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.After(time.Until(from.Add(time.Minute))); ; {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if op(ctx) {
+				select {
+				case done <- time.Now():
+				default:
+				}
+			}
+		})
+		select {
+		case at := <-done:
+			return at.Sub(from)
+		case <-deadline:
+			return time.Minute
+		case <-tick.C:
+		}
+	}
 }
 
 // waitFailover polls the surviving nodes every 50ms and returns the node
