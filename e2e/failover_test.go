@@ -328,6 +328,24 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		if r.elapsed > haInitTimeout+7*time.Second {
 			t.Errorf("(c) vault-init %d failed after %s with --timeout %s", i, r.elapsed.Round(time.Millisecond), haInitTimeout)
 		}
+		if _, err := os.Stat(filepath.Join(p.stateDir, "token.pending")); err == nil && probeIssued > haInitTimeout {
+			// The cluster could not issue a credential within the
+			// init's --timeout, nor revoke its token: vault-init keeps
+			// the token's journal, and its next run (the kubelet
+			// restarts a failed init container) revokes that token, and
+			// with it any lease Vault issued for a read the first run
+			// gave up on. Run it.
+			t.Logf("(c) vault-init %d left its token's journal: the cluster issued no credential before %s; running it again", i, probeIssued.Round(10*time.Millisecond))
+			r2 := runWith(t, "vault-init", p.initArgs("--secret", "db=database/creds/"+initRole, "--timeout", haInitTimeout.String()), runOpts{env: p.env, timeout: 2 * haInitTimeout})
+			if r2.code != 0 || !strings.Contains(r2.stderr, "token of an interrupted earlier run") {
+				t.Errorf("(c) vault-init %d run again: exit %d, want 0 and the earlier run's token revoked:\n%s", i, r2.code, r2.stderr)
+			}
+			if r2.code == 0 {
+				noteSecret(p.token())
+				initResults[i] = r2
+				continue
+			}
+		}
 		assertNothingLeft(t, p)
 	}
 
@@ -344,15 +362,16 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	// the margin takes the lenient branch (which the test names): leases
 	// that fell due meanwhile may be lost, and every app must work again
 	// within haRecover of every node answering.
-	answeredAt := began.Add(answering)
+	// A lost credential can be replaced once the cluster issues one.
+	answeredAt := began.Add(max(answering, probeIssued))
 	strictA := probeRenewed+haReserve <= haMargin
 	strictB := probeIssued+haReserve <= haMargin
 	branchOf := func(strict bool, need string, at time.Duration) string {
 		if strict {
 			return fmt.Sprintf("strict (0 failed queries): the probe's %s came after %s, within the %s margin less %s", need, at.Round(10*time.Millisecond), haMargin, haReserve)
 		}
-		return fmt.Sprintf("lenient: the probe's %s came only after %s, past the %s margin less %s; failures allowed until %s after every node answered (%s)",
-			need, at.Round(10*time.Millisecond), haMargin, haReserve, haRecover, answering.Round(10*time.Millisecond))
+		return fmt.Sprintf("lenient: the probe's %s came only after %s, past the %s margin less %s; failures allowed until %s after every node answered and the cluster issued a credential (%s)",
+			need, at.Round(10*time.Millisecond), haMargin, haReserve, haRecover, answeredAt.Sub(began).Round(10*time.Millisecond))
 	}
 	t.Logf("(a): %s", branchOf(strictA, "renewal", probeRenewed))
 	t.Logf("(b): %s", branchOf(strictB, "renewal and read", probeIssued))
@@ -371,8 +390,11 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			t.Errorf("%s pod %d: %d of %d app queries failed, with the cluster serving within the %s lease's renewal margin %s:\n%s\nits sidecar's log:\n%s",
 				kind, i, len(a.failures), a.queries, haLeaseTTL, haMargin, strings.Join(a.failures, "\n"), sidecars[i].stderr.String())
 		case a.lastFailure.After(answeredAt.Add(haRecover)):
-			t.Errorf("%s pod %d: an app query failed %s after every node answered again; want a working credential within %s:\n%s",
+			t.Errorf("%s pod %d: an app query failed %s after the cluster answered and issued credentials again; want a working credential within %s:\n%s",
 				kind, i, a.lastFailure.Sub(answeredAt).Round(100*time.Millisecond), haRecover, strings.Join(a.failures, "\n"))
+		}
+		if len(a.failures) > 0 && !strict {
+			t.Logf("%s pod %d: %d of %d app queries failed (lenient branch), the last %s after the event", kind, i, len(a.failures), a.queries, a.lastFailure.Sub(began).Round(100*time.Millisecond))
 		}
 		if a.lastFailure.After(lastFailure) {
 			lastFailure = a.lastFailure
