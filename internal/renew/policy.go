@@ -62,10 +62,13 @@ const (
 	tokenEndSlack = 2 * time.Second
 	// minRetry is the shortest wait before a deadline.
 	minRetry = 100 * time.Millisecond
-	// attemptPatience is how long a request about a credential may wait
-	// for Vault's answer whatever else the credential's remaining time
-	// is needed for (see attemptTimeout).
-	attemptPatience = 3 * time.Second
+	// attemptMin is the least time a request about a credential may wait
+	// for Vault's answer while the credential has that much left (see
+	// attemptTimeout).
+	attemptMin = 1500 * time.Millisecond
+	// minFetch is the least time a read replacing a credential is given,
+	// even past the end of the credential in use (see fetchDeadline).
+	minFetch = 5 * time.Second
 	// attemptReserve is the least time a request leaves before its
 	// credential ends, to act on the answer or its absence.
 	attemptReserve = 500 * time.Millisecond
@@ -250,38 +253,35 @@ func retryAt(now time.Time, d time.Duration, deadline time.Time) time.Time {
 }
 
 // attemptTimeout is how long one Vault request about a credential that
-// ends at expiry (zero: no end) may take. A request cut short is lost
-// work at best: Vault may have renewed the lease, or issued the
-// credential a read asked for, and the answer is thrown away (for a read,
-// with a lease no state names). So the request waits for as long as the
-// credential has left, less a reserve (attemptReserve, or a tenth of the
-// time left) to act on the answer or its absence; but no longer than
-// maxAttempt, nor than half the time left once that is over
-// attemptPatience, so that one node that never answers (a balancer's
-// next request goes to another node) leaves time for a second try.
-// attemptPatience is what a new active node taking over, or a starved
-// Vault, may take to answer. Connecting is bounded on its own, by the
-// client's dial timeout (vaultclient.DialTimeout). An ended credential,
-// or none, gets maxAttempt.
+// ends at expiry (zero: no end) may take: a third of the time left, at
+// least attemptMin, at most maxAttempt; and never past the time left less
+// a reserve (attemptReserve or a tenth of it, to act on the answer or its
+// absence), or half of it when that is less. A request cut short is lost
+// work (Vault may have renewed the lease, and the answer is thrown away),
+// and a new active node taking over, or a starved Vault, answers in more
+// than a second; but a node that never answers (a hung one, or a
+// connection a partition swallowed) must not take all the time left, as
+// a retry may reach a node that answers, or the same one once it
+// recovers: a third leaves room for two more tries. Connecting is bounded
+// on its own, by the client's dial timeout (vaultclient.DialTimeout). An
+// ended credential, or none, gets maxAttempt.
 func attemptTimeout(now, expiry time.Time) time.Duration {
 	left := expiry.Sub(now)
 	if expiry.IsZero() || left <= 0 {
 		return maxAttempt
 	}
-	d := left - max(attemptReserve, left/10)
-	d = min(d, attemptPatience)
-	d = max(d, left/2)
-	return min(d, maxAttempt)
+	return min(max(attemptMin, left/3), maxAttempt, max(left-max(attemptReserve, left/10), left/2))
 }
 
 // fetchDeadline is until when a read that replaces a credential ending at
-// deadline (zero: none) may retry: fetchTimeout, and never past the end of
-// the credential in use, since past it the loop has other work (marking
-// it lost, for one).
+// deadline (zero: none) may retry: fetchTimeout, and not much past the end
+// of the credential in use, since past it the loop has other work
+// (marking it lost, for one); but at least minFetch, so that a read Vault
+// is about to answer is not cut short, leaving a lease no state names.
 func fetchDeadline(now, deadline time.Time) time.Time {
 	d := now.Add(fetchTimeout)
 	if !deadline.IsZero() && deadline.After(now) {
-		d = earliest(d, deadline)
+		d = earliest(d, latest(deadline, now.Add(minFetch)))
 	}
 	return d
 }

@@ -324,14 +324,14 @@ func TestAttemptTimeoutAndFetchDeadline(t *testing.T) {
 	}{
 		{"no end", time.Time{}, maxAttempt, now.Add(fetchTimeout), true},
 		{"far end", now.Add(time.Hour), maxAttempt, now.Add(fetchTimeout), true},
-		{"10 s left: half of it", now.Add(10 * time.Second), 5 * time.Second, now.Add(10 * time.Second), true},
-		{"30 s left: maxAttempt", now.Add(30 * time.Second), maxAttempt, now.Add(fetchTimeout), true},
-		{"8 s left: half of it", now.Add(8 * time.Second), 4 * time.Second, now.Add(8 * time.Second), true},
-		{"5 s left (the margin's floor): attemptPatience", now.Add(5 * time.Second), attemptPatience, now.Add(5 * time.Second), true},
-		{"2.7 s left: all but the reserve", now.Add(2700 * time.Millisecond), 2200 * time.Millisecond, now.Add(2700 * time.Millisecond), true},
-		{"2 s left: all but the reserve", now.Add(2 * time.Second), 1500 * time.Millisecond, now.Add(2 * time.Second), true},
-		{"0.8 s left: half of it", now.Add(800 * time.Millisecond), 400 * time.Millisecond, now.Add(800 * time.Millisecond), true},
-		{"0.1 s left: half of it", now.Add(100 * time.Millisecond), 50 * time.Millisecond, now.Add(100 * time.Millisecond), true},
+		{"30 s left: a third", now.Add(30 * time.Second), maxAttempt, now.Add(fetchTimeout), true},
+		{"10 s left: a third, read until the end", now.Add(10 * time.Second), 10 * time.Second / 3, now.Add(10 * time.Second), true},
+		{"5 s left (the margin's floor): a third", now.Add(5 * time.Second), 5 * time.Second / 3, now.Add(5 * time.Second), true},
+		{"3 s left: attemptMin; read for minFetch", now.Add(3 * time.Second), attemptMin, now.Add(minFetch), true},
+		{"2 s left: all but the reserve", now.Add(2 * time.Second), 1500 * time.Millisecond, now.Add(minFetch), true},
+		{"1.5 s left: all but the reserve", now.Add(1500 * time.Millisecond), time.Second, now.Add(minFetch), true},
+		{"0.8 s left: half of it", now.Add(800 * time.Millisecond), 400 * time.Millisecond, now.Add(minFetch), true},
+		{"0.1 s left: half of it", now.Add(100 * time.Millisecond), 50 * time.Millisecond, now.Add(minFetch), true},
 		{"ended", now.Add(-time.Second), maxAttempt, now.Add(fetchTimeout), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
