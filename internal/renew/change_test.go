@@ -19,7 +19,7 @@ func TestTemplateIsRenderedAgainOnRotation(t *testing.T) {
 		f := newFixture(t, v, spec{name: "app", path: "secret/data/app", format: "json"}, spec{name: "dsn", path: "database/creds/app", template: tmpl})
 		before, _ := os.ReadFile(filepath.Join(f.secretsDir, "dsn"))
 		f.start()
-		time.Sleep(15 * time.Second)
+		time.Sleep(17 * time.Second) // the capped renewal at 15s, and the rotation
 		b, err := os.ReadFile(filepath.Join(f.secretsDir, "dsn"))
 		if err != nil {
 			t.Fatal(err)

@@ -75,9 +75,10 @@ func TestHeldLockDropsTheNewCredentialAndRetries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The capped renewal at 14.6s cannot save state.json for 5s; the
-		// replacement that follows cannot be written by 24.6s.
-		time.Sleep(11 * time.Second)
+		// The capped renewal at 15s (5s before the 20s max TTL) cannot
+		// save state.json for 5s; the replacement that follows cannot be
+		// written by 25s.
+		time.Sleep(12 * time.Second)
 		f.wantLog("cannot lock the state dir; dropping the new credentials")
 		if v.alive("database/creds/app/lease3") {
 			t.Error("the dropped credential is still alive")

@@ -4,38 +4,26 @@ package renew
 // went to, and the time a credential has left.
 
 import (
-	"errors"
 	"net/url"
 	"time"
 
-	"github.com/hashicorp/vault/api"
+	"github.com/podlease/podlease/internal/vaultclient"
 )
 
-// askedAddr returns the Vault address (scheme://host) a failed request
-// went to, read from the request URL the error carries, and whether it
-// differs from configured, the address in state.json. Vault's client
-// follows one redirect, as a standby node answers with the active node's
-// address, so an error can name a node the pod was never pointed at.
-// addr is "" when the error carries no URL.
+// askedAddr returns the Vault node (scheme://host) a failed request went
+// to (vaultclient.Node) and whether it differs from configured, the
+// address in state.json. Vault's client follows one redirect, as a
+// standby node answers with the active node's address, so an error can
+// name a node the pod was never pointed at. addr is "" when the error
+// carries no URL.
 func askedAddr(err error, configured string) (addr string, redirected bool) {
-	var raw string
-	var re *api.ResponseError
-	var ue *url.Error
-	switch {
-	case errors.As(err, &re):
-		raw = re.URL
-	case errors.As(err, &ue):
-		raw = ue.URL
-	default:
+	addr = vaultclient.Node(err)
+	if addr == "" {
 		return "", false
 	}
-	u, perr := url.Parse(raw)
-	if perr != nil || u.Host == "" {
-		return "", false
-	}
-	addr = u.Scheme + "://" + u.Host
+	u, uerr := url.Parse(addr)
 	c, cerr := url.Parse(configured)
-	return addr, cerr == nil && c.Host != "" && (c.Scheme != u.Scheme || c.Host != u.Host)
+	return addr, uerr == nil && cerr == nil && c.Host != "" && (c.Scheme != u.Scheme || c.Host != u.Host)
 }
 
 // where is the log attributes naming the Vault node a failed request

@@ -26,6 +26,22 @@ const (
 	defaultJitter        = 0.03
 )
 
+// The floor under the time a renewal leaves before expiry: at least
+// minMargin (less the jitter), but never more than maxMarginFraction of
+// the remaining TTL. 0.27 of a short TTL is too little to ride out a
+// Vault failover: a Raft cluster with performance_multiplier 1 has a new
+// active node 1.3-3.3 s after its active node dies or steps down on an
+// idle machine, and a renewal through it needs a request more on top.
+// 5 s covers that, and is the same floor rotateBefore puts under a
+// replacement. It changes nothing for TTLs over 5 s / 0.27 = 18.5 s, so
+// the rate at long TTLs stays Vault Agent's; below 10 s it gives way to
+// half the TTL, so that a 2 s TTL still renews once a second, not in a
+// tight loop.
+const (
+	minMargin         = 5 * time.Second
+	maxMarginFraction = 0.5
+)
+
 const (
 	// permanentRetry is the shortest wait after an error that retrying
 	// cannot fix by itself (403, a bad template): someone must change Vault.
@@ -46,17 +62,32 @@ const (
 	tokenEndSlack = 2 * time.Second
 	// minRetry is the shortest wait before a deadline.
 	minRetry = 100 * time.Millisecond
+	// attemptMin is the least time a request about a credential may wait
+	// for Vault's answer while the credential has that much left (see
+	// attemptTimeout).
+	attemptMin = 1500 * time.Millisecond
+	// minFetch is the least time a read replacing a credential is given,
+	// even past the end of the credential in use (see fetchDeadline).
+	minFetch = 5 * time.Second
+	// attemptReserve is the least time a request leaves before its
+	// credential ends, to act on the answer or its absence.
+	attemptReserve = 500 * time.Millisecond
 )
 
 // renewAt is when to renew something expiring at expiry: after fraction
 // of its remaining TTL, up to jitter of that earlier; u is a random number
-// in [0, 1) that picks the point.
+// in [0, 1) that picks the point. Whatever the fraction, it leaves at
+// least min(minMargin, maxMarginFraction of the remaining TTL) before
+// expiry (see minMargin), the same jitter earlier.
 func renewAt(now, expiry time.Time, fraction, jitter, u float64) time.Time {
 	rem := expiry.Sub(now)
 	if rem <= 0 {
 		return now
 	}
 	d := time.Duration(float64(rem) * fraction)
+	if latest := rem - min(minMargin, time.Duration(float64(rem)*maxMarginFraction)); d > latest {
+		d = latest
+	}
 	d -= time.Duration(float64(d) * jitter * u)
 	return now.Add(d)
 }
@@ -222,26 +253,35 @@ func retryAt(now time.Time, d time.Duration, deadline time.Time) time.Time {
 }
 
 // attemptTimeout is how long one Vault request about a credential that
-// ends at expiry (zero: no end) may take: at most maxAttempt, and while
-// the credential lives at most a quarter of its time left, so that a
-// request that never gets an answer still leaves time to retry before it
-// ends.
+// ends at expiry (zero: no end) may take: a third of the time left, at
+// least attemptMin, at most maxAttempt; and never past the time left less
+// a reserve (attemptReserve or a tenth of it, to act on the answer or its
+// absence), or half of it when that is less. A request cut short is lost
+// work (Vault may have renewed the lease, and the answer is thrown away),
+// and a new active node taking over, or a starved Vault, answers in more
+// than a second; but a node that never answers (a hung one, or a
+// connection a partition swallowed) must not take all the time left, as
+// a retry may reach a node that answers, or the same one once it
+// recovers: a third leaves room for two more tries. Connecting is bounded
+// on its own, by the client's dial timeout (vaultclient.DialTimeout). An
+// ended credential, or none, gets maxAttempt.
 func attemptTimeout(now, expiry time.Time) time.Duration {
-	d := maxAttempt
-	if left := expiry.Sub(now); !expiry.IsZero() && left > 0 {
-		d = min(d, max(time.Second, left/4))
+	left := expiry.Sub(now)
+	if expiry.IsZero() || left <= 0 {
+		return maxAttempt
 	}
-	return d
+	return min(max(attemptMin, left/3), maxAttempt, max(left-max(attemptReserve, left/10), left/2))
 }
 
 // fetchDeadline is until when a read that replaces a credential ending at
-// deadline (zero: none) may retry: fetchTimeout, and never past the end of
-// the credential in use, since past it the loop has other work (marking
-// it lost, for one).
+// deadline (zero: none) may retry: fetchTimeout, and not much past the end
+// of the credential in use, since past it the loop has other work
+// (marking it lost, for one); but at least minFetch, so that a read Vault
+// is about to answer is not cut short, leaving a lease no state names.
 func fetchDeadline(now, deadline time.Time) time.Time {
 	d := now.Add(fetchTimeout)
 	if !deadline.IsZero() && deadline.After(now) {
-		d = earliest(d, deadline)
+		d = earliest(d, latest(deadline, now.Add(minFetch)))
 	}
 	return d
 }

@@ -190,6 +190,17 @@ func TestRenewAt(t *testing.T) {
 		{"no jitter", now.Add(100 * time.Second), 0.5, 0, 0.7, now.Add(50 * time.Second)},
 		{"expired: now", now.Add(-time.Second), 0.66, 0.1, 0, now},
 		{"expires now: now", now, 0.66, 0.1, 0, now},
+		// The margin's floor: at least 5 s left, at most half the TTL.
+		{"1 h: the fraction", now.Add(time.Hour), 0.73, 0.03, 0, now.Add(2628 * time.Second)},
+		{"20 s: the fraction (5.4 s left)", now.Add(20 * time.Second), 0.73, 0.03, 0, now.Add(14600 * time.Millisecond)},
+		{"18.5 s: where the floor starts", now.Add(18500 * time.Millisecond), 0.73, 0.03, 0, now.Add(13500 * time.Millisecond)},
+		{"15 s: 5 s left", now.Add(15 * time.Second), 0.73, 0.03, 0, now.Add(10 * time.Second)},
+		{"15 s, earliest with jitter", now.Add(15 * time.Second), 0.73, 0.03, 1, now.Add(9700 * time.Millisecond)},
+		{"10 s: 5 s left", now.Add(10 * time.Second), 0.73, 0.03, 0, now.Add(5 * time.Second)},
+		{"6 s: half the TTL left", now.Add(6 * time.Second), 0.73, 0.03, 0, now.Add(3 * time.Second)},
+		{"2 s: renews after 1 s, not in a loop", now.Add(2 * time.Second), 0.73, 0.03, 0, now.Add(time.Second)},
+		{"a fraction of 0.9 gets the floor too", now.Add(10 * time.Second), 0.9, 0, 0, now.Add(5 * time.Second)},
+		{"a fraction of 0.3 leaves more than the floor", now.Add(10 * time.Second), 0.3, 0, 0, now.Add(3 * time.Second)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := renewAt(now, tc.expiry, tc.fraction, tc.jitter, tc.u); !got.Equal(tc.want) {
@@ -313,8 +324,14 @@ func TestAttemptTimeoutAndFetchDeadline(t *testing.T) {
 	}{
 		{"no end", time.Time{}, maxAttempt, now.Add(fetchTimeout), true},
 		{"far end", now.Add(time.Hour), maxAttempt, now.Add(fetchTimeout), true},
-		{"near end: a quarter of the time left, read until it", now.Add(8 * time.Second), 2 * time.Second, now.Add(8 * time.Second), true},
-		{"very near end: at least a second", now.Add(2 * time.Second), time.Second, now.Add(2 * time.Second), true},
+		{"30 s left: a third", now.Add(30 * time.Second), maxAttempt, now.Add(fetchTimeout), true},
+		{"10 s left: a third, read until the end", now.Add(10 * time.Second), 10 * time.Second / 3, now.Add(10 * time.Second), true},
+		{"5 s left (the margin's floor): a third", now.Add(5 * time.Second), 5 * time.Second / 3, now.Add(5 * time.Second), true},
+		{"3 s left: attemptMin; read for minFetch", now.Add(3 * time.Second), attemptMin, now.Add(minFetch), true},
+		{"2 s left: all but the reserve", now.Add(2 * time.Second), 1500 * time.Millisecond, now.Add(minFetch), true},
+		{"1.5 s left: all but the reserve", now.Add(1500 * time.Millisecond), time.Second, now.Add(minFetch), true},
+		{"0.8 s left: half of it", now.Add(800 * time.Millisecond), 400 * time.Millisecond, now.Add(minFetch), true},
+		{"0.1 s left: half of it", now.Add(100 * time.Millisecond), 50 * time.Millisecond, now.Add(minFetch), true},
 		{"ended", now.Add(-time.Second), maxAttempt, now.Add(fetchTimeout), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

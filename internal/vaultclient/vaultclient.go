@@ -21,6 +21,13 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
+// DialTimeout bounds connecting to a Vault node (Vault's client allows
+// 30 s): a node that is gone, its address unanswered, is given up on
+// soon, while a request to a node that answers may wait for as long as
+// the caller's context allows. 3 s leaves room for one lost SYN (Linux
+// resends it after 1 s).
+const DialTimeout = 3 * time.Second
+
 // New returns a client for addr (empty: VAULT_ADDR) in namespace (empty:
 // VAULT_NAMESPACE). The client's own retries are off: callers retry with
 // Retry so that one deadline bounds everything. requestTimeout bounds each
@@ -42,6 +49,9 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 	cfg.MaxRetries = 0
 	if requestTimeout > 0 {
 		cfg.Timeout = requestTimeout
+	}
+	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
+		t.DialContext = (&net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	}
 	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok && t.TLSClientConfig != nil && t.TLSClientConfig.InsecureSkipVerify && log != nil {
 		log.Warn("TLS verification of Vault's certificate is off (VAULT_SKIP_VERIFY): use VAULT_CACERT instead in production", "vault_addr", cfg.Address)
