@@ -513,14 +513,5 @@ func clientFor(addr, token string) *api.Client {
 	cfg.Address = addr
 	cfg.MaxRetries = 0
 	cfg.Timeout = 10 * time.Second
-	cl, err := api.NewClient(cfg)
-	if err != nil {
-		panic(fmt.Sprintf("testbed: vault client: %v", err)) // only bad TLS settings fail here
-	}
-	cl.ClearToken()
-	cl.ClearNamespace()
-	if token != "" {
-		cl.SetToken(token)
-	}
-	return cl
+	return newClient(cfg, token)
 }

@@ -388,6 +388,12 @@ func (b *Bed) Root() *api.Client {
 func (b *Bed) Client(token string) *api.Client {
 	cfg := api.DefaultConfig()
 	cfg.Address = b.VaultAddr
+	return newClient(cfg, token)
+}
+
+// newClient is a client for cfg holding token (none if empty), whatever
+// VAULT_TOKEN and VAULT_NAMESPACE say.
+func newClient(cfg *api.Config, token string) *api.Client {
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		panic(fmt.Sprintf("testbed: vault client: %v", err)) // only bad TLS settings fail here
