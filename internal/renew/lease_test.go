@@ -113,9 +113,12 @@ func TestOutageShorterThanTTLKeepsTheSameLease(t *testing.T) {
 		lease := f.state().Secrets[0].LeaseID
 		f.start()
 
-		time.Sleep(5 * time.Second)
+		// Vault goes down before the first renewal, due at 5s (a 10s lease
+		// keeps at least 5s), and not at that instant: which of two
+		// goroutines woken at the same fake time runs first is not defined.
+		time.Sleep(4500 * time.Millisecond)
 		v.setDown(true)
-		time.Sleep(3500 * time.Millisecond) // 8.5s: renewal due at 7.3s keeps failing
+		time.Sleep(4 * time.Second) // 8.5s: the renewal due at 5s keeps failing
 		if code, body := f.get("/readyz"); code != 503 || !strings.Contains(body, "db") {
 			t.Errorf("/readyz with 1.5s left on a 10s lease = %d %q; want 503 naming db", code, body)
 		}
@@ -149,9 +152,9 @@ func TestOutageLongerThanTTLWithExitOnFailure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		f.start("--exit-on-failure")
-		time.Sleep(5 * time.Second)
+		time.Sleep(4500 * time.Millisecond) // before the renewal due at 5s, not at that instant
 		v.setDown(true)
-		time.Sleep(6 * time.Second)
+		time.Sleep(6500 * time.Millisecond)
 		if f.running() {
 			t.Fatal("still running 1s after the lease expired, with --exit-on-failure")
 		}
@@ -273,9 +276,9 @@ func TestLostCredentialIsReplacedSoonAfterVaultReturns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		f.start()
-		time.Sleep(5 * time.Second)
+		time.Sleep(4500 * time.Millisecond) // before the renewal due at 5s, not at that instant
 		v.setDown(true)
-		time.Sleep(25 * time.Second) // the lease ended at 10s
+		time.Sleep(25500 * time.Millisecond) // the lease ended at 10s
 		if code, _ := f.get("/readyz"); code != 503 {
 			t.Errorf("/readyz with the credential lost = %d; want 503", code)
 		}

@@ -72,11 +72,11 @@ func TestRedirectedErrorNamesTheNodeAsked(t *testing.T) {
 		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
 		lease := f.state().Secrets[0].LeaseID
 		f.start()
-		time.Sleep(5 * time.Second)
+		time.Sleep(4500 * time.Millisecond) // before the renewal due at 5s, not at that instant
 		v.mu.Lock()
 		v.standby, v.activeDown = true, true
 		v.mu.Unlock()
-		time.Sleep(3 * time.Second) // the renewal at 7.3s fails
+		time.Sleep(3500 * time.Millisecond) // the renewal at 5s fails
 		logs := f.logs.String()
 		var line string
 		for _, l := range strings.Split(logs, "\n") {
