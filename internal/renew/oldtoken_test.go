@@ -74,6 +74,19 @@ func TestOldTokensAreRevokedWhenThePodEnds(t *testing.T) {
 				}
 				f.wantLog("revoked an old token and the leases issued under it")
 				f.stop()
+				// The current token goes too, through the sidecar's own
+				// client (no second client dialling the state's address).
+				var alive []string
+				v.mu.Lock()
+				for _, tok := range v.tokens {
+					if tok.accessor != "accessor1" && !tok.revoked {
+						alive = append(alive, tok.accessor)
+					}
+				}
+				v.mu.Unlock()
+				if tc.name == "--revoke-on-exit" && len(alive) > 0 {
+					t.Errorf("tokens alive after the pod ended: %v\nlogs:\n%s", alive, f.logs)
+				}
 			})
 		})
 	}

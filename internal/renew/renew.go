@@ -190,7 +190,7 @@ func (s *sidecar) revokeAll() {
 	s.revokeOldTokens(ctx)
 	// What the sidecar holds, whatever the disk says: state.json may be
 	// gone, renamed, corrupt, or behind the memory.
-	if err := revocation.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, s.stateInMemory(), s.tok.token, s.log); err != nil {
+	if err := revocation.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, s.stateInMemory(), s.tok.client, s.log); err != nil {
 		s.log.Warn("--revoke-on-exit did not finish; what is left expires at its TTL", "err", err)
 		return
 	}

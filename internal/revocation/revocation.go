@@ -34,7 +34,7 @@ const maxRequest = 5 * time.Second
 // It marks state.json revoked first, so that vault-renew stops renewing
 // and re-issuing. ctx bounds everything.
 func Revoke(ctx context.Context, dir, secretsDir string, log *slog.Logger) error {
-	return revokeDir(ctx, dir, secretsDir, nil, "", log)
+	return revokeDir(ctx, dir, secretsDir, nil, nil, log)
 }
 
 // RevokeKnown is Revoke for vault-renew --revoke-on-exit, which holds the
@@ -42,11 +42,14 @@ func Revoke(ctx context.Context, dir, secretsDir string, log *slog.Logger) error
 // whatever state.json names besides) with token, even when state.json is
 // gone, renamed or unreadable, and then records revoked_at. Only a
 // state.json that already says revoked_at means vault-revoke did the work.
-func RevokeKnown(ctx context.Context, dir, secretsDir string, known *state.State, token string, log *slog.Logger) error {
-	return revokeDir(ctx, dir, secretsDir, known, token, log)
+// client is the sidecar's own, carrying the token in memory.
+func RevokeKnown(ctx context.Context, dir, secretsDir string, known *state.State, client *api.Client, log *slog.Logger) error {
+	return revokeDir(ctx, dir, secretsDir, known, client, log)
 }
 
-func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, token string, log *slog.Logger) error {
+// revokeDir revokes with client, or, when it is nil, with a client for
+// the state's Vault address holding the token file's token.
+func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, client *api.Client, log *slog.Logger) error {
 	start := time.Now()
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && known == nil {
 		log.Info("nothing to revoke: no state dir", "state_dir", dir)
@@ -101,17 +104,12 @@ func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, 
 
 	r := &revoker{st: st, log: log, leases: leasesOf(st)}
 	err = nil
-	if token == "" {
-		token, err = state.ReadToken(dir)
+	if client == nil {
+		client, err = clientFor(ctx, dir, st, log)
 	}
 	if err == nil {
-		var client *api.Client
-		client, err = vaultclient.New(st.VaultAddr, st.Namespace, requestTimeout(ctx), log)
-		if err == nil {
-			client.SetToken(token)
-			r.client = client
-			r.revokeAll(ctx)
-		}
+		r.client = client
+		r.revokeAll(ctx)
 	}
 	if err != nil {
 		// Without a token or a client nothing can be revoked, and a
@@ -157,6 +155,20 @@ func mergeKnown(known, disk *state.State) *state.State {
 		}
 	}
 	return &st
+}
+
+// clientFor is a client for st's Vault holding the token in dir.
+func clientFor(ctx context.Context, dir string, st *state.State, log *slog.Logger) (*api.Client, error) {
+	token, err := state.ReadToken(dir)
+	if err != nil {
+		return nil, err
+	}
+	client, err := vaultclient.New(st.VaultAddr, st.Namespace, requestTimeout(ctx), log)
+	if err != nil {
+		return nil, err
+	}
+	client.SetToken(token)
+	return client, nil
 }
 
 func requestTimeout(ctx context.Context) time.Duration {
