@@ -167,10 +167,28 @@ func KubectlBinary() (string, error) {
 // node is Ready. images are docker-archive tarballs imported into
 // containerd before the kubelet starts; one of them must be PauseImage. On
 // error everything started is stopped again.
-func StartNode(ctx context.Context, dir string, images []string, logf func(string, ...any)) (_ *Node, err error) {
+//
+// The node's ports are picked free and then bound by its commands, so a
+// port can be taken in between (by a connection's ephemeral port, say):
+// the node is then started again on other ports, at most twice more.
+func StartNode(ctx context.Context, dir string, images []string, logf func(string, ...any)) (*Node, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	for attempt := 1; ; attempt++ {
+		d := dir
+		if attempt > 1 {
+			d = fmt.Sprintf("%s-%d", dir, attempt)
+		}
+		n, err := startNode(ctx, d, images, logf)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return n, err
+		}
+		logf("testbed: a port picked for the node was taken before the node bound it; starting it again on other ports: %v", err)
+	}
+}
+
+func startNode(ctx context.Context, dir string, images []string, logf func(string, ...any)) (_ *Node, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the kubernetes node needs root (containerd, runc, cgroups, mounts)")
 	}
