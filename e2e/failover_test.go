@@ -720,15 +720,7 @@ func clusterLeases(t *testing.T, cl *testbed.Cluster, role string) []string {
 		var s *api.Secret
 		s, err = cl.Root().Logical().ListWithContext(context.Background(), "sys/leases/lookup/"+prefix)
 		if err == nil {
-			var ids []string
-			if s != nil {
-				keys, _ := s.Data["keys"].([]any)
-				for _, k := range keys {
-					ids = append(ids, prefix+k.(string))
-				}
-			}
-			slices.Sort(ids)
-			return ids
+			return leaseIDs(s, prefix)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

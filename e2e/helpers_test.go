@@ -164,6 +164,11 @@ func leasesUnder(t *testing.T, prefix string) []string {
 	if err != nil {
 		t.Fatalf("list leases under %s: %v", prefix, err)
 	}
+	return leaseIDs(s, prefix)
+}
+
+// leaseIDs is the sorted lease ids of a sys/leases/lookup/PREFIX listing.
+func leaseIDs(s *api.Secret, prefix string) []string {
 	var ids []string
 	if s != nil {
 		keys, _ := s.Data["keys"].([]any)
