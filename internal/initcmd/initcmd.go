@@ -82,17 +82,18 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	pending := revokePending(ctx, client, c.StateDir, log)
 	revokeEarlier(ctx, c.StateDir, c.SecretsDir, pending, log)
 	var res *login.Result
+	var sent time.Time // when the login Vault answered was sent: see secrets.Fetched.At
 	err = vaultclient.Retry(ctx, log, "log in", func(ctx context.Context) error {
 		var err error
+		sent = time.Now()
 		res, err = login.Login(ctx, client, c.Auth, getenv)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("vault %s: %w", client.Address(), err)
 	}
-	now := time.Now()
-	res.Info.IssuedAt = now.UTC().Truncate(time.Second)
-	res.Info.ExpiresAt = now.Add(time.Duration(res.Info.TTL) * time.Second).UTC().Truncate(time.Second)
+	res.Info.IssuedAt = sent.UTC().Truncate(time.Second)
+	res.Info.ExpiresAt = sent.Add(time.Duration(res.Info.TTL) * time.Second).UTC().Truncate(time.Second)
 	log.Info("logged in", "method", c.Auth.Method, "mount", c.Auth.Mount, "role", c.Auth.Role,
 		"token_accessor", res.Info.Accessor, "token_ttl", time.Duration(res.Info.TTL)*time.Second, "policies", strings.Join(res.Info.Policies, ","))
 	if res.Info.Batch() {

@@ -45,6 +45,9 @@ type fakeVault struct {
 	// active.test, as a standby node does; activeDown: active.test
 	// refuses connections.
 	standby, activeDown bool
+	// latency is how long an answer takes to come back after Vault
+	// handled the request, as over a slow network or from a busy node.
+	latency time.Duration
 
 	// A static database role: its password changes every staticPeriod,
 	// staticDelay after its ttl ran out (Vault's rotation queue).
@@ -139,7 +142,7 @@ func (v *fakeVault) RoundTrip(req *http.Request) (*http.Response, error) {
 		defer req.Body.Close()
 	}
 	v.mu.Lock()
-	down, standby, activeDown := v.down, v.standby, v.activeDown
+	down, standby, activeDown, latency := v.down, v.standby, v.activeDown, v.latency
 	v.mu.Unlock()
 	if down || req.URL.Host == "active.test" && activeDown {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
@@ -155,6 +158,13 @@ func (v *fakeVault) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	v.ServeHTTP(rec, req)
+	if latency > 0 {
+		select {
+		case <-time.After(latency):
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
 	resp := rec.Result()
 	resp.Request = req
 	return resp, nil

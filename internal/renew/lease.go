@@ -127,6 +127,7 @@ func (s *sidecar) markLost(g *group, l loss) {
 func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	inc := g.ld
 	actx, cancel := attempt(ctx, s.expiry(g))
+	sent := time.Now()
 	sec, err := s.tok.client.Sys().RenewWithContext(actx, g.leaseID(), secs(inc))
 	cancel()
 	now := time.Now()
@@ -135,7 +136,8 @@ func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 		return nil
 	}
 	got := time.Duration(sec.LeaseDuration) * time.Second
-	g.expiry = now.Add(got)
+	g.expiry = sent.Add(got) // Vault counts the TTL from when it handled the request
+
 	g.renewable = sec.Renewable
 	g.retry.reset()
 	s.metrics.renewed(g)

@@ -55,6 +55,37 @@ func TestRenewsAtFractionAndKeepsTheSameLease(t *testing.T) {
 	})
 }
 
+// Vault starts a renewed TTL when it handles the request, not when the
+// answer arrives: with slow answers, the expiry vault-renew keeps (and
+// writes to state.json) must not run past Vault's, or its margin shrinks
+// by the latency at every renewal.
+func TestExpiryCountsFromTheRequestNotTheAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 20 * time.Second })
+		lease := f.state().Secrets[0].LeaseID
+		v.mu.Lock()
+		v.latency = 1200 * time.Millisecond
+		v.mu.Unlock()
+		f.start()
+		for range 4 {
+			time.Sleep(15 * time.Second)
+			v.mu.Lock()
+			vaultEnds := v.leases[lease].expiry
+			v.mu.Unlock()
+			if got := f.state().Secrets[0].ExpiresAt; got.After(vaultEnds) {
+				t.Fatalf("state.json says the lease ends at %s, after Vault's %s: the answer's delay was counted as lease time",
+					got.Sub(epoch), vaultEnds.Sub(epoch))
+			}
+		}
+		if _, issued, renewals, _ := v.counts(); issued != 1 || renewals < 4 {
+			t.Errorf("after 60s of 1.2s answers: %d renewals, %d credentials; want at least 4 renewals of the one credential", renewals, issued)
+		}
+		if code := f.stop(); code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+	})
+}
+
 func TestRotatesBeforeMaxTTLAndRevokesAfterGrace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second })
@@ -355,6 +386,7 @@ func TestLeaseRenewalFailures(t *testing.T) {
 	}{
 		{"not renewable: replaced before it expires", 400, "lease is not renewable", "Vault says the lease is not renewable", true},
 		{"Vault fails: retried with the same lease", 500, "internal error", "lease renewal failed; retrying with the same lease", false},
+		{"the node stepped down: retried with the same lease", 400, "failed to persist lease entry: node is not the leader", "lease renewal failed; retrying with the same lease", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {

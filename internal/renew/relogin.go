@@ -17,7 +17,7 @@ type newToken struct {
 	id     string // tokenID
 	info   state.Token
 	client *api.Client
-	at     time.Time
+	at     time.Time // when the login was sent: Vault counts the TTL from a moment after it
 }
 
 // relogin logs in again (re-reading the service-account token), re-issues
@@ -27,6 +27,7 @@ type newToken struct {
 func (s *sidecar) relogin(ctx context.Context) error {
 	t := s.tok
 	actx, cancel := attempt(ctx, t.expiry)
+	sent := time.Now()
 	res, err := login.Login(actx, t.client, s.base.Auth, s.getenv)
 	cancel()
 	now := time.Now()
@@ -45,14 +46,14 @@ func (s *sidecar) relogin(ctx context.Context) error {
 	}
 	s.metrics.logins.Add(1)
 	info := res.Info
-	info.IssuedAt = now.UTC().Truncate(time.Second)
-	info.ExpiresAt = now.Add(time.Duration(info.TTL) * time.Second).UTC().Truncate(time.Second)
+	info.IssuedAt = sent.UTC().Truncate(time.Second)
+	info.ExpiresAt = sent.Add(time.Duration(info.TTL) * time.Second).UTC().Truncate(time.Second)
 	if res.Token == t.token {
 		// The token auth method hands back the same token: nothing to
 		// re-issue; it lives as long as it lives.
 		s.log.Warn("login returned the same token (auth method token): it cannot be replaced; supply a fresh token in the token file before it expires",
 			"token_accessor", info.Accessor, "expires_in", time.Duration(info.TTL)*time.Second)
-		t.expiry = now.Add(time.Duration(info.TTL) * time.Second)
+		t.expiry = sent.Add(time.Duration(info.TTL) * time.Second)
 		t.hard, t.lost = t.expiry, false
 		t.next = s.retryAt(now, &t.retry, time.Time{}, true, false)
 		return nil
@@ -62,7 +63,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 
 	nc := t.client.WithNamespace(t.client.Namespace())
 	nc.SetToken(res.Token)
-	nt := &newToken{token: res.Token, id: tokenID(info.Accessor, res.Token), info: info, client: nc, at: now}
+	nt := &newToken{token: res.Token, id: tokenID(info.Accessor, res.Token), info: info, client: nc, at: sent}
 	if info.Batch() {
 		s.log.Info("the new token is a batch token: it cannot be renewed or revoked; every leased credential is issued again under each new token before the old one ends, and replaced leases are revoked one by one",
 			"token_id", nt.id, "token_ttl", time.Duration(info.TTL)*time.Second)

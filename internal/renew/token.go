@@ -149,6 +149,7 @@ func (s *sidecar) startToken(ctx context.Context) error {
 func (s *sidecar) lookupToken(ctx context.Context) error {
 	t := s.tok
 	actx, cancel := attempt(ctx, time.Time{})
+	sent := time.Now()
 	sec, err := t.client.Auth().Token().LookupSelfWithContext(actx)
 	cancel()
 	now := time.Now()
@@ -164,7 +165,7 @@ func (s *sidecar) lookupToken(ctx context.Context) error {
 		s.warnVault(err, "cannot look up the token; logging in again before the expiry state.json names", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err))
 	} else if sec != nil && sec.Data != nil {
 		if ttl, err := sec.TokenTTL(); err == nil && ttl > 0 {
-			t.expiry = now.Add(ttl)
+			t.expiry = sent.Add(ttl)
 		}
 	}
 	t.hard = t.expiry
@@ -182,6 +183,7 @@ func (s *sidecar) renewToken(ctx context.Context) error {
 		inc = time.Until(t.expiry).Round(time.Second)
 	}
 	actx, cancel := attempt(ctx, t.expiry)
+	sent := time.Now()
 	sec, err := t.client.Auth().Token().RenewSelfWithContext(actx, secs(inc))
 	cancel()
 	now := time.Now()
@@ -193,7 +195,7 @@ func (s *sidecar) renewToken(ctx context.Context) error {
 		return nil
 	}
 	got := time.Duration(sec.Auth.LeaseDuration) * time.Second
-	t.expiry = now.Add(got)
+	t.expiry = sent.Add(got) // Vault counts the TTL from when it handled the request
 	t.retry.reset()
 	t.probe = 0
 	s.metrics.tokenRenewals.Add(1)

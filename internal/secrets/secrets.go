@@ -26,7 +26,10 @@ type Fetched struct {
 	Kind   string
 	Resp   *api.Secret
 	Fields map[string]any // what the formats render: KV v2's inner data, else the response data
-	At     time.Time
+	// At is when the request Vault answered was sent. Vault starts a
+	// lease's TTL while it handles the request, after this, so At plus
+	// the TTL never names an expiry later than Vault's.
+	At time.Time
 }
 
 // ReadError is a failed read of a Vault path; its message says what to
@@ -69,8 +72,10 @@ var errNotFound = &api.ResponseError{StatusCode: 404, Errors: []string{"no secre
 // Read reads path with c, retrying transient failures until ctx ends.
 func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*Fetched, error) {
 	var resp *api.Secret
+	var sent time.Time
 	err := vaultclient.Retry(ctx, log, "read "+path, func(ctx context.Context) error {
 		var err error
+		sent = time.Now()
 		resp, err = c.Logical().ReadWithContext(ctx, path)
 		if err == nil && (resp == nil || deletedKV2(resp.Data)) {
 			err = errNotFound
@@ -80,7 +85,7 @@ func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*F
 	if err != nil {
 		return nil, &ReadError{Path: path, Err: err}
 	}
-	return classify(path, resp, time.Now()), nil
+	return classify(path, resp, sent), nil
 }
 
 // classify tells what kind of secret resp is from what Vault returned,
