@@ -303,6 +303,8 @@ func classify(err error) failure {
 	code := vaultclient.StatusCode(err)
 	cause := strings.ToLower(vaultclient.Cause(err))
 	switch {
+	case vaultclient.LeadershipChange(err):
+		return failRetry // whatever its status: see LeadershipChange
 	case code == 401 || code == 403:
 		return failRefused
 	case code == 400 && strings.Contains(cause, "not renewable"):
@@ -320,7 +322,7 @@ func classify(err error) failure {
 // longer knows, and 404 for the latter on some paths).
 func leaseRenewFailure(err error) failure {
 	switch f := classify(err); {
-	case f == failNotRenewable || f == failRefused || f == failGone:
+	case f == failNotRenewable || f == failRefused || f == failGone || f == failRetry:
 		return f
 	case vaultclient.StatusCode(err) == 400 || vaultclient.StatusCode(err) == 404:
 		return failGone
@@ -333,7 +335,7 @@ func leaseRenewFailure(err error) failure {
 // means Vault will not renew it ("token not renewable").
 func tokenRenewFailure(err error) failure {
 	switch f := classify(err); {
-	case f == failRefused:
+	case f == failRefused || f == failRetry:
 		return f
 	case vaultclient.StatusCode(err) == 400:
 		return failNotRenewable
@@ -346,6 +348,8 @@ func tokenRenewFailure(err error) failure {
 // means: 400 and 404 say it is already gone.
 func leaseRevokeFailure(err error) failure {
 	switch code := vaultclient.StatusCode(err); {
+	case vaultclient.LeadershipChange(err):
+		return failRetry
 	case code == 400 || code == 404:
 		return failGone
 	default:

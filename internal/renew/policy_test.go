@@ -363,6 +363,10 @@ func TestFailures(t *testing.T) {
 		{"other bad request", vaultErr(400, "missing lease_id"), failPermanent, failGone, failNotRenewable, failGone},
 		{"not found", vaultErr(404, ""), failPermanent, failGone, failPermanent, failGone},
 		{"server error", vaultErr(500, "internal error"), failRetry, failRetry, failRetry, failRetry},
+		// A node that stopped being the active one mid-request: Vault's
+		// lease and token endpoints answer its storage error as 400.
+		{"400 not the leader", vaultErr(400, "failed to delete lease entry: node is not the leader"), failRetry, failRetry, failRetry, failRetry},
+		{"400 leadership lost", vaultErr(400, "failed to persist lease entry: leadership lost while committing log"), failRetry, failRetry, failRetry, failRetry},
 		{"sealed", vaultErr(503, "Vault is sealed"), failRetry, failRetry, failRetry, failRetry},
 		{"rate limited", vaultErr(429, "rate limit"), failRetry, failRetry, failRetry, failRetry},
 		{"connection refused", refused, failRetry, failRetry, failRetry, failRetry},

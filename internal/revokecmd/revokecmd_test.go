@@ -30,6 +30,7 @@ const (
 type answers struct {
 	leaseStatus  int
 	leaseError   string
+	leaseTimes   int // how many lease revocations get leaseStatus; 0: all
 	selfStatus   int
 	lookupStatus int
 }
@@ -64,7 +65,7 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.leases = append(f.leases, body.LeaseID)
-		if f.leaseStatus != 0 {
+		if f.leaseStatus != 0 && (f.leaseTimes == 0 || len(f.leases) <= f.leaseTimes) {
 			vaultError(w, f.leaseStatus, f.leaseError)
 			return
 		}
@@ -283,6 +284,34 @@ func TestRevoke(t *testing.T) {
 			assertRevokedAndClean(t, p)
 		})
 	}
+}
+
+// A node that stops being the active one answers a lease revocation with
+// 400 "node is not the leader": vault-revoke tries again, as it does for
+// a 5xx, and the new active node revokes the lease.
+func TestRetriesThroughALeadershipChange(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{answers: answers{leaseStatus: 400, leaseError: "failed to delete lease entry: node is not the leader", leaseTimes: 2}}
+	addr := startVault(t, f)
+	p := newPod(t, addr, true)
+	f.token = p.token
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
+	}
+	leases, self, _, _ := f.calls()
+	if want := []string{leaseDB, leaseDB, leaseDB, leaseOld}; strings.Join(leases, ",") != strings.Join(want, ",") {
+		t.Errorf("revocations asked %v, want %v", leases, want)
+	}
+	if self != 1 {
+		t.Errorf("revoke-self called %d times, want 1", self)
+	}
+	for _, s := range []string{"transient failure, retrying", "node is not the leader", "revoked lease", leaseOld} {
+		if !strings.Contains(stderr, s) {
+			t.Errorf("log lacks %q:\n%s", s, stderr)
+		}
+	}
+	assertRevokedAndClean(t, p)
 }
 
 func TestSecondRunIsNoOp(t *testing.T) {

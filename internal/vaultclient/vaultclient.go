@@ -129,14 +129,16 @@ func Node(err error) string {
 }
 
 // Transient reports whether err is worth retrying: network failures,
-// timeouts, 5xx and 429 (and 412, Vault's "not yet replicated").
+// timeouts, 5xx and 429 (and 412, Vault's "not yet replicated"), and a
+// leadership change whatever its status (see LeadershipChange).
 func Transient(err error) bool {
 	if err == nil {
 		return false
 	}
 	var re *api.ResponseError
 	if errors.As(err, &re) {
-		return re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusPreconditionFailed
+		return re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusPreconditionFailed ||
+			LeadershipChange(err)
 	}
 	if errors.Is(err, context.Canceled) {
 		return false
@@ -152,6 +154,40 @@ func Transient(err error) bool {
 	var ue *url.Error
 	var oe *net.OpError
 	return errors.As(err, &ue) || errors.As(err, &oe) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// leadershipLost are the words of Vault (and of its Raft library) for a
+// request that met a node ceasing to be, or not yet being, the active
+// one.
+var leadershipLost = []string{
+	"node is not the leader",
+	"leadership lost while committing log",
+	"leadership transfer in progress",
+	"raft is already shutdown",
+	"vault is in standby mode",
+	"active cluster node not found",
+}
+
+// LeadershipChange reports whether Vault answered err because its active
+// node changed under the request. Vault's system endpoints pass a storage
+// error on as 400, so revoking or renewing a lease on a node that has
+// just stepped down answers "400 failed to delete lease entry: node is
+// not the leader": a failover, over in seconds, not a bad request and
+// not a lease that is gone.
+func LeadershipChange(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, e := range re.Errors {
+		e = strings.ToLower(e)
+		for _, m := range leadershipLost {
+			if strings.Contains(e, m) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // StatusCode returns the HTTP status of a Vault error response, or 0.
