@@ -447,11 +447,11 @@ func TestDefaultRenewalPoint(t *testing.T) {
 	now := policyNow
 	const ttl = time.Hour
 	lo, hi := renewAt(now, now.Add(ttl), c.RenewFraction, c.Jitter, 1), renewAt(now, now.Add(ttl), c.RenewFraction, c.Jitter, 0)
-	if f := float64(lo.Sub(now)) / float64(ttl); f < 0.708 || f > 0.709 {
-		t.Errorf("earliest renewal at %.4f of the TTL; want 0.708", f)
+	if f := float64(lo.Sub(now)) / float64(ttl); f < 0.7126 || f > 0.7127 {
+		t.Errorf("earliest renewal at %.4f of the TTL; want 0.7126", f)
 	}
-	if f := float64(hi.Sub(now)) / float64(ttl); f != 0.73 {
-		t.Errorf("latest renewal at %.4f of the TTL; want 0.73", f)
+	if f := float64(hi.Sub(now)) / float64(ttl); f != 0.722 {
+		t.Errorf("latest renewal at %.4f of the TTL; want 0.722", f)
 	}
 	agentMin, agentMean := 2.0/3+0.1/3, 2.0/3+0.15/3
 	mean := (float64(lo.Sub(now)) + float64(hi.Sub(now))) / 2 / float64(ttl)

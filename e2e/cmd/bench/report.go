@@ -322,7 +322,7 @@ func (r *report) markdown() string {
 		}
 		p("\nRenewal requests per hour come from the measured interval between renewals as a fraction of the TTL, so they scale as 1/TTL; token and lease TTL are equal, as in the bench. ")
 		p("The margin is what was left of the credential's TTL when it was renewed: one minus the interval since its previous renewal over the TTL, token and lease together, over every renewal in the %s window. ", human(sc.window))
-		p("Vault Agent renews through the Vault client's `LifetimeWatcher`: 2/3 of the TTL plus a third of a random grace of 10–20%%, i.e. at 0.70–0.73 of the TTL. ")
+		p("Vault Agent renews through the Vault client's `LifetimeWatcher`: 2/3 of the TTL plus a third of a random grace of 10–20%%, drawn once per credential, i.e. each credential at its own point in 0.70–0.733 of the TTL. ")
 		p("A credential replaced at its max TTL adds a read (and a revocation of the old lease) once per max TTL, for either tool.\n\n")
 
 		pl, ag := pods[0], pods[1]
