@@ -223,3 +223,64 @@ func TestRevokeVaultUnreachable(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokeRetriesWhatTheDatabaseFailed: when PostgreSQL fails the
+// revocation (here a revocation statement that fails while a table
+// exists; in the wild a database that is down, or "tuple concurrently
+// updated" when Vault drops the same user from two sessions), Vault
+// answers 400 "failed to revoke entry" and keeps the lease. vault-revoke
+// tries again until its timeout, and succeeds once the database does.
+func TestRevokeRetriesWhatTheDatabaseFailed(t *testing.T) {
+	t.Parallel()
+	const role, block = "revkdbf", "podlease_block_revkdbf"
+	p := initForRevoke(t, role, time.Hour)
+	ctx := context.Background()
+	su, err := bed.PGSuperuser(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer su.Close(ctx)
+	if _, err := su.Exec(ctx, "CREATE TABLE "+block+" ()"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = su.Exec(context.Background(), "DROP TABLE IF EXISTS "+block) })
+	// Vault's database engine splits statements at semicolons, so the
+	// condition is one statement: a division by zero while the table is
+	// there. Revocation reads the role's statements when it runs.
+	if _, err := bed.Root().Logical().Write(testbed.DBMount+"/roles/"+role, map[string]any{
+		"db_name": testbed.DBConnection,
+		"creation_statements": []string{
+			`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
+			`GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`,
+		},
+		"revocation_statements": []string{
+			`SELECT 1 / (1 - (SELECT count(*) FROM pg_tables WHERE tablename = '` + block + `'))::int;`,
+			`REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM "{{name}}";`,
+			`DROP ROLE IF EXISTS "{{name}}";`,
+		},
+		"default_ttl": 3600, "max_ttl": 3600,
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan result, 1)
+	go func() { done <- p.revoke("--timeout", "30s") }()
+	time.Sleep(3 * time.Second)
+	if users := dbUsers(t, p.role); len(users) != 1 {
+		t.Errorf("database users while the database fails the revocation: %v; want the pod's one", users)
+	}
+	if _, err := su.Exec(ctx, "DROP TABLE "+block); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("vault-revoke exited %d once the database revoked again:\n%s", r.code, r.stderr)
+	}
+	for _, s := range []string{"transient failure, retrying", "failed to revoke entry", "division by zero", "revoked lease"} {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("the log should say %q:\n%s", s, r.stderr)
+		}
+	}
+	assertNoSecret(t, "vault-revoke log", r.stderr)
+	p.assertGone(0)
+}

@@ -351,8 +351,8 @@ func tokenRenewFailure(err error) failure {
 // means: 400 and 404 say it is already gone.
 func leaseRevokeFailure(err error) failure {
 	switch code := vaultclient.StatusCode(err); {
-	case vaultclient.LeadershipChange(err):
-		return failRetry
+	case vaultclient.Transient(err):
+		return failRetry // a 400 too, when Vault failed it: see vaultclient.Transient
 	case code == 400 || code == 404:
 		return failGone
 	default:

@@ -367,6 +367,8 @@ func TestFailures(t *testing.T) {
 		// lease and token endpoints answer its storage error as 400.
 		{"400 not the leader", vaultErr(400, "failed to delete lease entry: node is not the leader"), failRetry, failRetry, failRetry, failRetry},
 		{"400 leadership lost", vaultErr(400, "failed to persist lease entry: leadership lost while committing log"), failRetry, failRetry, failRetry, failRetry},
+		// The database failed the revocation: Vault keeps the lease.
+		{"400 revocation failed", vaultErr(400, "failed to revoke entry: resp: (*logical.Response)(nil) err: ERROR: tuple concurrently updated (SQLSTATE XX000)"), failRetry, failRetry, failRetry, failRetry},
 		{"sealed", vaultErr(503, "Vault is sealed"), failRetry, failRetry, failRetry, failRetry},
 		{"rate limited", vaultErr(429, "rate limit"), failRetry, failRetry, failRetry, failRetry},
 		{"connection refused", refused, failRetry, failRetry, failRetry, failRetry},

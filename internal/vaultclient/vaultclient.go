@@ -129,8 +129,9 @@ func Node(err error) string {
 }
 
 // Transient reports whether err is worth retrying: network failures,
-// timeouts, 5xx and 429 (and 412, Vault's "not yet replicated"), and a
-// leadership change whatever its status (see LeadershipChange).
+// timeouts, 5xx and 429 (and 412, Vault's "not yet replicated"), and,
+// whatever their status, a leadership change (see LeadershipChange) and
+// a revocation the secrets engine failed (see RevocationFailed).
 func Transient(err error) bool {
 	if err == nil {
 		return false
@@ -138,7 +139,7 @@ func Transient(err error) bool {
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		return re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusPreconditionFailed ||
-			LeadershipChange(err)
+			LeadershipChange(err) || RevocationFailed(err)
 	}
 	if errors.Is(err, context.Canceled) {
 		return false
@@ -185,6 +186,26 @@ func LeadershipChange(err error) bool {
 			if strings.Contains(e, m) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// RevocationFailed reports whether Vault could not revoke a lease because
+// its secrets engine failed: "400 failed to revoke entry: ..." carries the
+// engine's error, for the database engine the database's (unreachable,
+// or PostgreSQL's "tuple concurrently updated" when Vault revokes the
+// same user from two sessions, as when a token's revocation runs beside
+// its lease's). Vault keeps the lease, so it is not gone, and another
+// try may work.
+func RevocationFailed(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, e := range re.Errors {
+		if strings.Contains(strings.ToLower(e), "failed to revoke entry") {
+			return true
 		}
 	}
 	return false
