@@ -240,6 +240,29 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	wg.Go(func() { newActive, elected, answering = waitFailover(cl, survivors, active, began) })
 	var probeRenewed, probeIssued time.Duration
 	wg.Go(func() { probeRenewed, probeIssued = probeCluster(cl, probe.LeaseID, probeRole, began) })
+	// And what it could serve at every moment until the apps stop: a
+	// cluster that answers at once and then stalls costs the leases due
+	// in the stall as surely as one slow to elect a leader.
+	var renewTries, readTries []try
+	var serviceWG sync.WaitGroup
+	serviceWG.Go(func() {
+		renewTries = keepTrying(appsEnd, 200*time.Millisecond, func(ctx context.Context) bool {
+			_, err := cl.Root().Sys().RenewWithContext(ctx, probe.LeaseID, 3600)
+			return err == nil
+		})
+	})
+	serviceWG.Go(func() {
+		readTries = keepTrying(appsEnd, time.Second, func(ctx context.Context) bool {
+			s, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+probeRole)
+			if err != nil || s == nil {
+				return false
+			}
+			if pw, ok := s.Data["password"].(string); ok {
+				noteSecret(pw)
+			}
+			return true
+		})
+	})
 	// The vault CLI against the standby, every 200ms until it works: what
 	// an operator would see from the same node.
 	var cliFailures []string
@@ -274,10 +297,6 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	what := map[string]string{"kill": "SIGKILL of the active node", "step-down": "`vault operator step-down` of the active node"}[event]
 	figure(t, "failover", "%s (raft performance_multiplier %d): %s active after %s, every surviving node answering after %s, a lease renewed after %s and a credential issued after it at %s (the test's probe: a request every 100ms, the first answer); the vault CLI against standby %s failed %d times meanwhile",
 		what, cl.Multiplier, newActive.Name, elected.Round(10*time.Millisecond), answering.Round(10*time.Millisecond), probeRenewed.Round(10*time.Millisecond), probeIssued.Round(10*time.Millisecond), standby.Name, len(cliFailures))
-	if err := cl.Root().Sys().RevokePrefixWithContext(ctx, "database/creds/"+probeRole); err != nil {
-		t.Errorf("revoke the probe's leases: %v", err)
-	}
-
 	// (d) vault-revoke: exit 0, and no database user once there is a
 	// leader again.
 	var revWorst time.Duration
@@ -357,25 +376,45 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	// help is a cluster that cannot serve what a lease due as the event
 	// began needs within the renewal margin: for (a) a renewal, for (b)
 	// a renewal (which reports the max TTL's cap) and then a read of a
-	// new credential. The test's probe, which renews a lease of its own
-	// every 100ms from the event on and then reads, measures when the
-	// cluster could first do each. Only a case it could not serve within
-	// the margin takes the lenient branch (which the test names): leases
-	// that fell due meanwhile may be lost, and every app must work again
-	// within haRecover of every node answering.
-	// A lost credential can be replaced once the cluster issues one.
+	// new credential. The test's probes measure when the cluster could
+	// first do each after the event (a request every 100ms, the first
+	// answer), and then, until the apps stop, how long a request started
+	// at any moment waited for a success at worst. Only a case the
+	// cluster could not serve within the margin takes the lenient branch
+	// (which the test names): leases that fell due meanwhile may be lost,
+	// and every app must work again within haRecover of the cluster
+	// serving normally again (every node answering, a credential issued,
+	// no wait past the margin since). A lost credential can be replaced
+	// once the cluster issues one.
+	serviceWG.Wait()
+	if err := cl.Root().Sys().RevokePrefixWithContext(ctx, "database/creds/"+probeRole); err != nil {
+		t.Errorf("revoke the probe's leases: %v", err)
+	}
+	limit := haMargin - haReserve
+	renewWait, renewSlowEnd := worstWait(renewTries, appsEnd.Add(-haMargin), limit)
+	readWait, readSlowEnd := worstWait(readTries, appsEnd.Add(-haMargin), limit)
+	t.Logf("the cluster's service after the first answers, from the event until %s before the apps stopped: a renewal started at any moment succeeded within %s at worst, a read within %s (%d and %d tries)",
+		haMargin, renewWait.Round(10*time.Millisecond), readWait.Round(10*time.Millisecond), len(renewTries), len(readTries))
 	answeredAt := began.Add(max(answering, probeIssued))
-	strictA := probeRenewed+haReserve <= haMargin
-	strictB := probeIssued+haReserve <= haMargin
+	end := renewSlowEnd
+	if readSlowEnd.After(end) {
+		end = readSlowEnd
+	}
+	if end.After(answeredAt) {
+		t.Logf("the cluster was too slow again after its first answers: it served normally from %s after the event", end.Sub(began).Round(10*time.Millisecond))
+		answeredAt = end
+	}
+	strictA := max(probeRenewed, renewWait)+haReserve <= haMargin
+	strictB := max(probeIssued, renewWait+readWait)+haReserve <= haMargin
 	branchOf := func(strict bool, need string, at time.Duration) string {
 		if strict {
-			return fmt.Sprintf("strict (0 failed queries): the probe's %s came after %s, within the %s margin less %s", need, at.Round(10*time.Millisecond), haMargin, haReserve)
+			return fmt.Sprintf("strict (0 failed queries): the cluster served a %s within %s of the event and of any moment after it, within the %s margin less %s", need, at.Round(10*time.Millisecond), haMargin, haReserve)
 		}
-		return fmt.Sprintf("lenient: the probe's %s came only after %s, past the %s margin less %s; failures allowed until %s after every node answered and the cluster issued a credential (%s)",
-			need, at.Round(10*time.Millisecond), haMargin, haReserve, haRecover, answeredAt.Sub(began).Round(10*time.Millisecond))
+		return fmt.Sprintf("lenient: the cluster took up to %s to serve a %s, past the %s margin less %s; failures allowed until %s after it served normally again (%s)",
+			at.Round(10*time.Millisecond), need, haMargin, haReserve, haRecover, answeredAt.Sub(began).Round(10*time.Millisecond))
 	}
-	t.Logf("(a): %s", branchOf(strictA, "renewal", probeRenewed))
-	t.Logf("(b): %s", branchOf(strictB, "renewal and read", probeIssued))
+	t.Logf("(a): %s", branchOf(strictA, "renewal", max(probeRenewed, renewWait)))
+	t.Logf("(b): %s", branchOf(strictB, "renewal and read", max(probeIssued, renewWait+readWait)))
 	var queries, failed int
 	var lastFailure time.Time
 	for i, a := range apps {
@@ -449,7 +488,16 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		}
 		return listed
 	}
-	unnamed := 0
+	// A cluster too slow to issue within the margin (the lenient branch
+	// of (b)) answers some requests after their client gave up: those
+	// leases, issued before it served normally again (and up to the
+	// margin after, for requests queued before that), are counted but
+	// allowed; they must be gone once the pods end.
+	slowUntil := began
+	if !strictB {
+		slowUntil = answeredAt.Add(haMargin)
+	}
+	unnamed, slowUnnamed := 0, 0
 	if first := unnamedNow(); len(first) > 0 {
 		time.Sleep(time.Second)
 		second := unnamedNow()
@@ -459,8 +507,14 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 				continue
 			}
 			unnamed++
-			issued, _ := clusterLeaseIssued(cl, id)
-			t.Errorf("lease %s, issued %s after the event, is named by no state.json: an answer a client gave up on or the event cut off", id, issued.Sub(began).Round(time.Millisecond))
+			issued, err := clusterLeaseIssued(cl, id)
+			switch {
+			case err == nil && issued.Before(slowUntil):
+				slowUnnamed++
+				t.Logf("lease %s, issued %s after the event while the cluster could not yet issue in time (lenient branch), is named by no state.json: an answer its client had given up on", id, issued.Sub(began).Round(time.Millisecond))
+			default:
+				t.Errorf("lease %s, issued %s after the event, is named by no state.json: an answer a client gave up on or the event cut off", id, issued.Sub(began).Round(time.Millisecond))
+			}
 		}
 	}
 
@@ -545,8 +599,8 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	if left > 0 || users > 0 {
 		t.Errorf("after every pod ended: %d leases and %d database users left", left, users)
 	}
-	figure(t, "failover", "%s: leases no state.json named while the pods ran: %d (issued after the event, answers lost); after every pod ended: %d leases, %d database users",
-		event, unnamed, left, users)
+	figure(t, "failover", "%s: leases no state.json named while the pods ran: %d (%d of them issued while the cluster was too slow, lenient branch); after every pod ended: %d leases, %d database users",
+		event, unnamed, slowUnnamed, left, users)
 	if event == "kill" {
 		if err := cl.Restart(ctx, active); err != nil {
 			t.Fatal(err)
@@ -640,6 +694,63 @@ func firstSuccess(from time.Time, op func(context.Context) bool) time.Duration {
 		case <-tick.C:
 		}
 	}
+}
+
+// try is one request of keepTrying: when it started and ended, and
+// whether it succeeded.
+type try struct {
+	start, end time.Time
+	ok         bool
+}
+
+// keepTrying starts op every period until until, each with 10s to
+// succeed, and returns every try once all have ended.
+func keepTrying(until time.Time, period time.Duration, op func(context.Context) bool) []try {
+	var mu sync.Mutex
+	var tries []try
+	var wg sync.WaitGroup
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for time.Now().Before(until) {
+		wg.Go(func() {
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ok := op(ctx)
+			mu.Lock()
+			tries = append(tries, try{start, time.Now(), ok})
+			mu.Unlock()
+		})
+		<-tick.C
+	}
+	wg.Wait()
+	slices.SortFunc(tries, func(a, b try) int { return a.start.Compare(b.start) })
+	return tries
+}
+
+// worstWait is the longest a client starting a request at any try's
+// start before to waited for a success, had it had every try started
+// from then on (to within keepTrying's period), and when the last wait
+// longer than limit ended. A moment with no success after it waits until
+// the last try ended.
+func worstWait(tries []try, to time.Time, limit time.Duration) (worst time.Duration, slowEnd time.Time) {
+	for i, t := range tries {
+		if !t.start.Before(to) {
+			break
+		}
+		end := tries[len(tries)-1].end
+		for _, u := range tries[i:] {
+			if u.ok && u.end.Before(end) {
+				end = u.end
+			}
+		}
+		wait := end.Sub(t.start)
+		worst = max(worst, wait)
+		if wait > limit && end.After(slowEnd) {
+			slowEnd = end
+		}
+	}
+	return worst, slowEnd
 }
 
 // waitFailover polls the surviving nodes every 50ms and returns the node
