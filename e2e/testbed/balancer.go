@@ -2,7 +2,6 @@ package testbed
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -19,12 +18,11 @@ type Balancer struct {
 	ln    net.Listener
 	nodes []*ClusterNode
 
-	mu     sync.Mutex
-	in     map[*ClusterNode]bool
-	next   int
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu    sync.Mutex
+	in    map[*ClusterNode]bool
+	next  int
+	conns connSet
+	wg    sync.WaitGroup
 }
 
 // NewBalancer starts a balancer over nodes, all in rotation.
@@ -33,7 +31,7 @@ func NewBalancer(nodes []*ClusterNode) (*Balancer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("balancer listen: %w", err)
 	}
-	b := &Balancer{ln: ln, nodes: nodes, in: map[*ClusterNode]bool{}, conns: map[net.Conn]struct{}{}}
+	b := &Balancer{ln: ln, nodes: nodes, in: map[*ClusterNode]bool{}}
 	for _, n := range nodes {
 		b.in[n] = true
 	}
@@ -55,13 +53,8 @@ func (b *Balancer) SetInRotation(n *ClusterNode, in bool) {
 
 // Close stops the balancer and closes every connection.
 func (b *Balancer) Close() {
-	b.mu.Lock()
-	b.closed = true
 	b.ln.Close()
-	for c := range b.conns {
-		c.Close()
-	}
-	b.mu.Unlock()
+	b.conns.closeAll(true)
 	b.wg.Wait()
 }
 
@@ -80,22 +73,6 @@ func (b *Balancer) candidates() []*ClusterNode {
 	return out
 }
 
-func (b *Balancer) track(c net.Conn) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return false
-	}
-	b.conns[c] = struct{}{}
-	return true
-}
-
-func (b *Balancer) untrack(c net.Conn) {
-	b.mu.Lock()
-	delete(b.conns, c)
-	b.mu.Unlock()
-}
-
 func (b *Balancer) serve() {
 	defer b.wg.Done()
 	for {
@@ -103,7 +80,7 @@ func (b *Balancer) serve() {
 		if err != nil {
 			return
 		}
-		if !b.track(c) {
+		if !b.conns.add(c) {
 			c.Close()
 			return
 		}
@@ -114,34 +91,12 @@ func (b *Balancer) serve() {
 
 func (b *Balancer) forward(client net.Conn) {
 	defer b.wg.Done()
-	defer b.untrack(client)
-	defer client.Close()
-	var server net.Conn
+	defer b.conns.remove(client)
 	for _, n := range b.candidates() {
-		s, err := net.DialTimeout("tcp", n.HostPort, 2*time.Second)
-		if err == nil {
-			server = s
-			break
+		if server, err := net.DialTimeout("tcp", n.HostPort, 2*time.Second); err == nil {
+			splice(&b.conns, client, server)
+			return
 		}
 	}
-	if server == nil || !b.track(server) {
-		if server != nil {
-			server.Close()
-		}
-		return // the client sees its connection closed
-	}
-	defer b.untrack(server)
-	defer server.Close()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go pipe(server, client)
-	go pipe(client, server)
-	<-done
-	<-done
+	client.Close() // no node took it: the client sees its connection closed
 }

@@ -3,7 +3,6 @@ package testbed
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -18,7 +17,7 @@ type Proxy struct {
 	mu     sync.Mutex
 	ln     net.Listener // nil while cut
 	mode   proxyMode
-	conns  map[net.Conn]struct{}
+	conns  connSet
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -37,7 +36,7 @@ func NewProxy(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy listen: %w", err)
 	}
-	p := &Proxy{target: target, addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{target: target, addr: ln.Addr().String(), ln: ln}
 	p.serve(ln)
 	return p, nil
 }
@@ -58,7 +57,7 @@ func (p *Proxy) Cut() {
 		p.ln.Close()
 		p.ln = nil
 	}
-	p.closeConnsLocked()
+	p.conns.closeAll(false)
 }
 
 // Blackhole closes every open connection and then accepts new ones but
@@ -70,7 +69,7 @@ func (p *Proxy) Blackhole() error {
 	if p.closed {
 		return errors.New("proxy closed")
 	}
-	p.closeConnsLocked()
+	p.conns.closeAll(false)
 	p.mode = blackhole
 	return p.listenLocked()
 }
@@ -85,7 +84,7 @@ func (p *Proxy) Restore() error {
 		return errors.New("proxy closed")
 	}
 	if p.mode == blackhole {
-		p.closeConnsLocked()
+		p.conns.closeAll(false)
 	}
 	p.mode = forwarding
 	return p.listenLocked()
@@ -99,7 +98,7 @@ func (p *Proxy) Close() {
 		p.ln.Close()
 		p.ln = nil
 	}
-	p.closeConnsLocked()
+	p.conns.closeAll(true)
 	p.mu.Unlock()
 	p.wg.Wait()
 }
@@ -126,30 +125,6 @@ func (p *Proxy) listenLocked() error {
 	return nil
 }
 
-func (p *Proxy) closeConnsLocked() {
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-// track registers c for closing; false if the proxy is closing already.
-func (p *Proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *Proxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-}
-
 func (p *Proxy) serve(ln net.Listener) {
 	p.wg.Add(1)
 	go func() {
@@ -166,7 +141,7 @@ func (p *Proxy) serve(ln net.Listener) {
 				c.Close() // accepted just before Cut closed the listener
 				continue
 			}
-			if !p.track(c) {
+			if !p.conns.add(c) {
 				c.Close()
 				return
 			}
@@ -181,29 +156,11 @@ func (p *Proxy) serve(ln net.Listener) {
 
 func (p *Proxy) forward(client net.Conn) {
 	defer p.wg.Done()
-	defer p.untrack(client)
-	defer client.Close()
+	defer p.conns.remove(client)
 	server, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 	if err != nil {
+		client.Close()
 		return
 	}
-	if !p.track(server) {
-		server.Close()
-		return
-	}
-	defer p.untrack(server)
-	defer server.Close()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		// Pass a half-close on so HTTP clients see the end of a response.
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go pipe(server, client)
-	go pipe(client, server)
-	<-done
-	<-done
+	splice(&p.conns, client, server)
 }
