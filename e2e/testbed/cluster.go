@@ -105,11 +105,11 @@ func StartCluster(ctx context.Context, bed *Bed, multiplier int) (_ *Cluster, er
 		}
 	}()
 	for i := range ClusterSize {
-		apiPort, err := freePort()
+		apiPort, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		clusterPort, err := freePort()
+		clusterPort, err := FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -158,7 +158,7 @@ func startPostgres(ctx context.Context, bedDir string) (*pgServer, error) {
 // run starts postgres on a fresh free port and waits until it accepts the
 // superuser.
 func (pg *pgServer) run(ctx context.Context, bin, dataDir, sockDir, logPath string, cred *syscall.Credential) error {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}

@@ -96,10 +96,10 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago. The
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. The
 // servers are started with retries because another process may take it
 // in between.
-func freePort() (int, error) {
+func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)

@@ -160,7 +160,7 @@ func startVault(ctx context.Context, bin, bedDir string) (*vaultServer, error) {
 }
 
 func (v *vaultServer) run(ctx context.Context, bin, home, logPath string) error {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}

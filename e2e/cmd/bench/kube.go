@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -121,7 +122,7 @@ func (b *bench) kubeStarts(ctx context.Context) (res *kubeResults, err error) {
 		return nil, err
 	}
 	k := &kubePods{node: node, vaultAddr: b.bed.VaultAddr}
-	if k.renewPort, err = freePort(); err != nil {
+	if k.renewPort, err = testbed.FreePort(); err != nil {
 		return nil, err
 	}
 	if err := k.setup(ctx); err != nil {
@@ -603,26 +604,19 @@ func (r *kubeResults) markdown(c config) string {
 	return w.String()
 }
 
+// minOf and maxOf are the least and the greatest of xs, 0 for none.
 func minOf(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
-	m := xs[0]
-	for _, x := range xs {
-		m = min(m, x)
-	}
-	return m
+	return slices.Min(xs)
 }
 
 func maxOf(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
-	m := xs[0]
-	for _, x := range xs {
-		m = max(m, x)
-	}
-	return m
+	return slices.Max(xs)
 }
 
 // splice composes bench/results.md from the local sections (everything

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -309,7 +308,7 @@ func (b *bench) startSidecar(ctx context.Context, name, role string, ttl time.Du
 		if s.accessor, err = stateAccessor(p.state); err != nil {
 			return nil, err
 		}
-		port, err := freePort()
+		port, err := testbed.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -327,7 +326,7 @@ func (b *bench) startSidecar(ctx context.Context, name, role string, ttl time.Du
 		if s.cmd, err = b.command(cFloor, p, role, secretPath, false); err != nil {
 			return nil, err
 		}
-		port, err := freePort()
+		port, err := testbed.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -428,13 +427,4 @@ func (b *bench) tokenAccessor(ctx context.Context, file string) (string, error) 
 		return "", errors.New("the agent's token has no accessor")
 	}
 	return acc, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

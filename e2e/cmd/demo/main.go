@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -119,7 +118,7 @@ func (d *demo) run(ctx context.Context, ttl, maxTTL time.Duration) error {
 	}
 	credFile := filepath.Join(secretsDir, "db")
 
-	port, err := freePort()
+	port, err := testbed.FreePort()
 	if err != nil {
 		return err
 	}
@@ -292,13 +291,4 @@ func (d *demo) usersGone(ctx context.Context, users []string) (int, error) {
 		d.say("psql", "database user %s %s", u, state)
 	}
 	return gone, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
