@@ -1021,3 +1021,35 @@ func lineWith(s, sub string) string {
 	}
 	return ""
 }
+
+// TestWorstWait pins the measure that decides the failover tests' strict
+// branch: the longest a request started at any moment waited for a
+// success.
+func TestWorstWait(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(0, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	tries := []try{
+		{at(0), at(0.5), true},  // served at once
+		{at(1), at(9), false},   // a stall: fails after 8s
+		{at(2), at(8), true},    // answered after 6s
+		{at(3), at(7.5), true},  // a later start answered sooner
+		{at(4), at(4.2), false}, // refused at once
+		{at(10), at(10.1), true},
+		{at(11), at(11.2), true},
+	}
+	worst, slowEnd := worstWait(tries, at(10.5), 4500*time.Millisecond)
+	// From 1s on, the first success is the try of 3s, at 7.5s: 6.5s.
+	if want := 6500 * time.Millisecond; worst != want {
+		t.Errorf("worst wait %s; want %s", worst, want)
+	}
+	// Waits over 4.5s: from 1s (6.5s) and 2s (5.5s), ended at 7.5s; from
+	// 4s, whose try failed, the next success started at 10s and came at
+	// 10.1s (6.1s).
+	if !slowEnd.Equal(at(10.1)) {
+		t.Errorf("slow until %s; want 10.1s", slowEnd.Sub(t0))
+	}
+	if w, end := worstWait(tries[:1], at(1), time.Second); w != 500*time.Millisecond || !end.IsZero() {
+		t.Errorf("one quick try: worst %s, slow until %v; want 500ms and never", w, end)
+	}
+}
