@@ -239,30 +239,38 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	var newActive *testbed.ClusterNode
 	wg.Go(func() { newActive, elected, answering = waitFailover(cl, survivors, active, began) })
 	var probeRenewed, probeIssued time.Duration
-	wg.Go(func() { probeRenewed, probeIssued = probeCluster(cl, probe.LeaseID, probeRole, began) })
-	// And what it could serve at every moment until the apps stop: a
-	// cluster that answers at once and then stalls costs the leases due
-	// in the stall as surely as one slow to elect a leader.
+	// Then what it could serve at every moment until the apps stop: a
+	// cluster that answers and then stalls costs the leases due in the
+	// stall as surely as one slow to elect a leader. This probe keeps at
+	// most 2 renewals and 1 read waiting at a time: more, piling up in a
+	// stall, made the stalls longer.
 	var renewTries, readTries []try
-	var serviceWG sync.WaitGroup
-	serviceWG.Go(func() {
-		renewTries = keepTrying(appsEnd, 200*time.Millisecond, func(ctx context.Context) bool {
-			_, err := cl.Root().Sys().RenewWithContext(ctx, probe.LeaseID, 3600)
-			return err == nil
+	firstDone, serviceDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(serviceDone)
+		probeRenewed, probeIssued = probeCluster(cl, probe.LeaseID, probeRole, began)
+		close(firstDone)
+		var g sync.WaitGroup
+		g.Go(func() {
+			renewTries = keepTrying(appsEnd, 250*time.Millisecond, 2, func(ctx context.Context) bool {
+				_, err := cl.Root().Sys().RenewWithContext(ctx, probe.LeaseID, 3600)
+				return err == nil
+			})
 		})
-	})
-	serviceWG.Go(func() {
-		readTries = keepTrying(appsEnd, time.Second, func(ctx context.Context) bool {
-			s, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+probeRole)
-			if err != nil || s == nil {
-				return false
-			}
-			if pw, ok := s.Data["password"].(string); ok {
-				noteSecret(pw)
-			}
-			return true
+		g.Go(func() {
+			readTries = keepTrying(appsEnd, time.Second, 1, func(ctx context.Context) bool {
+				s, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+probeRole)
+				if err != nil || s == nil {
+					return false
+				}
+				if pw, ok := s.Data["password"].(string); ok {
+					noteSecret(pw)
+				}
+				return true
+			})
 		})
-	})
+		g.Wait()
+	}()
 	// The vault CLI against the standby, every 200ms until it works: what
 	// an operator would see from the same node.
 	var cliFailures []string
@@ -290,6 +298,7 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		})
 	}
 	wg.Wait()
+	<-firstDone
 	if newActive == nil {
 		t.Fatalf("no node became active within a minute of the %s", event)
 	}
@@ -386,14 +395,14 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	// serving normally again (every node answering, a credential issued,
 	// no wait past the margin since). A lost credential can be replaced
 	// once the cluster issues one.
-	serviceWG.Wait()
+	<-serviceDone
 	if err := cl.Root().Sys().RevokePrefixWithContext(ctx, "database/creds/"+probeRole); err != nil {
 		t.Errorf("revoke the probe's leases: %v", err)
 	}
 	limit := haMargin - haReserve
 	renewWait, renewSlowEnd := worstWait(renewTries, appsEnd.Add(-haMargin), limit)
 	readWait, readSlowEnd := worstWait(readTries, appsEnd.Add(-haMargin), limit)
-	t.Logf("the cluster's service after the first answers, from the event until %s before the apps stopped: a renewal started at any moment succeeded within %s at worst, a read within %s (%d and %d tries)",
+	t.Logf("the cluster's service after the first answers, from the probe's first credential until %s before the apps stopped: a renewal started at any moment succeeded within %s at worst, a read within %s (%d and %d tries)",
 		haMargin, renewWait.Round(10*time.Millisecond), readWait.Round(10*time.Millisecond), len(renewTries), len(readTries))
 	answeredAt := began.Add(max(answering, probeIssued))
 	end := renewSlowEnd
@@ -704,15 +713,23 @@ type try struct {
 }
 
 // keepTrying starts op every period until until, each with 10s to
-// succeed, and returns every try once all have ended.
-func keepTrying(until time.Time, period time.Duration, op func(context.Context) bool) []try {
+// succeed, skipping a start while most tries are still waiting, and
+// returns every try once all have ended.
+func keepTrying(until time.Time, period time.Duration, most int, op func(context.Context) bool) []try {
 	var mu sync.Mutex
 	var tries []try
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, most)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
-	for time.Now().Before(until) {
+	for ; time.Now().Before(until); <-tick.C {
+		select {
+		case slots <- struct{}{}:
+		default:
+			continue // every slot waits on the cluster
+		}
 		wg.Go(func() {
+			defer func() { <-slots }()
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -721,7 +738,6 @@ func keepTrying(until time.Time, period time.Duration, op func(context.Context) 
 			tries = append(tries, try{start, time.Now(), ok})
 			mu.Unlock()
 		})
-		<-tick.C
 	}
 	wg.Wait()
 	slices.SortFunc(tries, func(a, b try) int { return a.start.Compare(b.start) })
