@@ -341,10 +341,15 @@ const regionArena = "Go heap arenas (heap objects, goroutine and thread stacks)"
 const arenaSize = 64 << 20
 
 // arenaRanges finds the Go heap arenas among a process's mappings: 64 MiB
-// aligned ranges covered end to end by anonymous mappings. (The heap's
-// base address is randomised since Go 1.26, so it cannot be recognised by
-// its address, and the kernel may merge an arena's first mapping with
-// anonymous memory just below it.)
+// aligned ranges that anonymous mappings cover end to end, that hold a
+// read-write part, and whose first and last mappings start and end on
+// the range's bounds (the runtime reserves an arena whole, as one
+// mapping, and maps a part of it read-write as the heap grows). The
+// runtime's other large reservations, the page allocator's summaries, are
+// larger and do not end on such bounds. The heap's base address is
+// randomised since Go 1.26, within the arena too, so it cannot be
+// recognised by its address. A read-write mapping at a bound may have
+// been merged with anonymous memory beside it.
 func arenaRanges(maps []mapping) [][2]uint64 {
 	var out [][2]uint64
 	for i, m := range maps {
@@ -352,11 +357,16 @@ func arenaRanges(maps []mapping) [][2]uint64 {
 			continue
 		}
 		for b := (m.start + arenaSize - 1) &^ (arenaSize - 1); b < m.end; b += arenaSize {
-			end, next := b+arenaSize, m.end
-			for j := i + 1; j < len(maps) && next < end && maps[j].start == next && maps[j].path == ""; j++ {
-				next = maps[j].end
+			if b != m.start && !strings.HasPrefix(m.perms, "rw") {
+				continue
 			}
-			if next >= end && (len(out) == 0 || out[len(out)-1][1] <= b) {
+			end := b + arenaSize
+			last, rw := m, strings.HasPrefix(m.perms, "rw")
+			for j := i + 1; j < len(maps) && last.end < end && maps[j].start == last.end && maps[j].path == ""; j++ {
+				last = maps[j]
+				rw = rw || strings.HasPrefix(last.perms, "rw")
+			}
+			if rw && (last.end == end || last.end > end && strings.HasPrefix(last.perms, "rw")) && (len(out) == 0 || out[len(out)-1][1] <= b) {
 				out = append(out, [2]uint64{b, end})
 			}
 		}

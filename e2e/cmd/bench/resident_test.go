@@ -62,14 +62,22 @@ func TestArenaRanges(t *testing.T) {
 	const a = 0x2deb08000000 // 64 MiB aligned
 	maps := []mapping{
 		{start: 0x400000, end: 0x500000, path: "/bin/x"},
-		{start: a, end: a + 0x800000},                                // in use
-		{start: a + 0x800000, end: a + 0x4000000},                    // the rest of the reservation
-		{start: 0x7f0000000000, end: 0x7f0002000000},                 // 64 MiB aligned, 32 MiB long
+		{start: a, end: a + 0x800000, perms: "rw-p"},                 // in use
+		{start: a + 0x800000, end: a + 0x4000000, perms: "---p"},     // the rest of the reservation
+		{start: 0x7f0000000000, end: 0x7f0002000000, perms: "rw-p"},  // 64 MiB aligned, 32 MiB long
 		{start: 0x7f0002000000, end: 0x7f0002001000, path: "[vdso]"}, // and what follows is not anonymous
 	}
+	// A reservation of the page allocator's summaries: read-write in
+	// its middle only.
+	const c = a + 8*arenaSize
+	maps = append(maps,
+		mapping{start: c - 0x1000, end: c + 0x100000, perms: "---p"},
+		mapping{start: c + 0x100000, end: c + 0x101000, perms: "rw-p"},
+		mapping{start: c + 0x101000, end: c + 4*arenaSize, perms: "---p"},
+	)
 	const b = a + 4*arenaSize
 	maps = append(maps,
-		mapping{start: b - 0x10000, end: b + 0x800000}, // merged with 64 KiB of other memory below
+		mapping{start: b - 0x10000, end: b + 0x800000, perms: "rw-p"}, // merged with 64 KiB of other memory below
 		mapping{start: b + 0x800000, end: b + arenaSize, perms: "---p"},
 	)
 	got := arenaRanges(maps)
