@@ -18,12 +18,18 @@ const (
 	// near it the garbage collector runs and unused heap pages go back to
 	// the kernel, where with GOGC=100 alone the heap grows to 4 MiB
 	// before the first collection and the runtime keeps the pages. The
-	// live heap is well under 1 MiB and the runtime's own structures
-	// take about 4 MiB with one P, so a collection comes about once a
-	// minute while renewing. It is sized for one P: with GOMAXPROCS set
-	// it is not applied, since more Ps need more of the runtime's memory
-	// and a limit too close to that makes the collector run without
-	// pause. GOMEMLIMIT overrides it ("off" for none).
+	// live heap is well under 1 MiB, but what the runtime counts against
+	// the limit also holds its own structures as mapped, resident or not
+	// (with Go 1.26 and one P about 4.7 MiB, 1.4 MiB of it a profiling
+	// hash table it maps at start and barely touches): the heap goal
+	// sits at the live heap, and while renewing the collector runs from
+	// a few times a minute to a few times a second. Each run is cheap
+	// (a fraction of a millisecond of CPU on so small a heap); a higher
+	// limit measured more resident memory and no less CPU (see the
+	// Memory section of docs/renew.md). It is sized for one P: with
+	// GOMAXPROCS set it is not applied, since more Ps need more of the
+	// runtime's memory and a limit too close to that makes the collector
+	// run without pause. GOMEMLIMIT overrides it ("off" for none).
 	defaultMemoryLimit = 6 << 20
 	// startupOver is when start-up is surely done: flags, state, the
 	// first lookup and the listener take well under a second.

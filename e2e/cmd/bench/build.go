@@ -18,6 +18,7 @@ import (
 type binaries struct {
 	init, renew, revoke string // podlease, built as `make build` does
 	floor               string // cmd/bench/floor, built with the same flags
+	floorHTTP           string // cmd/bench/floorhttp, likewise
 	vault               string // the vault binary Agent runs from
 	version             string // podlease version stamped into the binaries
 }
@@ -25,8 +26,14 @@ type binaries struct {
 // build builds the three podlease binaries exactly as the Makefile's
 // build target does, and the floor with the same flags.
 func build(ctx context.Context, root, dir string) (binaries, error) {
+	return buildWith(ctx, root, dir, "-s -w")
+}
+
+// buildWith is build with the linker's flags strip ("-s -w", or "" to keep
+// the symbol table and DWARF, which lie outside the loaded segments).
+func buildWith(ctx context.Context, root, dir, strip string) (binaries, error) {
 	b := binaries{version: gitDescribe(ctx, root)}
-	ldflags := "-s -w -X github.com/podlease/podlease/internal/version.Version=" + b.version
+	ldflags := strings.TrimSpace(strip + " -X github.com/podlease/podlease/internal/version.Version=" + b.version)
 	for _, t := range []struct {
 		dst *string
 		pkg string
@@ -36,6 +43,7 @@ func build(ctx context.Context, root, dir string) (binaries, error) {
 		{&b.renew, "./cmd/vault-renew", root},
 		{&b.revoke, "./cmd/vault-revoke", root},
 		{&b.floor, "./cmd/bench/floor", filepath.Join(root, "e2e")},
+		{&b.floorHTTP, "./cmd/bench/floorhttp", filepath.Join(root, "e2e")},
 	} {
 		out := filepath.Join(dir, filepath.Base(t.pkg))
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, t.pkg)

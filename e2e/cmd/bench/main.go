@@ -4,6 +4,11 @@
 // Vault requests per pod and binary sizes. It prints a Markdown report and
 // writes it to bench/results.md.
 //
+// With --only=resident it instead attributes the resident memory of
+// vault-renew, the floors and any --variant to Go packages and runtime
+// regions (see resident.go); --pid, --addrs and --fault-around are its
+// pieces, usable alone.
+//
 // The machine is shared and small, so contenders run interleaved (A, B, C,
 // A, B, C, ... with the order rotated each round) and every ratio is
 // computed pair by pair within a round before taking the median.
@@ -38,6 +43,9 @@ type config struct {
 	only       string        // "", "local" or "kube": which parts to run
 	kubeRuns   int           // rounds of the Kubernetes pod-start comparison
 	kubeStrip  bool          // strip the vault binary packed into the Agent's image
+	variants   []variant     // --only=resident: more programs to attribute
+	pid        int           // attribute this running process and exit
+	symbols    string        // the unstripped twin of --pid's binary
 }
 
 func main() {
@@ -50,16 +58,57 @@ func main() {
 	flag.BoolVar(&c.verifyPG, "verify-pg", true, "log in to PostgreSQL with every credential file written")
 	flag.BoolVar(&c.skipStrip, "skip-strip", false, "do not strip a copy of the vault binary to report its stripped size")
 	flag.BoolVar(&c.keepPodDir, "keep", false, "keep the pod directories (in /dev/shm) for inspection")
-	flag.StringVar(&c.only, "only", "", "run only one part: local (the processes on the test bed) or kube (pod start on a real Kubernetes node, needs root); the other part of the results file is kept")
+	flag.StringVar(&c.only, "only", "", "run only one part: local (the processes on the test bed) or kube (pod start on a real Kubernetes node, needs root); the other part of the results file is kept. resident: attribute the resident memory of vault-renew renewing, the floors and each --variant after --window, print it, and write no results file")
 	flag.IntVar(&c.kubeRuns, "kube-runs", 10, "rounds of the Kubernetes pod-start comparison (three pods each)")
 	flag.BoolVar(&c.kubeStrip, "kube-strip", true, "pack a stripped copy of the vault binary into the Vault Agent image (objcopy --strip-all)")
+	flag.Func("variant", "with --only=resident, one more program to run and attribute: LABEL=renew:PATH[:ENV=VALUE...] (run as vault-renew) or LABEL=floor:PATH (run as the floor); repeatable", func(s string) error {
+		v, err := parseVariant(s)
+		c.variants = append(c.variants, v)
+		return err
+	})
+	flag.IntVar(&c.pid, "pid", 0, "only attribute the resident memory of this running Go process and exit (no test bed)")
+	flag.StringVar(&c.symbols, "symbols", "", "with --pid: the binary's twin built without -s, if it runs stripped")
+	addrs := flag.String("addrs", "", "only count the addresses in this file (hexadecimal, one a line) by package of the --symbols binary, and exit (no test bed)")
+	fault := flag.String("fault-around", "", "only measure how many pages of this file (at least 8 MiB) the kernel maps per page touched, with each madvise advice, and exit")
 	flag.Parse()
+	if *fault != "" {
+		out, err := faultAround(*fault)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Print(out)
+		return
+	}
+	if *addrs != "" {
+		f, err := os.Open(*addrs)
+		if err == nil {
+			var out string
+			out, err = symbolizeAddrs(f, c.symbols)
+			f.Close()
+			fmt.Print(out)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if c.pid != 0 {
+		out, err := attributePID(c.pid, c.symbols)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Print(out)
+		return
+	}
 	if c.runs < 1 || c.window < 10*time.Second || c.ttl < 5*time.Second || c.kubeRuns < 1 {
 		fmt.Fprintln(os.Stderr, "bench: want --runs >= 1, --window >= 10s, --ttl >= 5s, --kube-runs >= 1")
 		os.Exit(2)
 	}
-	if c.only != "" && c.only != "local" && c.only != "kube" {
-		fmt.Fprintf(os.Stderr, "bench: --only=%q: want local or kube (or nothing for both)\n", c.only)
+	if c.only != "" && c.only != "local" && c.only != "kube" && c.only != "resident" {
+		fmt.Fprintf(os.Stderr, "bench: --only=%q: want local, kube or resident (or nothing for local and kube)\n", c.only)
 		os.Exit(2)
 	}
 	if err := run(c); err != nil {
@@ -93,8 +142,14 @@ func run(c config) error {
 		defer os.RemoveAll(work)
 	}
 
-	doLocal, doKube := c.only != "kube", c.only != "local"
+	doLocal, doKube := c.only == "" || c.only == "local", c.only == "" || c.only == "kube"
 	var bins binaries
+	if c.only == "resident" {
+		logf("building the podlease binaries and the floors with their symbol tables")
+		if bins, err = buildWith(ctx, root, filepath.Join(work, "bin"), ""); err != nil {
+			return err
+		}
+	}
 	if doLocal {
 		logf("building the podlease binaries as `make build` does, and the floor")
 		if bins, err = build(ctx, root, filepath.Join(work, "bin")); err != nil {
@@ -126,6 +181,14 @@ func run(c config) error {
 	b := &bench{cfg: c, bed: bed, bins: bins, work: work, audit: audit, gnuTime: mach.gnuTime}
 	rep := &report{cfg: c, mach: mach}
 
+	if c.only == "resident" {
+		out, err := b.residentRun(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Print(out)
+		return nil
+	}
 	var local, kube string
 	if doLocal {
 		if local, err = b.local(ctx, rep, began); err != nil {

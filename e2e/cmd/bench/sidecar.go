@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -289,11 +290,25 @@ func (s *sidecar) margins() (med, least float64, ok bool) {
 // vault-renew, vault-init runs first and the sidecar must answer /readyz;
 // the Agent must have rendered its template.
 func (b *bench) startSidecar(ctx context.Context, name, role string, ttl time.Duration) (*sidecar, error) {
-	p, err := b.newPod(fmt.Sprintf("sidecar-%s-%s", strings.ReplaceAll(name, " ", "-"), ttl))
+	return b.startVariant(ctx, variant{label: name, kind: name}, role, ttl)
+}
+
+// variant is a sidecar program run the way contender kind is: label names
+// it, bin (if set) replaces the contender's binary and env is added to its
+// environment.
+type variant struct {
+	label, kind, bin string
+	env              []string
+}
+
+// startVariant is startSidecar for a variant of a contender.
+func (b *bench) startVariant(ctx context.Context, v variant, role string, ttl time.Duration) (*sidecar, error) {
+	name := v.kind
+	p, err := b.newPod(fmt.Sprintf("sidecar-%s-%s", strings.NewReplacer(" ", "-", "/", "-").Replace(v.label), ttl))
 	if err != nil {
 		return nil, err
 	}
-	s := &sidecar{name: name, ttl: ttl, pod: p, done: make(chan struct{})}
+	s := &sidecar{name: v.label, ttl: ttl, pod: p, done: make(chan struct{})}
 	secretPath := "database/creds/" + role
 	var readyz string
 	switch name {
@@ -314,7 +329,8 @@ func (b *bench) startSidecar(ctx context.Context, name, role string, ttl time.Du
 		}
 		listen := fmt.Sprintf("127.0.0.1:%d", port)
 		readyz = "http://" + listen + "/readyz"
-		s.cmd = exec.Command(b.bins.renew, "--state-dir", p.state, "--secrets-dir", p.secrets, "--listen", listen)
+		bin := cmp.Or(v.bin, b.bins.renew)
+		s.cmd = exec.Command(bin, "--state-dir", p.state, "--secrets-dir", p.secrets, "--listen", listen)
 		s.cmd.Dir = p.home
 		s.cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + p.home}
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -333,7 +349,11 @@ func (b *bench) startSidecar(ctx context.Context, name, role string, ttl time.Du
 		listen := fmt.Sprintf("127.0.0.1:%d", port)
 		readyz = "http://" + listen + "/readyz"
 		s.cmd.Args = append(s.cmd.Args, "-serve", listen)
+		if v.bin != "" {
+			s.cmd.Path, s.cmd.Args[0] = v.bin, v.bin
+		}
 	}
+	s.cmd.Env = append(s.cmd.Env, v.env...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	if err := b.audit.mark(); err != nil {
 		return nil, err
