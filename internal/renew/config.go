@@ -69,7 +69,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--renew-fraction %v: want a number between 0 and 1, e.g. 0.722", c.RenewFraction)
 	}
 	if !(c.Jitter >= 0 && c.Jitter < 1) {
-		return fmt.Errorf("--jitter %v: want a number from 0 up to (not including) 1, e.g. 0.03", c.Jitter)
+		return fmt.Errorf("--jitter %v: want a number from 0 up to (not including) 1, e.g. 0.013", c.Jitter)
 	}
 	if c.RotateBefore < 0 {
 		return fmt.Errorf("--rotate-before %s: want 0 (automatic) or a positive duration", c.RotateBefore)

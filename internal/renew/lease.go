@@ -137,7 +137,6 @@ func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	}
 	got := time.Duration(sec.LeaseDuration) * time.Second
 	g.expiry = sent.Add(got) // Vault counts the TTL from when it handled the request
-
 	g.renewable = sec.Renewable
 	g.retry.reset()
 	s.metrics.renewed(g)
