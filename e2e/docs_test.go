@@ -54,9 +54,11 @@ func TestDocsLoginRefusals(t *testing.T) {
 	}
 }
 
-// TestDocsMemoryFigures: README and docs/renew.md quote the
-// sidecar's memory from the last `make bench` (bench/results.md), and
-// from nowhere else.
+// TestDocsMemoryFigures: README and docs/renew.md quote the sidecar's
+// memory from the last `make bench` (bench/results.md) and from nowhere
+// else; the attribution that follows in docs/renew.md ("Page by page")
+// quotes bench/resident.md's table and names the command of each other
+// figure.
 func TestDocsMemoryFigures(t *testing.T) {
 	t.Parallel()
 	bench := testbed.ReadFile(t, filepath.Join("..", "bench", "results.md"))
@@ -71,6 +73,8 @@ func TestDocsMemoryFigures(t *testing.T) {
 		t.Errorf("README does not quote bench/results.md's sidecar memory, %s", m[1])
 	}
 	section := renew[strings.Index(renew, "## Memory"):]
+	attribution := section[strings.Index(section, "Page by page"):]
+	section = section[:strings.Index(section, "Page by page")]
 	for _, want := range []string{"| " + m[1] + " | " + m[2] + " | " + m[3] + " |", "| " + idle[1] + " |", "make bench"} {
 		if !strings.Contains(section, want) {
 			t.Errorf("docs/renew.md's Memory section lacks %q from bench/results.md", want)
@@ -82,6 +86,18 @@ func TestDocsMemoryFigures(t *testing.T) {
 			if !strings.Contains(bench, fig) {
 				t.Errorf("%s quotes %q, which bench/results.md does not have", name, fig)
 			}
+		}
+	}
+	// The attribution table's VmRSS row is bench/resident.md's
+	// (`bench --only=resident`), process by process.
+	resident := testbed.ReadFile(t, filepath.Join("..", "bench", "resident.md"))
+	vmrss := regexp.MustCompile(`\| \*\*VmRSS\*\* \| \*\*(\d+)\*\* \| \*\*(\d+)\*\* \| \*\*(\d+)\*\* \| \*\*(\d+)\*\* \|`).FindStringSubmatch(attribution)
+	if vmrss == nil {
+		t.Fatal("docs/renew.md's attribution table has no VmRSS row")
+	}
+	for i, proc := range []string{"vault-renew", "vault-renew idle", "floor", "floorhttp"} {
+		if row := "| " + proc + " | " + vmrss[i+1] + " |"; !strings.Contains(resident, row) {
+			t.Errorf("docs/renew.md's attribution says %s KiB for %s; bench/resident.md has no row %q", vmrss[i+1], proc, row)
 		}
 	}
 }
