@@ -57,9 +57,47 @@ func TestFailover(t *testing.T) {
 		cl.CloseBefore(d)
 	}
 	noteSecret(cl.RootToken)
+	t.Run("idle step-down", func(t *testing.T) { idleStepDown(t, cl) })
 	t.Run("kill", func(t *testing.T) { failover(t, cl, "kill") })
 	t.Run("step-down", func(t *testing.T) { failover(t, cl, "step-down") })
 	t.Run("sealed node", func(t *testing.T) { sealedNode(t, cl) })
+}
+
+// idleStepDown is the baseline for the cases under load: with nothing
+// else asking, how soon after a step-down the cluster renews a lease and
+// issues a database credential. Both must come within the renewal
+// margin less the reserve, or no case under load could be strict.
+func idleStepDown(t *testing.T, cl *testbed.Cluster) {
+	ctx := context.Background()
+	if err := cl.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const role = "haidl"
+	if err := cl.CreateDBRole(ctx, role, time.Hour, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Root().Sys().RevokePrefixWithContext(context.Background(), "database/creds/"+role) })
+	lease, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+role)
+	if err != nil || lease == nil {
+		t.Fatalf("read a credential before the step-down: %v", err)
+	}
+	if pw, ok := lease.Data["password"].(string); ok {
+		noteSecret(pw)
+	}
+	active := cl.Active(ctx)
+	if active == nil {
+		t.Fatal("no active node")
+	}
+	began := time.Now()
+	if err := cl.StepDown(ctx, active); err != nil {
+		t.Fatal(err)
+	}
+	renewed, issued := probeCluster(cl, lease.LeaseID, role, began)
+	figure(t, "failover", "`vault operator step-down` with no other load: a lease renewed after %s, a credential issued after %s",
+		renewed.Round(10*time.Millisecond), issued.Round(10*time.Millisecond))
+	if issued+haReserve > haMargin {
+		t.Errorf("with no other load, the cluster issued a credential only %s after a step-down: past the %s margin less %s", issued.Round(10*time.Millisecond), haMargin, haReserve)
+	}
 }
 
 // The sizes of the failover cases.
