@@ -11,48 +11,31 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/podlease/podlease/e2e/cmd/bench/floorkit"
 )
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "floorhttp:", err)
-		os.Exit(1)
-	}
-}
+func main() { floorkit.Main("floorhttp", run) }
 
-func run() error {
-	addr := flag.String("vault-addr", "", "Vault address")
-	role := flag.String("role", "", "kubernetes auth role")
-	jwtFile := flag.String("jwt-file", "", "service-account token file")
-	path := flag.String("path", "", "secret path to read")
-	out := flag.String("out", "", "file to write the secret's data to")
-	serve := flag.String("serve", "", "after writing, answer /readyz on this address until SIGTERM")
-	flag.Parse()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	jwt, err := os.ReadFile(*jwtFile)
+func run(ctx context.Context, f floorkit.Flags) error {
+	jwt, err := os.ReadFile(f.JWTFile)
 	if err != nil {
 		return err
 	}
 	c := &http.Client{Timeout: 30 * time.Second}
-	body, _ := json.Marshal(map[string]string{"role": *role, "jwt": strings.TrimSpace(string(jwt))})
+	body, _ := json.Marshal(map[string]string{"role": f.Role, "jwt": strings.TrimSpace(string(jwt))})
 	var login struct {
 		Auth struct {
 			ClientToken string `json:"client_token"`
 		} `json:"auth"`
 	}
-	if err := call(ctx, c, http.MethodPost, *addr+"/v1/auth/kubernetes/login", "", body, &login); err != nil {
+	if err := call(ctx, c, http.MethodPost, f.Addr+"/v1/auth/kubernetes/login", "", body, &login); err != nil {
 		return fmt.Errorf("log in: %w", err)
 	}
 	if login.Auth.ClientToken == "" {
@@ -61,16 +44,10 @@ func run() error {
 	var secret struct {
 		Data json.RawMessage `json:"data"`
 	}
-	if err := call(ctx, c, http.MethodGet, *addr+"/v1/"+*path, login.Auth.ClientToken, nil, &secret); err != nil {
-		return fmt.Errorf("read %s: %w", *path, err)
+	if err := call(ctx, c, http.MethodGet, f.Addr+"/v1/"+f.Path, login.Auth.ClientToken, nil, &secret); err != nil {
+		return fmt.Errorf("read %s: %w", f.Path, err)
 	}
-	if err := os.WriteFile(*out, secret.Data, 0o440); err != nil {
-		return err
-	}
-	if *serve == "" {
-		return nil
-	}
-	return serveUntilTerm(*serve, c)
+	return floorkit.Finish(f, secret.Data, func() bool { return c.Timeout > 0 })
 }
 
 // call sends one Vault request and decodes its JSON answer into v.
@@ -95,26 +72,4 @@ func call(ctx context.Context, c *http.Client, method, url, token string, body [
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return json.Unmarshal(b, v)
-}
-
-// serveUntilTerm answers /readyz on addr until SIGTERM or SIGINT. c stays
-// referenced, so the client and its idle connection stay in memory as a
-// sidecar's would.
-func serveUntilTerm(addr string, c *http.Client) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ready", c.Timeout > 0)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { <-ctx.Done(); srv.Close() }()
-	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
-		return err
-	}
-	return nil
 }
