@@ -73,17 +73,7 @@ func idleStepDown(t *testing.T, cl *testbed.Cluster) {
 		t.Fatal(err)
 	}
 	const role = "haidl"
-	if err := cl.CreateDBRole(ctx, role, time.Hour, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Root().Sys().RevokePrefixWithContext(context.Background(), "database/creds/"+role) })
-	lease, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+role)
-	if err != nil || lease == nil {
-		t.Fatalf("read a credential before the step-down: %v", err)
-	}
-	if pw, ok := lease.Data["password"].(string); ok {
-		noteSecret(pw)
-	}
+	lease := probeLease(t, cl, role)
 	active := cl.Active(ctx)
 	if active == nil {
 		t.Fatal("no active node")
@@ -98,6 +88,26 @@ func idleStepDown(t *testing.T, cl *testbed.Cluster) {
 	if issued+haReserve > haMargin {
 		t.Errorf("with no other load, the cluster issued a credential only %s after a step-down: past the %s margin less %s", issued.Round(10*time.Millisecond), haMargin, haReserve)
 	}
+}
+
+// probeLease creates database role role on the cluster and reads a
+// credential of it for a probe to renew; every lease of the role is
+// revoked when the test ends.
+func probeLease(t *testing.T, cl *testbed.Cluster, role string) *api.Secret {
+	t.Helper()
+	ctx := context.Background()
+	if err := cl.CreateDBRole(ctx, role, time.Hour, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Root().Sys().RevokePrefixWithContext(context.Background(), "database/creds/"+role) })
+	s, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+role)
+	if err != nil || s == nil {
+		t.Fatalf("read a probe lease of %s: %v", role, err)
+	}
+	if pw, ok := s.Data["password"].(string); ok {
+		noteSecret(pw)
+	}
+	return s
 }
 
 // The sizes of the failover cases.
@@ -246,17 +256,7 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 
 	// A lease of the test's own, renewed by the probe after the event.
 	probeRole := tag + "prb"
-	if err := cl.CreateDBRole(ctx, probeRole, time.Hour, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Root().Sys().RevokePrefixWithContext(context.Background(), "database/creds/"+probeRole) })
-	probe, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+probeRole)
-	if err != nil || probe == nil {
-		t.Fatalf("read a probe lease: %v", err)
-	}
-	if pw, ok := probe.Data["password"].(string); ok {
-		noteSecret(pw)
-	}
+	probe := probeLease(t, cl, probeRole)
 
 	// The event.
 	leaders := watchLeader(cl, func() time.Time { return eventAt })
