@@ -175,21 +175,7 @@ var leadershipLost = []string{
 // just stepped down answers "400 failed to delete lease entry: node is
 // not the leader": a failover, over in seconds, not a bad request and
 // not a lease that is gone.
-func LeadershipChange(err error) bool {
-	var re *api.ResponseError
-	if !errors.As(err, &re) {
-		return false
-	}
-	for _, e := range re.Errors {
-		e = strings.ToLower(e)
-		for _, m := range leadershipLost {
-			if strings.Contains(e, m) {
-				return true
-			}
-		}
-	}
-	return false
-}
+func LeadershipChange(err error) bool { return says(err, leadershipLost...) }
 
 // RevocationFailed reports whether Vault could not revoke a lease because
 // its secrets engine failed: "400 failed to revoke entry: ..." carries the
@@ -198,14 +184,21 @@ func LeadershipChange(err error) bool {
 // same user from two sessions, as when a token's revocation runs beside
 // its lease's). Vault keeps the lease, so it is not gone, and another
 // try may work.
-func RevocationFailed(err error) bool {
+func RevocationFailed(err error) bool { return says(err, "failed to revoke entry") }
+
+// says reports whether err is a Vault error answer one of whose messages
+// holds one of words (lower case), whatever the message's case.
+func says(err error, words ...string) bool {
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
 		return false
 	}
 	for _, e := range re.Errors {
-		if strings.Contains(strings.ToLower(e), "failed to revoke entry") {
-			return true
+		e = strings.ToLower(e)
+		for _, w := range words {
+			if strings.Contains(e, w) {
+				return true
+			}
 		}
 	}
 	return false
