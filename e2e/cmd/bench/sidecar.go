@@ -301,6 +301,16 @@ type variant struct {
 	env              []string
 }
 
+// freeListen is a listen address on 127.0.0.1 whose port was free a
+// moment ago.
+func freeListen() (string, error) {
+	port, err := testbed.FreePort()
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port), nil
+}
+
 // startVariant is startSidecar for a variant of a contender.
 func (b *bench) startVariant(ctx context.Context, v variant, role string, ttl time.Duration) (*sidecar, error) {
 	name := v.kind
@@ -323,11 +333,10 @@ func (b *bench) startVariant(ctx context.Context, v variant, role string, ttl ti
 		if s.accessor, err = stateAccessor(p.state); err != nil {
 			return nil, err
 		}
-		port, err := testbed.FreePort()
+		listen, err := freeListen()
 		if err != nil {
 			return nil, err
 		}
-		listen := fmt.Sprintf("127.0.0.1:%d", port)
 		readyz = "http://" + listen + "/readyz"
 		bin := cmp.Or(v.bin, b.bins.renew)
 		s.cmd = exec.Command(bin, "--state-dir", p.state, "--secrets-dir", p.secrets, "--listen", listen)
@@ -342,11 +351,10 @@ func (b *bench) startVariant(ctx context.Context, v variant, role string, ttl ti
 		if s.cmd, err = b.command(cFloor, p, role, secretPath, false); err != nil {
 			return nil, err
 		}
-		port, err := testbed.FreePort()
+		listen, err := freeListen()
 		if err != nil {
 			return nil, err
 		}
-		listen := fmt.Sprintf("127.0.0.1:%d", port)
 		readyz = "http://" + listen + "/readyz"
 		s.cmd.Args = append(s.cmd.Args, "-serve", listen)
 		if v.bin != "" {
