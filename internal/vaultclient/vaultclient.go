@@ -72,6 +72,36 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 	return c, nil
 }
 
+// SingleUse returns a client like c (address, namespace and other
+// headers, TLS settings, timeouts, redirect hook; no token) that opens a
+// connection of its own for every request and closes it after, over
+// HTTP/1.1: a request it sends cannot wait behind, or be multiplexed
+// onto, a connection of c's that a hung node or a partition holds, and a
+// load balancer may send it to another node.
+func SingleUse(c *api.Client) (*api.Client, error) {
+	cfg := c.CloneConfig() // its *http.Client is a copy; the transport is c's
+	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
+		t = t.Clone()
+		t.DisableKeepAlives = true
+		// HTTP/2 off: the clone would hand a TLS connection that
+		// negotiated it to c's HTTP/2 connection pool.
+		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		t.ForceAttemptHTTP2 = false
+		if t.TLSClientConfig != nil {
+			t.TLSClientConfig = t.TLSClientConfig.Clone()
+			t.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		}
+		cfg.HttpClient.Transport = t
+	}
+	nc, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	nc.SetHeaders(c.Headers())
+	nc.ClearToken()
+	return nc, nil
+}
+
 // logRedirect is the HTTP client's redirect hook: it says which node
 // redirected where, then hands the answer to Vault's client, which follows
 // one redirect itself. A Vault standby redirects to the active node only
