@@ -48,6 +48,11 @@ type fakeVault struct {
 	// latency is how long an answer takes to come back after Vault
 	// handled the request, as over a slow network or from a busy node.
 	latency time.Duration
+	// hang swallows the next n requests on a path (by path, without
+	// /v1/): they get no answer, as on a hung node or a connection a
+	// partition swallowed, until the client gives up; Vault never sees
+	// them.
+	hang map[string]int
 
 	// A static database role: its password changes every staticPeriod,
 	// staticDelay after its ttl ran out (Vault's rotation queue).
@@ -103,6 +108,7 @@ func newFakeVault() *fakeVault {
 		kv:       map[string]map[string]any{},
 		answers:  map[string]answer{},
 		asked:    map[string]int{},
+		hang:     map[string]int{},
 		tokenTTL: time.Hour, tokenMax: 24 * time.Hour,
 		leaseTTL: time.Hour, leaseMax: 24 * time.Hour,
 	}
@@ -143,7 +149,16 @@ func (v *fakeVault) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	v.mu.Lock()
 	down, standby, activeDown, latency := v.down, v.standby, v.activeDown, v.latency
+	path := strings.TrimPrefix(req.URL.Path, "/v1/")
+	hang := v.hang[path] > 0
+	if hang {
+		v.hang[path]--
+	}
 	v.mu.Unlock()
+	if hang {
+		<-req.Context().Done()
+		return nil, req.Context().Err()
+	}
 	if down || req.URL.Host == "active.test" && activeDown {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	}

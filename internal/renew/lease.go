@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
 )
@@ -126,10 +128,10 @@ func (s *sidecar) markLost(g *group, l loss) {
 // asked; a shorter answer means the max TTL is near.
 func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	inc := g.ld
-	actx, cancel := attempt(ctx, s.expiry(g))
 	sent := time.Now()
-	sec, err := s.tok.client.Sys().RenewWithContext(actx, g.leaseID(), secs(inc))
-	cancel()
+	sec, err := hedged(ctx, s.log, "lease renewal", []any{"secret", g.names(), "lease_id", g.leaseID()}, s.expiry(g), s.tok.client, s.hedge, func(ctx context.Context, c *api.Client) (*api.Secret, error) {
+		return c.Sys().RenewWithContext(ctx, g.leaseID(), secs(inc))
+	})
 	now := time.Now()
 	if err != nil {
 		s.leaseFailed(ctx, now, g, err)

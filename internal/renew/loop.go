@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/podlease/podlease/internal/state"
 )
 
@@ -45,6 +47,7 @@ type sidecar struct {
 	// stateInMemory puts them together.
 	base    *state.State
 	tok     *tokenItem      // the current token, swapped as a unit by a new login
+	hedge   *api.Client     // sends a renewal again beside a slow one (hedged); nil: never
 	secrets []*state.Secret // in state.json order; each group points to its own
 	groups  []*group
 	retire  []*retiring

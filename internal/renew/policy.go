@@ -256,24 +256,40 @@ func retryAt(now time.Time, d time.Duration, deadline time.Time) time.Time {
 }
 
 // attemptTimeout is how long one Vault request about a credential that
-// ends at expiry (zero: no end) may take: a third of the time left, at
-// least attemptMin, at most maxAttempt; and never past the time left less
-// a reserve (attemptReserve or a tenth of it, to act on the answer or its
-// absence), or half of it when that is less. A request cut short is lost
-// work (Vault may have renewed the lease, and the answer is thrown away),
-// and a new active node taking over, or a starved Vault, answers in more
-// than a second; but a node that never answers (a hung one, or a
-// connection a partition swallowed) must not take all the time left, as
-// a retry may reach a node that answers, or the same one once it
-// recovers: a third leaves room for two more tries. Connecting is bounded
-// on its own, by the client's dial timeout (vaultclient.DialTimeout). An
-// ended credential, or none, gets maxAttempt.
+// ends at expiry (zero: no end) may take before another try goes out: a
+// third of the time left, at least attemptMin, at most maxAttempt; and
+// never past the time left less a reserve (attemptReserve or a tenth of
+// it, to act on the answer or its absence), or half of it when that is
+// less. A node that never answers (a hung one, or a connection a
+// partition swallowed) must not take all the time left, as another try
+// may reach a node that answers, or the same one once it recovers: a
+// third leaves room for two more. A renewal is not cut short there but
+// sent again beside the first (see hedged and requestBudget). Connecting
+// is bounded on its own, by the client's dial timeout
+// (vaultclient.DialTimeout). An ended credential, or none, gets
+// maxAttempt.
 func attemptTimeout(now, expiry time.Time) time.Duration {
 	left := expiry.Sub(now)
 	if expiry.IsZero() || left <= 0 {
 		return maxAttempt
 	}
-	return min(max(attemptMin, left/3), maxAttempt, max(left-max(attemptReserve, left/10), left/2))
+	return min(max(attemptMin, left/3), maxAttempt, requestBudget(now, expiry))
+}
+
+// requestBudget is how long a renewal of a credential that ends at expiry
+// (zero: no end) may wait for Vault's answer: until the end less a reserve
+// (attemptReserve or a tenth of the time left, to act on the answer or
+// its absence), or half the time left when that is less; at most
+// maxAttempt. A renewal cut short is lost work (Vault may have renewed,
+// and the answer is thrown away), and a busy Vault, or a new active node
+// taking over, answers in seconds: one that answers in 2s renews nothing
+// for a client that gives up after a third of the 5s left.
+func requestBudget(now, expiry time.Time) time.Duration {
+	left := expiry.Sub(now)
+	if expiry.IsZero() || left <= 0 {
+		return maxAttempt
+	}
+	return min(maxAttempt, max(left-max(attemptReserve, left/10), left/2))
 }
 
 // fetchDeadline is until when a read that replaces a credential ending at

@@ -128,10 +128,14 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 		return err
 	}
 	client.SetToken(token)
+	hedge, err := vaultclient.SingleUse(client)
+	if err != nil {
+		return err
+	}
 
 	n := newNotifier(c, log, d.notifyClient, d.procRoot)
 	s := newSidecar(c, st, initialToken(st.Token, token, client, time.Now()), getenv, log, n)
-	s.status, s.metrics = stat, m
+	s.status, s.metrics, s.hedge = stat, m, hedge
 	if d.watch {
 		wake, stopWatch := watchState(c.StateDir, log)
 		defer stopWatch()

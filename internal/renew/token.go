@@ -182,10 +182,10 @@ func (s *sidecar) renewToken(ctx context.Context) error {
 	if inc <= 0 {
 		inc = time.Until(t.expiry).Round(time.Second)
 	}
-	actx, cancel := attempt(ctx, t.expiry)
 	sent := time.Now()
-	sec, err := t.client.Auth().Token().RenewSelfWithContext(actx, secs(inc))
-	cancel()
+	sec, err := hedged(ctx, s.log, "token renewal", []any{"token_accessor", t.info.Accessor}, t.expiry, t.client, s.hedge, func(ctx context.Context, c *api.Client) (*api.Secret, error) {
+		return c.Auth().Token().RenewSelfWithContext(ctx, secs(inc))
+	})
 	now := time.Now()
 	if err == nil && (sec == nil || sec.Auth == nil) {
 		err = errors.New("the renewal answer holds no auth data")
