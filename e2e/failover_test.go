@@ -82,7 +82,8 @@ func idleStepDown(t *testing.T, cl *testbed.Cluster) {
 	if err := cl.StepDown(ctx, active); err != nil {
 		t.Fatal(err)
 	}
-	renewed, issued := probeCluster(cl, lease.LeaseID, role, began)
+	pr := probeCluster(cl, lease.LeaseID, role, began, time.Time{}, nil)
+	renewed, issued := pr.renewed, pr.issued
 	figure(t, "failover", "`vault operator step-down` with no other load: a lease renewed after %s, a credential issued after %s",
 		renewed.Round(10*time.Millisecond), issued.Round(10*time.Millisecond))
 	if issued+haReserve > haMargin {
@@ -277,37 +278,14 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	var newActive *testbed.ClusterNode
 	wg.Go(func() { newActive, elected, answering = waitFailover(cl, survivors, active, began) })
 	var probeRenewed, probeIssued time.Duration
-	// Then what it could serve at every moment until the apps stop: a
-	// cluster that answers and then stalls costs the leases due in the
-	// stall as surely as one slow to elect a leader. This probe keeps at
-	// most 2 renewals and 1 read waiting at a time: more, piling up in a
-	// stall, made the stalls longer.
-	var renewTries, readTries []try
+	var service probeResult
 	firstDone, serviceDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(serviceDone)
-		probeRenewed, probeIssued = probeCluster(cl, probe.LeaseID, probeRole, began)
-		close(firstDone)
-		var g sync.WaitGroup
-		g.Go(func() {
-			renewTries = keepTrying(appsEnd, 250*time.Millisecond, 2, func(ctx context.Context) bool {
-				_, err := cl.Root().Sys().RenewWithContext(ctx, probe.LeaseID, 3600)
-				return err == nil
-			})
+		service = probeCluster(cl, probe.LeaseID, probeRole, began, appsEnd, func(renewed, issued time.Duration) {
+			probeRenewed, probeIssued = renewed, issued
+			close(firstDone)
 		})
-		g.Go(func() {
-			readTries = keepTrying(appsEnd, time.Second, 1, func(ctx context.Context) bool {
-				s, err := cl.Root().Logical().ReadWithContext(ctx, "database/creds/"+probeRole)
-				if err != nil || s == nil {
-					return false
-				}
-				if pw, ok := s.Data["password"].(string); ok {
-					noteSecret(pw)
-				}
-				return true
-			})
-		})
-		g.Wait()
 	}()
 	// The vault CLI against the standby, every 200ms until it works: what
 	// an operator would see from the same node.
@@ -375,9 +353,13 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	// (c) vault-init: success within its timeout, or a clean failure.
 	initOK, initFailed := 0, 0
 	var initWorst time.Duration
+	var gaveUp []time.Time // when each vault-init that failed ended
 	for i, r := range initResults {
 		initWorst = max(initWorst, r.elapsed)
 		p := initPods[i]
+		if r.code != 0 {
+			gaveUp = append(gaveUp, began.Add(r.elapsed))
+		}
 		if r.code == 0 {
 			initOK++
 			noteSecret(p.token())
@@ -438,10 +420,10 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		t.Errorf("revoke the probe's leases: %v", err)
 	}
 	limit := haMargin - haReserve
-	renewWait, renewSlowEnd := worstWait(renewTries, appsEnd.Add(-haMargin), limit)
-	readWait, readSlowEnd := worstWait(readTries, appsEnd.Add(-haMargin), limit)
-	t.Logf("the cluster's service after the first answers, from the probe's first credential until %s before the apps stopped: a renewal started at any moment succeeded within %s at worst, a read within %s (%d and %d tries)",
-		haMargin, renewWait.Round(10*time.Millisecond), readWait.Round(10*time.Millisecond), len(renewTries), len(readTries))
+	renewWait, renewSlowEnd := worstWait(service.renewTries, appsEnd.Add(-haMargin), limit)
+	readWait, readSlowEnd := worstWait(service.readTries, appsEnd.Add(-haMargin), limit)
+	t.Logf("the cluster's service after the first answers, from the probe's first renewal (reads: first credential) until %s before the apps stopped: a renewal started at any moment succeeded within %s at worst, a read within %s (%d and %d tries)",
+		haMargin, renewWait.Round(10*time.Millisecond), readWait.Round(10*time.Millisecond), len(service.renewTries), len(service.readTries))
 	answeredAt := began.Add(max(answering, probeIssued))
 	end := renewSlowEnd
 	if readSlowEnd.After(end) {
@@ -544,6 +526,28 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	if !strictB {
 		slowUntil = answeredAt.Add(haMargin)
 	}
+	// A vault-init that gave up revokes its token, and its read may still
+	// be inside the too-slow cluster then: Vault registers the read's
+	// lease after the revocation (its lease registration does not check
+	// that the token still lives), and that lease lives until its TTL,
+	// under a token that no longer exists. Such a lease is allowed in the
+	// lenient branch only: under the init role, issued within 2s of a
+	// failed vault-init's end, at most one per failed vault-init (each
+	// reads one secret). It is counted, logged, and left to the test's
+	// cleanup.
+	raced := map[string]bool{}
+	racedWith := func(id string, issued time.Time) bool {
+		if strictB || !strings.HasPrefix(id, "database/creds/"+initRole+"/") {
+			return false
+		}
+		for i, end := range gaveUp {
+			if d := issued.Sub(end); d > -2*time.Second && d < 2*time.Second {
+				gaveUp = slices.Delete(gaveUp, i, i+1)
+				return true
+			}
+		}
+		return false
+	}
 	unnamed, slowUnnamed := 0, 0
 	if first := unnamedNow(); len(first) > 0 {
 		time.Sleep(time.Second)
@@ -556,6 +560,10 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			unnamed++
 			issued, err := clusterLeaseIssued(cl, id)
 			switch {
+			case err == nil && racedWith(id, issued):
+				slowUnnamed++
+				raced[id] = true
+				t.Logf("lease %s, issued %s after the event, within 2s of a vault-init giving up and revoking its token: registered by Vault after the revocation; it lives until its TTL", id, issued.Sub(began).Round(time.Millisecond))
 			case err == nil && issued.Before(slowUntil):
 				slowUnnamed++
 				t.Logf("lease %s, issued %s after the event while the cluster could not yet issue in time (lenient branch), is named by no state.json: an answer its client had given up on", id, issued.Sub(began).Round(time.Millisecond))
@@ -631,23 +639,29 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		}
 	}
 	wg.Wait()
-	left := 0
+	left, racedLeft := 0, 0
 	waitFor(30*time.Second, func() bool {
-		left = 0
+		left, racedLeft = 0, 0
 		for _, r := range roles {
-			left += len(clusterLeases(t, cl, r))
+			for _, id := range clusterLeases(t, cl, r) {
+				if raced[id] {
+					racedLeft++
+				} else {
+					left++
+				}
+			}
 		}
 		return left == 0
 	})
-	users := 0
+	users := -racedLeft // each lease left is one database user
 	for _, r := range roles {
 		users += len(dbUsers(t, r))
 	}
 	if left > 0 || users > 0 {
-		t.Errorf("after every pod ended: %d leases and %d database users left", left, users)
+		t.Errorf("after every pod ended: %d leases and %d database users left (besides %d registered after their vault-init's token was revoked)", left, users, racedLeft)
 	}
-	figure(t, "failover", "%s: leases no state.json named while the pods ran: %d (%d of them issued while the cluster was too slow, lenient branch); after every pod ended: %d leases, %d database users",
-		event, unnamed, slowUnnamed, left, users)
+	figure(t, "failover", "%s: leases no state.json named while the pods ran: %d (%d of them issued while the cluster was too slow, lenient branch; %d registered after a vault-init that gave up revoked its token); after every pod ended: %d leases, %d database users (besides those %d, which live until their TTL)",
+		event, unnamed, slowUnnamed, len(raced), left, users, racedLeft)
 	if event == "kill" {
 		if err := cl.Restart(ctx, active); err != nil {
 			t.Fatal(err)
@@ -686,20 +700,33 @@ func inParallel(n int, fs []func()) {
 	wg.Wait()
 }
 
+// probeResult is what probeCluster measured: how long after the event the
+// cluster first renewed a lease and then issued a credential, and every
+// renewal and read tried after those first answers.
+type probeResult struct {
+	renewed, issued       time.Duration
+	renewTries, readTries []try
+}
+
 // probeCluster measures how long after began the cluster could first
 // renew lease through the load-balanced address, and then issue a
 // credential of role: the least any client needs of it to keep a lease
 // alive or replace one. A new request starts every 100ms, each may take
 // 10s, and the first one to succeed counts, so that a request held up
 // by a node that is going away does not hide a later one served at once.
-func probeCluster(cl *testbed.Cluster, lease, role string, began time.Time) (renewed, issued time.Duration) {
+// With a non-zero until it goes on, from each first answer until until,
+// to record what the cluster served at every moment: a cluster that
+// answers and then stalls costs the leases due in the stall as surely as
+// one slow to elect a leader. That part keeps at most 2 renewals and 1
+// read waiting at a time: more, piling up in a stall, made the stalls
+// longer. first (if not nil) is called once both first answers came.
+func probeCluster(cl *testbed.Cluster, lease, role string, began, until time.Time, first func(renewed, issued time.Duration)) probeResult {
 	c := cl.Root()
-	renewed = firstSuccess(began, func(ctx context.Context) bool {
+	renew := func(ctx context.Context) bool {
 		_, err := c.Sys().RenewWithContext(ctx, lease, 3600)
 		return err == nil
-	})
-	after := time.Now()
-	issued = firstSuccess(after, func(ctx context.Context) bool {
+	}
+	read := func(ctx context.Context) bool {
 		s, err := c.Logical().ReadWithContext(ctx, "database/creds/"+role)
 		if err != nil || s == nil {
 			return false
@@ -708,8 +735,19 @@ func probeCluster(cl *testbed.Cluster, lease, role string, began time.Time) (ren
 			noteSecret(pw)
 		}
 		return true
-	})
-	return renewed, after.Sub(began) + issued
+	}
+	var p probeResult
+	var wg sync.WaitGroup
+	p.renewed = firstSuccess(began, renew)
+	wg.Go(func() { p.renewTries = keepTrying(until, 250*time.Millisecond, 2, renew) })
+	after := time.Now()
+	p.issued = after.Sub(began) + firstSuccess(after, read)
+	if first != nil {
+		first(p.renewed, p.issued)
+	}
+	p.readTries = keepTrying(until, time.Second, 1, read)
+	wg.Wait()
+	return p
 }
 
 // firstSuccess starts op every 100ms from now on, each with 10s to
