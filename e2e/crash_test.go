@@ -238,6 +238,10 @@ func TestCrashRenew(t *testing.T) {
 		func(t *testing.T, m crashMode) { crashRenew(t, m.name, m.kills, m.targeted) })
 }
 
+// inFlightWindow is how long before a kill Vault may have issued a lease
+// whose answer had not yet reached vault-renew's journal.
+const inFlightWindow = 5 * time.Second
+
 func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 	const ttl = 4 * time.Second
 	renRole, rotRole := "crren"+mode[:3], "crrot"+mode[:3]
@@ -323,15 +327,29 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 				mismatches++
 				t.Errorf("kill %d: %s does not hold the credential state.json records (lease %s): the credential in the file belongs to a lease nobody renews", i, s.File, s.LeaseID)
 			}
+			// Nothing renews while the test looks: a lease killed just
+			// before its renewal (a second or so left) can end during these
+			// checks on a loaded machine. That is its TTL at work, once the
+			// end state.json names (whole seconds, never later than
+			// Vault's) has passed; before it, a dead credential is an error.
+			lapsedNow := func() bool { return !time.Now().Before(s.ExpiresAt) }
 			if err := pgLogin(c.Username, c.Password); err != nil {
-				loginFailures++
-				t.Errorf("kill %d: the credential in %s does not log in: %v", i, s.File, err)
+				if lapsedNow() {
+					t.Logf("kill %d: the credential in %s no longer logs in, its lease at its end (%s) while the test looked: %v", i, s.File, s.ExpiresAt.Format(time.TimeOnly), err)
+				} else {
+					loginFailures++
+					t.Errorf("kill %d: the credential in %s does not log in: %v", i, s.File, err)
+				}
 			}
 			// Vault reports whole seconds: a 4s lease may show 0s left and
 			// still be live; a gone one is an error.
 			left, err := leaseTTL(s.LeaseID)
 			if err != nil {
-				t.Errorf("kill %d: lease %s of %s is not live in Vault: %v", i, s.LeaseID, s.Name, err)
+				if lapsedNow() {
+					t.Logf("kill %d: lease %s of %s ended at its end (%s) while the test looked", i, s.LeaseID, s.Name, s.ExpiresAt.Format(time.TimeOnly))
+				} else {
+					t.Errorf("kill %d: lease %s of %s is not live in Vault: %v", i, s.LeaseID, s.Name, err)
+				}
 			}
 			if s.Name == "ren" {
 				renLeft, renAt = left, time.Now()
@@ -353,12 +371,14 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 					continue
 				}
 				orphans[id] = time.Now()
-				// No lease id can be journaled before Vault returns it: a
-				// kill between Vault's answer and the journal leaves a lease
-				// no state names, which dies at its TTL or with the token
-				// (checked after vault-revoke below). Anything older is a
-				// lease vault-renew lost track of.
-				if issued, err := leaseIssued(id); err == nil && killedAt.Sub(issued) < time.Second {
+				// No lease id can be journaled before Vault's answer
+				// arrives: a kill between Vault issuing the lease and the
+				// journal leaves a lease no state names, which dies at its
+				// TTL or with the token (checked after vault-revoke below).
+				// On a loaded machine the answer itself takes seconds to
+				// come back. Anything older is a lease vault-renew lost
+				// track of.
+				if issued, err := leaseIssued(id); err == nil && killedAt.Sub(issued) < inFlightWindow {
 					inFlight++
 					t.Logf("kill %d: lease %s was issued %s before the kill and not yet journaled: it dies at its TTL or with the token", i, id, killedAt.Sub(issued).Round(time.Millisecond))
 					continue
@@ -408,8 +428,8 @@ func crashRenew(t *testing.T, mode string, kills int, targeted bool) {
 	if targeted {
 		what = fmt.Sprintf("the instant a rotation replaced the file (%d hits; file and state agreed again at most %s after the restart)", hits, converge.Round(100*time.Millisecond))
 	}
-	figure(t, "crash", "vault-renew killed -9 %d times %s in %s (%s leases: one renewed, one replaced at its max TTL): renewable lease kept through every kill: %v (lapsed between runs, with under 1 s left at a restart: %d); rotations: %d; file/state mismatches: %d; credentials that did not log in: %d; orphaned leases: %d (and %d issued in the instant before a kill, not yet journaled); leases left after vault-revoke: %d",
-		kills, what, elapsed.Round(time.Second), ttl, renLease == st0.Lookup("ren").LeaseID, lapsed, len(rotLeases)-1, mismatches, loginFailures, len(orphans)-inFlight, inFlight, len(left))
+	figure(t, "crash", "vault-renew killed -9 %d times %s in %s (%s leases: one renewed, one replaced at its max TTL): renewable lease kept through every kill: %v (lapsed between runs, with under 1 s left at a restart: %d); rotations: %d; file/state mismatches: %d; credentials that did not log in: %d; orphaned leases: %d (and %d issued in the %s before a kill, not yet journaled); leases left after vault-revoke: %d",
+		kills, what, elapsed.Round(time.Second), ttl, renLease == st0.Lookup("ren").LeaseID, lapsed, len(rotLeases)-1, mismatches, loginFailures, len(orphans)-inFlight, inFlight, inFlightWindow, len(left))
 }
 
 // fileMatchesState reports whether secret name's file is the one
