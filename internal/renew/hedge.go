@@ -8,8 +8,11 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// maxInFlight is how many requests hedged keeps waiting at once.
-const maxInFlight = 3
+// maxInFlight is how many requests hedged keeps waiting at once: one more
+// than the one a hung node holds. More, in a cluster that is slow rather
+// than hung, only add to its load: every sidecar's requests pile up on
+// the node taking over.
+const maxInFlight = 2
 
 // hedged sends a Vault request that is safe to send more than once (a
 // renewal) about a credential that ends at expiry (zero: no end), through
@@ -20,10 +23,9 @@ const maxInFlight = 3
 // time: each time a request has had attemptTimeout without an answer,
 // the same request goes out once more beside those waiting, through hedge
 // (nil: never), a client that opens a connection of its own for every
-// request, which a load balancer may send to another node. That is at
-// most maxInFlight requests, each with at least attemptMin before the
-// budget ends: the tries the credential's time left allows, none of them
-// cut short.
+// request, which a load balancer may send to another node: at most
+// maxInFlight requests, each with at least attemptMin before the budget
+// ends, none of them cut short.
 //
 // The first success is the answer, and the others are cancelled. An error
 // that comes while one request has gone out is returned at once (the
