@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -65,11 +66,11 @@ func TestHedged(t *testing.T) {
 				if tc.expiry > 0 {
 					expiry = start.Add(tc.expiry)
 				}
-				requests := 0
+				var requests atomic.Int32
 				var logs bytes.Buffer
 				log := slog.New(slog.NewTextHandler(&logs, nil))
 				_, err := hedged(context.Background(), log, "lease renewal", []any{"lease_id", "database/creds/app/x"}, expiry, c, hedge, func(ctx context.Context, cl *api.Client) (struct{}, error) {
-					requests++
+					requests.Add(1)
 					b := tc.first
 					if cl != c {
 						b = tc.second
@@ -84,11 +85,12 @@ func TestHedged(t *testing.T) {
 						return struct{}{}, ctx.Err()
 					}
 				})
-				if at := time.Since(start); !errors.Is(err, tc.want) || at != tc.at || requests != tc.requests {
-					t.Errorf("got %v after %s and %d requests; want %v after %s and %d", err, at, requests, tc.want, tc.at, tc.requests)
+				n := int(requests.Load())
+				if at := time.Since(start); !errors.Is(err, tc.want) || at != tc.at || n != tc.requests {
+					t.Errorf("got %v after %s and %d requests; want %v after %s and %d", err, at, n, tc.want, tc.at, tc.requests)
 				}
-				if n := strings.Count(logs.String(), "sending the lease renewal again on a new connection"); n != requests-1 || n > 0 && !strings.Contains(logs.String(), "lease_id=database/creds/app/x") {
-					t.Errorf("%d requests logged as sent again; want %d, naming the lease:\n%s", n, requests-1, &logs)
+				if again := strings.Count(logs.String(), "sending the lease renewal again on a new connection"); again != n-1 || again > 0 && !strings.Contains(logs.String(), "lease_id=database/creds/app/x") {
+					t.Errorf("%d requests logged as sent again; want %d, naming the lease:\n%s", again, n-1, &logs)
 				}
 				synctest.Wait() // the cancelled request has ended: no goroutine outlives the bubble
 			})
