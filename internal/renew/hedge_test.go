@@ -98,9 +98,10 @@ func TestHedged(t *testing.T) {
 	}
 }
 
-// A Vault that answers a renewal only after 2s, with 2.8s of the lease
-// left: the renewal waits for the answer instead of giving up after 1.5s
-// and losing the lease to a Vault that was working all along.
+// A Vault that answers every renewal only after 2s, a 10s lease renewed
+// with 5s left: the renewal waits for the answer instead of giving up
+// after 1.7s, trying again, giving up again, and losing the lease to a
+// Vault that was working all along.
 func TestASlowVaultStillRenews(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
