@@ -128,6 +128,18 @@ func newDBFixture(t *testing.T, set func(v *fakeVault)) (*fakeVault, *fixture) {
 	return v, newFixture(t, v, dbSpec)
 }
 
+// newSlowDBFixture is newDBFixture with leases of ttl, and a Vault whose
+// every answer takes latency once vault-init is done; it returns the
+// lease vault-init left.
+func newSlowDBFixture(t *testing.T, ttl, latency time.Duration) (*fakeVault, *fixture, string) {
+	t.Helper()
+	v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = ttl })
+	v.mu.Lock()
+	v.latency = latency
+	v.mu.Unlock()
+	return v, f, f.state().Secrets[0].LeaseID
+}
+
 // start runs vault-renew with args after the defaults every test shares.
 func (f *fixture) start(args ...string) {
 	f.startWith(deps{newClient: f.v.newClient}, args...)

@@ -104,11 +104,7 @@ func TestHedged(t *testing.T) {
 // Vault that was working all along.
 func TestASlowVaultStillRenews(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
-		lease := f.state().Secrets[0].LeaseID
-		v.mu.Lock()
-		v.latency = 2 * time.Second
-		v.mu.Unlock()
+		v, f, lease := newSlowDBFixture(t, 10*time.Second, 2*time.Second)
 		f.start()
 		time.Sleep(time.Minute)
 		if got := f.state().Secrets[0].LeaseID; got != lease || !v.alive(lease) {

@@ -61,11 +61,7 @@ func TestRenewsAtFractionAndKeepsTheSameLease(t *testing.T) {
 // by the latency at every renewal.
 func TestExpiryCountsFromTheRequestNotTheAnswer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 20 * time.Second })
-		lease := f.state().Secrets[0].LeaseID
-		v.mu.Lock()
-		v.latency = 1200 * time.Millisecond
-		v.mu.Unlock()
+		v, f, lease := newSlowDBFixture(t, 20*time.Second, 1200*time.Millisecond)
 		f.start()
 		for range 4 {
 			time.Sleep(15 * time.Second)
