@@ -131,15 +131,7 @@ func (b *bench) residentRun(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err != nil {
-			return "", err
-		}
-		bm, err := loadBinaryMap(exe)
-		if err != nil {
-			return "", err
-		}
-		r, err := attribute(pid, bm)
+		r, _, err := attributeProc(pid, "")
 		if err != nil {
 			return "", err
 		}
@@ -198,22 +190,30 @@ func symbolizeAddrs(r io.Reader, symbols string) (string, error) {
 
 // attributePID prints the attribution of a running process.
 func attributePID(pid int, symbols string) (string, error) {
+	r, symbols, err := attributeProc(pid, symbols)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("## PID %d (%s)\n\nVmRSS %s, anonymous %s, file-backed %s (KiB)\n\n%s", pid, filepath.Base(symbols), kib(r.rss), kib(r.anon), kib(r.file), r.markdown(40)), nil
+}
+
+// attributeProc attributes the resident memory of process pid with the
+// symbols of binary symbols (empty: the binary the process runs), and
+// returns the binary it used.
+func attributeProc(pid int, symbols string) (*residency, string, error) {
 	if symbols == "" {
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if err != nil {
-			return "", err
+			return nil, "", err
 		}
 		symbols = exe
 	}
 	bm, err := loadBinaryMap(symbols)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	r, err := attribute(pid, bm)
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("## PID %d (%s)\n\nVmRSS %s, anonymous %s, file-backed %s (KiB)\n\n%s", pid, filepath.Base(symbols), kib(r.rss), kib(r.anon), kib(r.file), r.markdown(40)), nil
+	return r, symbols, err
 }
 
 func (r *residency) byKind() map[string]float64 {
