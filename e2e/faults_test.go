@@ -300,7 +300,7 @@ func TestFaultsRenew(t *testing.T) {
 	}
 	var cases []renewCase
 	for _, fc := range vaultFaults {
-		// The first renewal is due 14.25-14.44s after issue (0.7126-0.722 of
+		// The first renewal is due 14.37-14.56s after issue (0.7185-0.728 of
 		// the TTL): the outage covers it and ends 4.5s before expiry,
 		// time for a retry and a slow answer on a loaded machine (with
 		// 2s left, a renewal Vault took over a second to answer cost the

@@ -207,7 +207,7 @@ func renewVaultOutage(t *testing.T) {
 	file := filepath.Join(p.secretsDir, "db")
 	sc := startRenewSidecar(t, p)
 
-	// The renewal is due 14.25-14.44s after issue (0.7126-0.722 of 20s).
+	// The renewal is due 14.37-14.56s after issue (0.7185-0.728 of 20s).
 	outage := make(chan error, 1)
 	go func() {
 		time.Sleep(time.Until(issued.Add(5 * time.Second)))

@@ -42,7 +42,7 @@ func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.SecretsDir, "secrets-dir", "/vault/secrets", "directory holding the secret files, as given to vault-init; vault-renew writes only NAME in it, and refuses a state.json that names another")
 	fs.StringVar(&c.Listen, "listen", ":8099", "address for /healthz, /readyz and /metrics; empty disables the HTTP server")
 	fs.Float64Var(&c.RenewFraction, "renew-fraction", defaultRenewFraction, "renew a lease or the token when this fraction of its remaining TTL has passed")
-	fs.Float64Var(&c.Jitter, "jitter", defaultJitter, "renew up to this fraction earlier than --renew-fraction says, at random, so pods do not renew in lockstep (the defaults renew between 0.7126 and 0.722 of the TTL)")
+	fs.Float64Var(&c.Jitter, "jitter", defaultJitter, "renew up to this fraction earlier than --renew-fraction says, at random, so pods do not renew in lockstep (the defaults renew between 0.7185 and 0.728 of the TTL)")
 	fs.DurationVar(&c.RotateBefore, "rotate-before", 0, "replace a credential (or log in again) this long before its hard expiry; 0 means max(TTL/3, 5s), never more than half the TTL")
 	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "keep a replaced credential this long (at most until it expires) so connection pools can drain, then revoke it")
 	fs.DurationVar(&c.KVInterval, "kv-interval", 5*time.Minute, "re-read secrets without a lease (KV, static credentials) this often; the file changes only if the secret did")
@@ -66,7 +66,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if !(c.RenewFraction > 0 && c.RenewFraction < 1) {
-		return fmt.Errorf("--renew-fraction %v: want a number between 0 and 1, e.g. 0.722", c.RenewFraction)
+		return fmt.Errorf("--renew-fraction %v: want a number between 0 and 1, e.g. 0.728", c.RenewFraction)
 	}
 	if !(c.Jitter >= 0 && c.Jitter < 1) {
 		return fmt.Errorf("--jitter %v: want a number from 0 up to (not including) 1, e.g. 0.013", c.Jitter)

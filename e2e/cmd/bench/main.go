@@ -37,6 +37,7 @@ type config struct {
 	window     time.Duration // sidecar measurement window
 	ttl        time.Duration // lease and token TTL of the renewing sidecars
 	scaleTTL   time.Duration // TTL the per-hour request figures are scaled to
+	ratePods   int           // renewing pods per sidecar kind whose renewals give the rate
 	out        string        // results file
 	verifyPG   bool          // log in to PostgreSQL with every credential written
 	skipStrip  bool          // do not strip a copy of the vault binary
@@ -55,6 +56,7 @@ func main() {
 	flag.DurationVar(&c.window, "window", 10*time.Minute, "how long to watch the sidecars (renewing and idle); memory is reported at its end")
 	flag.DurationVar(&c.ttl, "ttl", 20*time.Second, "lease and token TTL for the renewing sidecars")
 	flag.DurationVar(&c.scaleTTL, "scale-ttl", time.Hour, "TTL to scale the per-hour renewal request figures to")
+	flag.IntVar(&c.ratePods, "rate-pods", 10, "renewing pods per sidecar kind (vault-renew, Vault Agent) whose renewals give the renewal rate and margins: the Agent draws its renewal point once per credential, so one pod is one draw")
 	flag.StringVar(&c.out, "out", "", "results file (default: bench/results.md at the repository root)")
 	flag.BoolVar(&c.verifyPG, "verify-pg", true, "log in to PostgreSQL with every credential file written")
 	flag.BoolVar(&c.skipStrip, "skip-strip", false, "do not strip a copy of the vault binary to report its stripped size")
@@ -104,8 +106,8 @@ func main() {
 		fmt.Print(out)
 		return
 	}
-	if c.runs < 1 || c.window < 10*time.Second || c.ttl < 5*time.Second || c.kubeRuns < 1 {
-		fmt.Fprintln(os.Stderr, "bench: want --runs >= 1, --window >= 10s, --ttl >= 5s, --kube-runs >= 1")
+	if c.runs < 1 || c.window < 10*time.Second || c.ttl < 5*time.Second || c.kubeRuns < 1 || c.ratePods < 1 {
+		fmt.Fprintln(os.Stderr, "bench: want --runs >= 1, --window >= 10s, --ttl >= 5s, --kube-runs >= 1, --rate-pods >= 1")
 		os.Exit(2)
 	}
 	if c.only != "" && c.only != "local" && c.only != "kube" && c.only != "resident" {

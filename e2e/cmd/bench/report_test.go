@@ -30,18 +30,38 @@ func TestMargins(t *testing.T) {
 		"token": {t0, t0.Add(14 * time.Second), t0.Add(28 * time.Second), t0.Add(41 * time.Second)},
 		"lease": {t0, t0.Add(12 * time.Second)},
 	}}
-	med, least, ok := s.margins()
-	if !ok {
-		t.Fatal("margins: not ok with two kinds renewed at least twice")
-	}
-	// Left at renewal: token 0.3, 0.3, 0.35; lease 0.4.
+	other := &sidecar{ttl: 10 * time.Second, renewedAt: map[string][]time.Time{
+		"token": {t0, t0.Add(7500 * time.Millisecond)},
+		"lease": {t0, t0.Add(7 * time.Second), t0.Add(14 * time.Second)},
+	}}
 	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
-	if !near(med, 0.325) || !near(least, 0.3) {
-		t.Errorf("margins = median %v, least %v; want 0.325, 0.3", med, least)
+	for _, tc := range []struct {
+		name       string
+		ss         []*sidecar
+		med, least float64
+	}{
+		// Left at renewal: token 0.3, 0.3, 0.35; lease 0.4.
+		{"one sidecar", []*sidecar{s}, 0.325, 0.3},
+		// And the other's: token 0.25; lease 0.3, 0.3.
+		{"a fleet, pooled", []*sidecar{s, other}, 0.3, 0.25},
+	} {
+		med, least, ok := margins(tc.ss...)
+		if !ok {
+			t.Fatalf("%s: margins not ok with every credential renewed at least twice", tc.name)
+		}
+		if !near(med, tc.med) || !near(least, tc.least) {
+			t.Errorf("%s: margins = median %v, least %v; want %v, %v", tc.name, med, least, tc.med, tc.least)
+		}
 	}
-	s.renewedAt["lease"] = s.renewedAt["lease"][:1]
-	if _, _, ok := s.margins(); ok {
-		t.Error("margins ok with a kind renewed once")
+	other.renewedAt["lease"] = other.renewedAt["lease"][:1]
+	if _, _, ok := margins(s, other); ok {
+		t.Error("margins ok with one sidecar's lease renewed once")
+	}
+	if _, _, ok := margins(s, &sidecar{ttl: time.Second}); ok {
+		t.Error("margins ok with a sidecar that renewed nothing")
+	}
+	if _, _, ok := margins(); ok {
+		t.Error("margins ok with no sidecar")
 	}
 }
 

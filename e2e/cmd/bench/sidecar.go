@@ -88,13 +88,19 @@ type sidecarResults struct {
 	ttl      time.Duration
 	renewing map[string]*sidecar
 	idle     map[string]*sidecar
+	// fleet are, by kind, the renewing pods whose renewals give the rate
+	// and the margins: renewing's first, then more like it (--rate-pods),
+	// watched for their requests only.
+	fleet map[string][]*sidecar
 	// other are window requests no sidecar's token made (new logins).
 	other requestMix
 }
 
 // sidecars starts, in this order, an idle vault-renew, an idle Agent (both
 // at 1 h TTL, so nothing is due), the floor kept running, then a renewing
-// vault-renew and Agent at cfg.ttl, and watches all five over one window.
+// vault-renew and Agent at cfg.ttl, and watches all five over one window;
+// beside them run cfg.ratePods-1 more renewing pods of each kind, whose
+// requests count towards the rate only.
 func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 	c := b.cfg
 	// The max TTLs lie beyond the window, so that it holds renewals only,
@@ -106,7 +112,7 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 	if err := b.bed.CreateK8sRole(benchRole, c.ttl, maxTTL, testbed.Policy); err != nil {
 		return nil, err
 	}
-	res := &sidecarResults{window: c.window, ttl: c.ttl, renewing: map[string]*sidecar{}, idle: map[string]*sidecar{}}
+	res := &sidecarResults{window: c.window, ttl: c.ttl, renewing: map[string]*sidecar{}, idle: map[string]*sidecar{}, fleet: map[string][]*sidecar{}}
 	var all []*sidecar
 	defer func() {
 		for _, s := range all {
@@ -141,6 +147,25 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 		}
 		setup.into[setup.name] = s
 	}
+	var extras []*sidecar
+	for _, name := range []string{sRenew, sAgent} {
+		first := res.renewing[name]
+		if first == nil {
+			continue
+		}
+		res.fleet[name] = []*sidecar{first}
+		for i := 1; i < c.ratePods; i++ {
+			s, err := b.startVariant(ctx, variant{label: fmt.Sprintf("%s %d", name, i+1), kind: name}, benchRole, c.ttl)
+			if s != nil {
+				all = append(all, s)
+			}
+			if err != nil {
+				return nil, err
+			}
+			res.fleet[name] = append(res.fleet[name], s)
+			extras = append(extras, s)
+		}
+	}
 
 	if err := b.audit.mark(); err != nil {
 		return nil, err
@@ -157,6 +182,9 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 			running = append(running, s)
 		}
 	}
+	// Every process is watched for an early exit; the extras' memory is
+	// not sampled.
+	watched := append(slices.Clone(running), extras...)
 	began := time.Now()
 	end := began.Add(c.window)
 	midDone := false
@@ -168,10 +196,12 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 			return nil, ctx.Err()
 		case <-tick.C:
 		}
-		for _, s := range running {
+		for _, s := range watched {
 			if s.exited() {
 				return nil, fmt.Errorf("%s exited during the window: %v\n%s", s.name, s.cmd.ProcessState, tailLines(s.out.String(), 15))
 			}
+		}
+		for _, s := range running {
 			smp, err := sampleProc(s.cmd.Process.Pid)
 			if err != nil {
 				return nil, err
@@ -191,7 +221,7 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 		return nil, err
 	}
 	byAccessor := map[string]*sidecar{}
-	for _, s := range running {
+	for _, s := range watched {
 		if s.accessor != "" {
 			byAccessor[s.accessor] = s
 		}
@@ -217,7 +247,7 @@ func (b *bench) sidecars(ctx context.Context) (*sidecarResults, error) {
 	// A credential still logging in after several TTLs proves that the
 	// lease was renewed (PostgreSQL's VALID UNTIL moves with it) or the
 	// credential replaced.
-	for _, s := range running {
+	for _, s := range watched {
 		s.credErr = b.checkCredFile(ctx, s.pod.credFile())
 	}
 	if renewErr != nil {
@@ -263,21 +293,24 @@ func (s *sidecar) renewalsPerTTL() (perTTL float64, intervals map[string]time.Du
 }
 
 // margins is the fraction of a credential's TTL that was left when it was
-// renewed, over every renewal of the token and the lease in the window:
-// one minus the time since the same credential's previous renewal over
-// the TTL (every renewal in the bench is granted the full TTL, as the max
-// TTLs lie beyond the window). ok is false when some kind renewed fewer
-// than twice in the window.
-func (s *sidecar) margins() (med, least float64, ok bool) {
-	ok = len(s.renewedAt) > 0
+// renewed, over every renewal of the token and the lease of every sidecar
+// in ss in the window: one minus the time since the same credential's
+// previous renewal over the TTL (every renewal in the bench is granted
+// the full TTL, as the max TTLs lie beyond the window). ok is false when
+// some credential renewed fewer than twice in the window.
+func margins(ss ...*sidecar) (med, least float64, ok bool) {
+	ok = len(ss) > 0
 	var left []float64
-	for _, ts := range s.renewedAt {
-		if len(ts) < 2 {
-			ok = false
-			continue
-		}
-		for i := 1; i < len(ts); i++ {
-			left = append(left, 1-float64(ts[i].Sub(ts[i-1]))/float64(s.ttl))
+	for _, s := range ss {
+		ok = ok && len(s.renewedAt) > 0
+		for _, ts := range s.renewedAt {
+			if len(ts) < 2 {
+				ok = false
+				continue
+			}
+			for i := 1; i < len(ts); i++ {
+				left = append(left, 1-float64(ts[i].Sub(ts[i-1]))/float64(s.ttl))
+			}
 		}
 	}
 	if len(left) == 0 {
