@@ -29,7 +29,8 @@ const (
 	// Memory section of docs/renew.md). It is sized for one P: with
 	// GOMAXPROCS set it is not applied, since more Ps need more of the
 	// runtime's memory and a limit too close to that makes the collector
-	// run without pause. GOMEMLIMIT overrides it ("off" for none).
+	// run without pause. GOMEMLIMIT overrides it ("off" for none), and
+	// vault-renew's --memory-limit overrides both.
 	defaultMemoryLimit = 6 << 20
 	// startupOver is when start-up is surely done: flags, state, the
 	// first lookup and the listener take well under a second.

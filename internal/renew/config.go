@@ -1,7 +1,9 @@
 package renew
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -33,8 +35,10 @@ type Config struct {
 	ExitOnFailure  bool
 	RevokeOnExit   bool
 	RevokeTimeout  time.Duration
+	MemoryLimit    string
 
-	signal syscall.Signal // parsed NotifySignal
+	signal      syscall.Signal // parsed NotifySignal
+	memoryLimit int64          // parsed MemoryLimit in bytes; 0: not given
 }
 
 func (c *Config) register(fs *pflag.FlagSet) {
@@ -53,6 +57,7 @@ func (c *Config) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.ExitOnFailure, "exit-on-failure", false, "exit with status 1 when a credential is lost (expired while Vault kept failing) instead of retrying")
 	fs.BoolVar(&c.RevokeOnExit, "revoke-on-exit", false, "on SIGTERM, revoke every lease and the token and remove the files, as vault-revoke does; on a native sidecar the kubelet sends SIGTERM only after the app has exited, so this is where a pod's credentials should end")
 	fs.DurationVar(&c.RevokeTimeout, "revoke-timeout", 10*time.Second, "bound on --revoke-on-exit; keep it well under the pod's terminationGracePeriodSeconds")
+	fs.StringVar(&c.MemoryLimit, "memory-limit", "", "soft limit on the Go runtime's memory, written as GOMEMLIMIT is (16MiB, 1GiB, or off for none); by default 6MiB when neither GOMEMLIMIT nor GOMAXPROCS is set; raise it if vault-renew holds many large secrets")
 }
 
 // Validate checks the configuration; every error names the flag to fix.
@@ -85,6 +90,13 @@ func (c *Config) Validate() error {
 	}
 	if c.KVInterval < time.Second {
 		return fmt.Errorf("--kv-interval %s: want at least 1s", c.KVInterval)
+	}
+	if c.MemoryLimit != "" {
+		n, err := parseMemoryLimit(c.MemoryLimit)
+		if err != nil {
+			return fmt.Errorf("--memory-limit %q: %w", c.MemoryLimit, err)
+		}
+		c.memoryLimit = n
 	}
 	if c.NotifySignal != "" && c.NotifyProcess == "" {
 		return fmt.Errorf("--notify-signal %s needs --notify-process NAME: the process to send it to", c.NotifySignal)
@@ -130,4 +142,32 @@ func parseSignal(s string) (syscall.Signal, error) {
 		return sig, nil
 	}
 	return 0, fmt.Errorf("unknown signal %q: want one of SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGQUIT, SIGWINCH, SIGALRM, SIGCONT or a number", s)
+}
+
+// minMemoryLimit is the least --memory-limit: the Go runtime counts its
+// own structures (about 5 MiB for vault-renew) against the limit, and
+// with much less room than that left for the heap the collector runs
+// without pause.
+const minMemoryLimit = 4 << 20
+
+// parseMemoryLimit reads a memory limit as the Go runtime reads
+// GOMEMLIMIT: a whole number of bytes with an optional unit B, KiB, MiB,
+// GiB or TiB, or "off" for none (the largest int64).
+func parseMemoryLimit(s string) (int64, error) {
+	if s == "off" {
+		return math.MaxInt64, nil
+	}
+	digits := strings.TrimRightFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	unit := map[string]int64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[s[len(digits):]]
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || unit == 0 || strings.ContainsAny(digits, "+-") {
+		return 0, errors.New("want a size such as 16MiB (units B, KiB, MiB, GiB, TiB) or off")
+	}
+	if n > math.MaxInt64/unit {
+		return 0, errors.New("too large: want off for no limit")
+	}
+	if n*unit < minMemoryLimit {
+		return 0, errors.New("want at least 4MiB: the Go runtime counts its own structures, about 5 MiB, against the limit, and with less the collector would run without pause")
+	}
+	return n * unit, nil
 }

@@ -3,6 +3,7 @@ package renew
 import (
 	"bytes"
 	"context"
+	"math"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,6 +34,9 @@ func TestUsage(t *testing.T) {
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 		{"empty state dir", []string{"--state-dir", ""}, nil, "--state-dir must not be empty"},
 		{"empty secrets dir", []string{"--secrets-dir", ""}, nil, "--secrets-dir must not be empty"},
+		{"memory limit without a unit the runtime knows", []string{"--memory-limit", "16M"}, nil, `--memory-limit "16M": want a size such as 16MiB`},
+		{"memory limit too small", []string{"--memory-limit", "1MiB"}, nil, `--memory-limit "1MiB": want at least 4MiB`},
+		{"memory limit from the environment", nil, map[string]string{"PODLEASE_MEMORY_LIMIT": "lots"}, `--memory-limit "lots"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -58,6 +62,23 @@ func TestValidDefaults(t *testing.T) {
 	for in, want := range map[string]syscall.Signal{"SIGUSR1": syscall.SIGUSR1, "hup": syscall.SIGHUP, "TERM": syscall.SIGTERM, "10": syscall.Signal(10)} {
 		if got, err := parseSignal(in); err != nil || got != want {
 			t.Errorf("parseSignal(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
+func TestParseMemoryLimit(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{
+		"off": math.MaxInt64, "6MiB": 6 << 20, "4MiB": 4 << 20, "16384KiB": 16 << 20, "1GiB": 1 << 30,
+		"2TiB": 2 << 40, "8388608": 8 << 20, "8388608B": 8 << 20,
+	} {
+		if got, err := parseMemoryLimit(in); err != nil || got != want {
+			t.Errorf("parseMemoryLimit(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "6M", "6mib", "6 MiB", "1.5GiB", "-6MiB", "+6MiB", "3MiB", "4194303", "OFF", "9999999999TiB", "0x600000"} {
+		if got, err := parseMemoryLimit(in); err == nil {
+			t.Errorf("parseMemoryLimit(%q) = %d; want an error", in, got)
 		}
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -55,11 +56,14 @@ type deps struct {
 	procRoot     string
 	handler      func(http.Handler) // sees the HTTP handler, listening or not
 	watch        bool               // watch state.json with inotify
+	// setMemoryLimit applies --memory-limit (debug.SetMemoryLimit); nil
+	// leaves the process's limit alone.
+	setMemoryLimit func(int64) int64
 }
 
 // Run is vault-renew's main: it returns the process exit code.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	return run(ctx, args, getenv, stdout, stderr, deps{newClient: vaultclient.New, procRoot: "/proc", watch: true})
+	return run(ctx, args, getenv, stdout, stderr, deps{newClient: vaultclient.New, procRoot: "/proc", watch: true, setMemoryLimit: debug.SetMemoryLimit})
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, d deps) int {
@@ -73,6 +77,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // serve runs the sidecar until ctx ends.
 func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog.Logger, d deps) error {
+	if c.memoryLimit != 0 && d.setMemoryLimit != nil {
+		d.setMemoryLimit(c.memoryLimit)
+	}
 	// One sidecar per state dir, for its whole life: a second one would
 	// rotate the same leases and each would record leases the other
 	// replaced.

@@ -3,9 +3,12 @@ package renew
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -67,6 +70,44 @@ func TestVersionAndMissingState(t *testing.T) {
 	code := Run(context.Background(), []string{"--state-dir", t.TempDir(), "--listen", ""}, func(string) string { return "" }, &out, &errb)
 	if code != cli.ExitFailure || !strings.Contains(errb.String(), "vault-init must run first") {
 		t.Errorf("empty state dir: exit %d, %q", code, errb.String())
+	}
+}
+
+// TestMemoryLimitFlag: --memory-limit sets the Go runtime's soft limit
+// once the flags are valid; without it the limit main set is left alone.
+func TestMemoryLimitFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []int64
+	}{
+		{"given", []string{"--memory-limit", "64MiB"}, []int64{64 << 20}},
+		{"off", []string{"--memory-limit", "off"}, []int64{math.MaxInt64}},
+		{"not given", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				_, f := newDBFixture(t, nil)
+				var mu sync.Mutex
+				var set []int64
+				f.startWith(deps{newClient: f.v.newClient, setMemoryLimit: func(n int64) int64 {
+					mu.Lock()
+					defer mu.Unlock()
+					set = append(set, n)
+					return 0
+				}}, tc.args...)
+				time.Sleep(time.Second)
+				if !f.running() {
+					t.Fatalf("vault-renew exited:\n%s", f.logs)
+				}
+				f.stop()
+				mu.Lock()
+				defer mu.Unlock()
+				if !slices.Equal(set, tc.want) {
+					t.Errorf("memory limits set: %v; want %v", set, tc.want)
+				}
+			})
+		})
 	}
 }
 
