@@ -57,7 +57,7 @@ func (c *Config) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.ExitOnFailure, "exit-on-failure", false, "exit with status 1 when a credential is lost (expired while Vault kept failing) instead of retrying")
 	fs.BoolVar(&c.RevokeOnExit, "revoke-on-exit", false, "on SIGTERM, revoke every lease and the token and remove the files, as vault-revoke does; on a native sidecar the kubelet sends SIGTERM only after the app has exited, so this is where a pod's credentials should end")
 	fs.DurationVar(&c.RevokeTimeout, "revoke-timeout", 10*time.Second, "bound on --revoke-on-exit; keep it well under the pod's terminationGracePeriodSeconds")
-	fs.StringVar(&c.MemoryLimit, "memory-limit", "", "soft limit on the Go runtime's memory, written as GOMEMLIMIT is (16MiB, 1GiB, or off for none); by default 6MiB when neither GOMEMLIMIT nor GOMAXPROCS is set; raise it if vault-renew holds many large secrets")
+	fs.StringVar(&c.MemoryLimit, "memory-limit", "", "soft limit on the Go runtime's memory, written as GOMEMLIMIT is (16MiB, 1GiB, or off for none); by default 8MiB when neither GOMEMLIMIT nor GOMAXPROCS is set; raise it if vault-renew holds many large secrets")
 }
 
 // Validate checks the configuration; every error names the flag to fix.

@@ -45,9 +45,14 @@ type sidecar struct {
 	// changes (Vault address, how to log in, the secrets dir). The parts
 	// it does change live in tok, secrets, retire and pending, and
 	// stateInMemory puts them together.
-	base    *state.State
-	tok     *tokenItem      // the current token, swapped as a unit by a new login
-	hedge   *api.Client     // sends a renewal again beside a slow one (hedged); nil: never
+	base  *state.State
+	tok   *tokenItem  // the current token, swapped as a unit by a new login
+	hedge *api.Client // sends a renewal again beside a slow one (hedged); nil: never
+	// settle returns to the kernel the memory a round of work left free
+	// (debug.FreeOSMemory), called when the loop is about to sleep for
+	// settleAfter or more after doing something; nil: never.
+	settle  func()
+	worked  bool            // a step ran since the last settle
 	secrets []*state.Secret // in state.json order; each group points to its own
 	groups  []*group
 	retire  []*retiring
@@ -127,6 +132,10 @@ func (s *sidecar) loop(ctx context.Context) error {
 	for {
 		s.publish()
 		at, step := s.due()
+		if s.worked && s.settle != nil && time.Until(at) >= settleAfter {
+			s.settle()
+			s.worked = false
+		}
 		timer.Reset(time.Until(at))
 		select {
 		case <-ctx.Done():
@@ -141,6 +150,7 @@ func (s *sidecar) loop(ctx context.Context) error {
 		if err := s.checkRevoked(); err != nil {
 			return err
 		}
+		s.worked = true
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -152,6 +162,11 @@ func (s *sidecar) loop(ctx context.Context) error {
 		}
 	}
 }
+
+// settleAfter is the least sleep ahead for which the loop gives memory
+// back first: a renewal's token and lease come within a second or two of
+// each other, and one collection after both does.
+const settleAfter = 5 * time.Second
 
 // due returns the earliest scheduled action.
 func (s *sidecar) due() (time.Time, func(context.Context) error) {

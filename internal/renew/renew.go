@@ -59,11 +59,14 @@ type deps struct {
 	// setMemoryLimit applies --memory-limit (debug.SetMemoryLimit); nil
 	// leaves the process's limit alone.
 	setMemoryLimit func(int64) int64
+	// settle gives free memory back to the kernel after a round of work
+	// (debug.FreeOSMemory); nil: never.
+	settle func()
 }
 
 // Run is vault-renew's main: it returns the process exit code.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	return run(ctx, args, getenv, stdout, stderr, deps{newClient: vaultclient.New, procRoot: "/proc", watch: true, setMemoryLimit: debug.SetMemoryLimit})
+	return run(ctx, args, getenv, stdout, stderr, deps{newClient: vaultclient.New, procRoot: "/proc", watch: true, setMemoryLimit: debug.SetMemoryLimit, settle: debug.FreeOSMemory})
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, d deps) int {
@@ -142,7 +145,7 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 
 	n := newNotifier(c, log, d.notifyClient, d.procRoot)
 	s := newSidecar(c, st, initialToken(st.Token, token, client, time.Now()), getenv, log, n)
-	s.status, s.metrics, s.hedge = stat, m, hedge
+	s.status, s.metrics, s.hedge, s.settle = stat, m, hedge, d.settle
 	if d.watch {
 		wake, stopWatch := watchState(c.StateDir, log)
 		defer stopWatch()

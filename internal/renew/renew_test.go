@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -105,6 +106,39 @@ func TestMemoryLimitFlag(t *testing.T) {
 				defer mu.Unlock()
 				if !slices.Equal(set, tc.want) {
 					t.Errorf("memory limits set: %v; want %v", set, tc.want)
+				}
+			})
+		})
+	}
+}
+
+// TestSettleAfterWork: after a round of work with the next action far
+// enough ahead, vault-renew gives free memory back once; with actions
+// always close, never.
+func TestSettleAfterWork(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ttl      time.Duration
+		min, max int
+	}{
+		// A renewal every 14.6s at most: four rounds in a minute, and
+		// once after the start.
+		{"20s leases", 20 * time.Second, 4, 6},
+		// A renewal every 2s: never 5s of sleep ahead.
+		{"4s leases", 4 * time.Second, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				_, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = tc.ttl })
+				var settled atomic.Int32
+				f.startWith(deps{newClient: f.v.newClient, settle: func() { settled.Add(1) }})
+				time.Sleep(time.Minute)
+				if !f.running() {
+					t.Fatalf("vault-renew exited:\n%s", f.logs)
+				}
+				f.stop()
+				if n := int(settled.Load()); n < tc.min || n > tc.max {
+					t.Errorf("settled %d times in a minute; want %d to %d", n, tc.min, tc.max)
 				}
 			})
 		})
