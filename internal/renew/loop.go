@@ -164,8 +164,8 @@ func (s *sidecar) loop(ctx context.Context) error {
 }
 
 // settleAfter is the least sleep ahead for which the loop gives memory
-// back first: a renewal's token and lease come within a second or two of
-// each other, and one collection after both does.
+// back first: actions closer together than that (a token and a lease due
+// together, quick retries in an outage) share one collection.
 const settleAfter = 5 * time.Second
 
 // due returns the earliest scheduled action.
