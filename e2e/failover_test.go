@@ -357,9 +357,6 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	for i, r := range initResults {
 		initWorst = max(initWorst, r.elapsed)
 		p := initPods[i]
-		if r.code != 0 {
-			gaveUp = append(gaveUp, began.Add(r.elapsed))
-		}
 		if r.code == 0 {
 			initOK++
 			noteSecret(p.token())
@@ -370,6 +367,7 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			continue
 		}
 		initFailed++
+		gaveUp = append(gaveUp, began.Add(r.elapsed))
 		t.Logf("(c) vault-init %d (%s) exited %d after %s:\n%s", i, addrOf(i), r.code, r.elapsed.Round(time.Millisecond), r.stderr)
 		if r.code != 1 {
 			t.Errorf("(c) vault-init %d exited %d; want 0 or 1", i, r.code)
