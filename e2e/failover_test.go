@@ -58,8 +58,12 @@ func TestFailover(t *testing.T) {
 	}
 	noteSecret(cl.RootToken)
 	t.Run("idle step-down", func(t *testing.T) { idleStepDown(t, cl) })
-	t.Run("kill", func(t *testing.T) { failover(t, cl, "kill") })
-	t.Run("step-down", func(t *testing.T) { failover(t, cl, "step-down") })
+	for _, event := range []string{"kill", "step-down"} {
+		t.Run(event, func(t *testing.T) {
+			t.Run("renewing", func(t *testing.T) { failover(t, cl, event, renewing) })
+			t.Run("starting", func(t *testing.T) { failover(t, cl, event, starting) })
+		})
+	}
 	t.Run("sealed node", func(t *testing.T) { sealedNode(t, cl) })
 }
 
@@ -149,12 +153,33 @@ func haPod(t *testing.T, addr string) *pod {
 	return p
 }
 
-// failover runs cases (a) to (d) around one event, "kill" or "step-down":
-// one event covers them all, since each case's pods are independent and
-// the event is the same for every pod; a case per event would take four
-// times as long and load the 2-core machine no less at the moment that
-// counts.
-func failover(t *testing.T, cl *testbed.Cluster, event string) {
+// haCases is a group of failover cases that share one event.
+type haCases int
+
+const (
+	// renewing is (a) and (b): running pods, whose apps must not fail.
+	renewing haCases = iota
+	// starting is (c) and (d): 20 vault-inits and 5 vault-revokes
+	// started at the event.
+	starting
+)
+
+func (c haCases) String() string {
+	if c == starting {
+		return "(c) and (d)"
+	}
+	return "(a) and (b)"
+}
+
+// failover runs one group of cases around one event, "kill" or
+// "step-down". The two groups get an event each: with all four cases at
+// one event, the new active node met 20 logins, 20 reads and 5
+// revocations while taking over, and on 2 cores issued its first
+// credential 12-25s after the event instead of 3-5s, so that (a) and (b)
+// nearly always took the lenient branch, which asserts little. Apart,
+// the burst still meets a cluster that is failing over, and (a) and (b)
+// are held to 0 failed queries whenever the cluster serves in time.
+func failover(t *testing.T, cl *testbed.Cluster, event string, cases haCases) {
 	ctx := context.Background()
 	if err := cl.WaitHealthy(ctx); err != nil {
 		t.Fatal(err)
@@ -162,6 +187,11 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	tag := "hak"
 	if event == "step-down" {
 		tag = "has"
+	}
+	nRen, nRot, nInit, nRev := haRenewPods, haRotatePods, 0, 0
+	if cases == starting {
+		tag += "s" // roles of their own: each group counts its own leases
+		nRen, nRot, nInit, nRev = 0, 0, haInitPods, haRevokePods
 	}
 	renRole, rotRole, initRole, revRole := tag+"ren", tag+"rot", tag+"ini", tag+"rev"
 	for _, r := range []struct {
@@ -199,8 +229,8 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	}
 
 	// (a) and (d): pods started before the event.
-	renPods := make([]*pod, haRenewPods)
-	revPods := make([]*pod, haRevokePods)
+	renPods := make([]*pod, nRen)
+	revPods := make([]*pod, nRev)
 	var inits []func()
 	for i := range renPods {
 		renPods[i] = haPod(t, addrOf(i))
@@ -221,10 +251,13 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	for _, p := range renPods {
 		sidecars = append(sidecars, start(t, "vault-renew", renewArgs(p), p.env...))
 	}
-	t0 := time.Now()
-	eventAt := t0.Add(haRotateDue + 2*time.Second)
+	// The event comes once the rotations of (b) are due.
+	eventAt := time.Now().Add(2 * time.Second)
+	if nRot > 0 {
+		eventAt = eventAt.Add(haRotateDue)
+	}
 	appsEnd := eventAt.Add(haObserve)
-	apps := make([]*haApp, haRenewPods+haRotatePods)
+	apps := make([]*haApp, nRen+nRot)
 	var appsWG sync.WaitGroup
 	for i, p := range renPods {
 		apps[i] = &haApp{}
@@ -233,8 +266,8 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 
 	// (b): pods whose rotation falls 2s before to 2s after the event, one
 	// a second.
-	rotPods := make([]*pod, haRotatePods)
-	rotIssued := make([]time.Time, haRotatePods)
+	rotPods := make([]*pod, nRot)
+	rotIssued := make([]time.Time, nRot)
 	for i := range rotPods {
 		time.Sleep(time.Until(eventAt.Add(-haRotateDue - 2*time.Second + time.Duration(i)*time.Second)))
 		p := haPod(t, addrOf(i))
@@ -245,12 +278,12 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			t.FailNow()
 		}
 		sidecars = append(sidecars, start(t, "vault-renew", renewArgs(p), p.env...))
-		j := haRenewPods + i
+		j := nRen + i
 		apps[j] = &haApp{}
 		appsWG.Go(func() { apps[j].run(p, filepath.Join(p.secretsDir, "db"), appsEnd) })
 	}
 	// (c): the pods of the vault-inits started at the event.
-	initPods := make([]*pod, haInitPods)
+	initPods := make([]*pod, nInit)
 	for i := range initPods {
 		initPods[i] = haPod(t, addrOf(i))
 	}
@@ -299,14 +332,14 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			cliFailures = append(cliFailures, strings.Join(strings.Fields(out), " "))
 		}
 	})
-	initResults := make([]result, haInitPods)
+	initResults := make([]result, nInit)
 	for i, p := range initPods {
 		wg.Go(func() {
 			initResults[i] = runWith(t, "vault-init", p.initArgs("--secret", "db=database/creds/"+initRole, "--timeout", haInitTimeout.String()),
 				runOpts{env: p.env, timeout: 2 * haInitTimeout})
 		})
 	}
-	revResults := make([]result, haRevokePods)
+	revResults := make([]result, nRev)
 	for i, p := range revPods {
 		wg.Go(func() {
 			revResults[i] = runWith(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--timeout", haRevokeTO.String()},
@@ -319,7 +352,7 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		t.Fatalf("no node became active within a minute of the %s", event)
 	}
 	leaderBack := began.Add(elected)
-	what := map[string]string{"kill": "SIGKILL of the active node", "step-down": "`vault operator step-down` of the active node"}[event]
+	what := map[string]string{"kill": "SIGKILL of the active node", "step-down": "`vault operator step-down` of the active node"}[event] + " under " + cases.String()
 	figure(t, "failover", "%s (raft performance_multiplier %d): %s active after %s, every surviving node answering after %s, a lease renewed after %s and a credential issued after it at %s (the test's probe: a request every 100ms, the first answer); the vault CLI against standby %s failed %d times meanwhile",
 		what, cl.Multiplier, newActive.Name, elected.Round(10*time.Millisecond), answering.Round(10*time.Millisecond), probeRenewed.Round(10*time.Millisecond), probeIssued.Round(10*time.Millisecond), standby.Name, len(cliFailures))
 	// (d) vault-revoke: exit 0, and no database user once there is a
@@ -342,7 +375,10 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	}
 	// Vault revokes in the background and retries what a leadership
 	// change interrupted.
-	usersGoneAt := waitFor(30*time.Second, func() bool { return len(dbUsers(t, revRole)) == 0 })
+	usersGoneAt := leaderBack
+	if nRev > 0 {
+		usersGoneAt = waitFor(30*time.Second, func() bool { return len(dbUsers(t, revRole)) == 0 })
+	}
 	if u := dbUsers(t, revRole); len(u) > 0 {
 		t.Errorf("(d) database users left %s after the new leader: %v", time.Since(leaderBack).Round(time.Second), u)
 	}
@@ -440,15 +476,17 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		return fmt.Sprintf("lenient: the cluster took up to %s to serve a %s, past the %s margin less %s; failures allowed until %s after it served normally again (%s)",
 			at.Round(10*time.Millisecond), need, haMargin, haReserve, haRecover, answeredAt.Sub(began).Round(10*time.Millisecond))
 	}
-	t.Logf("(a): %s", branchOf(strictA, "renewal", max(probeRenewed, renewWait)))
-	t.Logf("(b): %s", branchOf(strictB, "renewal and read", max(probeIssued, renewWait+readWait)))
+	if cases == renewing {
+		t.Logf("(a): %s", branchOf(strictA, "renewal", max(probeRenewed, renewWait)))
+		t.Logf("(b): %s", branchOf(strictB, "renewal and read", max(probeIssued, renewWait+readWait)))
+	}
 	var queries, failed int
 	var lastFailure time.Time
 	for i, a := range apps {
 		queries += a.queries
 		failed += len(a.failures)
 		kind, strict := "(a)", strictA
-		if i >= haRenewPods {
+		if i >= nRen {
 			kind, strict = "(b)", strictB
 		}
 		switch {
@@ -474,7 +512,7 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 	var rotAt []string
 	rotated := 0
 	for i := range rotPods {
-		a := apps[haRenewPods+i]
+		a := apps[nRen+i]
 		if len(a.changes) > 0 {
 			rotated++
 			rotAt = append(rotAt, fmt.Sprintf("%+.1fs", a.changes[0].Sub(began).Seconds()))
@@ -633,12 +671,16 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 			}
 		}
 	}
-	figure(t, "failover", "%s: (a) %d sidecars on %s leases (half via the load balancer, half via standby %s) and (b) %d whose rotation at max TTL fell at %s around the event: %d app queries, %d failed (cluster answering after %s; renewal margin %s; (a) %s, (b) %s); %d rotations done; sidecar log lines naming the killed node, each with the address that redirected there: %d",
-		event, haRenewPods, haLeaseTTL, standby.Name, haRotatePods, strings.Join(rotAt, " "), queries, failed, answering.Round(10*time.Millisecond), haMargin, branch[strictA], branch[strictB], rotated, redirects)
-	figure(t, "failover", "%s: (c) %d vault-inits started at the event (--timeout %s): %d succeeded, %d failed cleanly (exit 1, nothing left); slowest %s",
-		event, haInitPods, haInitTimeout, initOK, initFailed, initWorst.Round(10*time.Millisecond))
-	figure(t, "failover", "%s: (d) %d vault-revokes started at the event (--timeout %s): %d exited 0, slowest %s; database users left: %d, gone %s after the new leader",
-		event, haRevokePods, haRevokeTO, revOK, revWorst.Round(10*time.Millisecond), len(dbUsers(t, revRole)), usersGoneAt.Sub(leaderBack).Round(100*time.Millisecond))
+	switch cases {
+	case renewing:
+		figure(t, "failover", "%s: (a) %d sidecars on %s leases (half via the load balancer, half via standby %s) and (b) %d whose rotation at max TTL fell at %s around the event: %d app queries, %d failed (cluster answering after %s; renewal margin %s; (a) %s, (b) %s); %d rotations done; sidecar log lines naming the killed node, each with the address that redirected there: %d",
+			event, nRen, haLeaseTTL, standby.Name, nRot, strings.Join(rotAt, " "), queries, failed, answering.Round(10*time.Millisecond), haMargin, branch[strictA], branch[strictB], rotated, redirects)
+	case starting:
+		figure(t, "failover", "%s: (c) %d vault-inits started at the event (--timeout %s): %d succeeded, %d failed cleanly (exit 1, nothing left); slowest %s",
+			event, nInit, haInitTimeout, initOK, initFailed, initWorst.Round(10*time.Millisecond))
+		figure(t, "failover", "%s: (d) %d vault-revokes started at the event (--timeout %s): %d exited 0, slowest %s; database users left: %d, gone %s after the new leader",
+			event, nRev, haRevokeTO, revOK, revWorst.Round(10*time.Millisecond), len(dbUsers(t, revRole)), usersGoneAt.Sub(leaderBack).Round(100*time.Millisecond))
+	}
 
 	// The end of every pod: sidecars revoke on SIGTERM, and vault-revoke
 	// for the pods without one.
@@ -677,7 +719,7 @@ func failover(t *testing.T, cl *testbed.Cluster, event string) {
 		t.Errorf("after every pod ended: %d leases and %d database users left (besides %d registered after their vault-init's token was revoked)", left, users, racedLeft)
 	}
 	figure(t, "failover", "%s: leases no state.json named while the pods ran: %d (%d of them issued while the cluster was too slow, lenient branch; %d registered after a vault-init that gave up revoked its token); after every pod ended: %d leases, %d database users (besides those %d, which live until their TTL)",
-		event, unnamed, slowUnnamed, len(raced), left, users, racedLeft)
+		event+", "+cases.String(), unnamed, slowUnnamed, len(raced), left, users, racedLeft)
 	if event == "kill" {
 		if err := cl.Restart(ctx, active); err != nil {
 			t.Fatal(err)
