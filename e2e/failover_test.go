@@ -2,12 +2,12 @@ package e2e
 
 // Failover: a 3-node Vault HA cluster (testbed.Cluster: Raft storage,
 // `operator init`, unseal, retry_join) loses its active node, killed with
-// SIGKILL or stepped down with `vault operator step-down`, while pods
-// renew, rotate, start and revoke. Half the pods use the cluster's
-// load-balanced address, half a standby's own address. Then a standby
-// that cannot forward (it redirects), and a sealed node, as the address:
-// podlease must end as the vault CLI does, with log lines that name the
-// node and what it is.
+// SIGKILL or stepped down with `vault operator step-down`, each twice:
+// while pods renew and rotate, and while pods start and revoke. Half the
+// pods use the cluster's load-balanced address, half a standby's own
+// address. Then a standby that cannot forward (it redirects), and a
+// sealed node, as the address: podlease must end as the vault CLI does,
+// with log lines that name the node and what it is.
 
 import (
 	"context"
