@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -55,6 +56,12 @@ func testMain(m *testing.M) int {
 	bed.Close()
 	if leaks := scanForLeaks(); leaks > 0 {
 		fmt.Fprintf(os.Stderr, "e2e: FAIL: %d secret(s) issued by the test bed appeared in podlease output (see the lines above)\n", leaks)
+		return 1
+	}
+	// A binary that crashed where its test allows failures (a lenient
+	// branch, a later retry that succeeded) is a defect all the same.
+	if crashes := scanForCrashes(); crashes > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: %d podlease output(s) show a Go panic or fatal error (see the lines above)\n", crashes)
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "e2e: secret hygiene: %d secret values checked against %d captured outputs: 0 leaks\n", numSecrets(), numOutputs())
@@ -130,6 +137,30 @@ func scanForLeaks() int {
 		}
 	}
 	return leaks
+}
+
+// crashLine is the first line the Go runtime writes when a program
+// panics or dies of a fatal error.
+var crashLine = regexp.MustCompile(`(?m)^(panic: |fatal error: ).*$`)
+
+// scanForCrashes names every kept output that shows a crash, with the
+// crash's first line, any noted secret in it masked.
+func scanForCrashes() int {
+	hygiene.Lock()
+	defer hygiene.Unlock()
+	crashes := 0
+	for _, o := range hygiene.outputs {
+		line := crashLine.FindString(o.text.String())
+		if line == "" {
+			continue
+		}
+		crashes++
+		for s := range hygiene.secrets {
+			line = strings.ReplaceAll(line, s, "[secret]")
+		}
+		fmt.Fprintf(os.Stderr, "e2e: CRASH: output of %s: %s\n", o.what, line)
+	}
+	return crashes
 }
 
 // assertNoSecret fails t if out holds any noted secret. It names the

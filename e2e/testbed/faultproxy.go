@@ -47,9 +47,14 @@ const (
 	Status429
 	// Slow delays every request by Rule.Delay, then forwards it.
 	Slow
+	// RedirectTwice answers 307 to a second address, which answers 307
+	// to Vault: a standby that cannot forward, redirecting to the node
+	// that was active, which redirects again while it steps down. Vault's
+	// client follows one redirect; the request never reaches Vault.
+	RedirectTwice
 )
 
-var faultNames = [...]string{"pass", "refuse", "reset", "drop", "silent", "hang", "500", "429", "slow"}
+var faultNames = [...]string{"pass", "refuse", "reset", "drop", "silent", "hang", "500", "429", "slow", "redirect"}
 
 func (f Fault) String() string {
 	if int(f) < len(faultNames) {
@@ -78,6 +83,10 @@ type FaultProxy struct {
 	addr   string
 	rp     *httputil.ReverseProxy
 	srv    *http.Server
+	// second is RedirectTwice's second address: it redirects every
+	// request to target.
+	second     *http.Server
+	secondAddr string
 
 	mu      sync.Mutex
 	rule    Rule
@@ -112,8 +121,22 @@ func NewFaultProxy(target string) (*FaultProxy, error) {
 		ConnState:         p.connState,
 		ErrorLog:          discardLog,
 	}
+	second, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("fault proxy listen: %w", err)
+	}
+	p.secondAddr = second.Addr().String()
+	p.second = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			redirect(w, r, u.Host)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          discardLog,
+	}
 	p.ln = ln
 	go func() { _ = p.srv.Serve(ln) }()
+	go func() { _ = p.second.Serve(second) }()
 	return p, nil
 }
 
@@ -198,6 +221,7 @@ func (p *FaultProxy) Close() {
 	defer cancel()
 	_ = p.srv.Shutdown(ctx)
 	_ = p.srv.Close()
+	_ = p.second.Close()
 }
 
 func (p *FaultProxy) connState(c net.Conn, s http.ConnState) {
@@ -279,6 +303,10 @@ func (p *FaultProxy) handle(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", "1")
 			vaultError(w, http.StatusTooManyRequests, "request path \""+strings.TrimPrefix(r.URL.Path, "/v1/")+"\": rate limit quota exceeded")
 			return
+		case RedirectTwice:
+			p.count(RedirectTwice)
+			redirect(w, r, p.secondAddr)
+			return
 		case Slow:
 			p.count(Slow)
 			select {
@@ -302,6 +330,13 @@ func (p *FaultProxy) drop(w http.ResponseWriter, r *http.Request) {
 		resp.Body.Close()
 	}
 	reset(w)
+}
+
+// redirect answers as a Vault standby that cannot forward does: 307, the
+// same request at host, no body.
+func redirect(w http.ResponseWriter, r *http.Request, host string) {
+	w.Header().Set("Location", "http://"+host+r.URL.RequestURI())
+	w.WriteHeader(http.StatusTemporaryRedirect)
 }
 
 // reset aborts the connection under w with a TCP RST.

@@ -39,6 +39,9 @@ func TestFaultProxy(t *testing.T) {
 		{rule: Rule{Fault: Status500}, status: 500},
 		{rule: Rule{Fault: Status429}, status: 429},
 		{rule: Rule{Fault: Slow, Delay: 300 * time.Millisecond}, status: 200, reaches: true, atLeast: 300 * time.Millisecond},
+		// Go's client follows both redirects: the second ends at the
+		// server.
+		{rule: Rule{Fault: RedirectTwice}, status: 200, reaches: true},
 		{rule: Rule{Fault: Status500, PathPrefix: "/v1/other/"}, path: "/v1/sys/health", status: 200, reaches: true},
 	} {
 		t.Run(tc.rule.Fault.String()+tc.rule.PathPrefix, func(t *testing.T) {

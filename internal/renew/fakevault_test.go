@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/podlease/podlease/internal/vaultclient"
 )
 
 // fakeVault is the part of Vault that vault-renew talks to, with TTLs, max
@@ -43,8 +44,9 @@ type fakeVault struct {
 	failLogin bool // logins answer 503
 	// standby: vault.test answers every request with a redirect to
 	// active.test, as a standby node does; activeDown: active.test
-	// refuses connections.
-	standby, activeDown bool
+	// refuses connections; steppingDown: active.test redirects too, to
+	// next.test, as the active node does while it steps down.
+	standby, activeDown, steppingDown bool
 	// latency is how long an answer takes to come back after Vault
 	// handled the request, as over a slow network or from a busy node.
 	latency time.Duration
@@ -127,13 +129,15 @@ func (v *fakeVault) setDown(down bool) {
 }
 
 // newClient is a deps.newClient whose requests go straight to v, no
-// network involved.
+// network involved; otherwise it is vault-renew's own client, redirect
+// hook included.
 func (v *fakeVault) newClient(addr, namespace string, timeout time.Duration, log *slog.Logger) (*api.Client, error) {
-	cfg := api.DefaultConfig()
-	cfg.Address = "http://vault.test"
-	cfg.HttpClient = &http.Client{Transport: v}
-	cfg.MaxRetries = 0
-	cfg.Timeout = timeout
+	base, err := vaultclient.New("http://vault.test", namespace, timeout, log)
+	if err != nil {
+		return nil, err
+	}
+	cfg := base.CloneConfig()
+	cfg.HttpClient.Transport = v
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, err
@@ -148,7 +152,7 @@ func (v *fakeVault) RoundTrip(req *http.Request) (*http.Response, error) {
 		defer req.Body.Close()
 	}
 	v.mu.Lock()
-	down, standby, activeDown, latency := v.down, v.standby, v.activeDown, v.latency
+	down, standby, activeDown, steppingDown, latency := v.down, v.standby, v.activeDown, v.steppingDown, v.latency
 	path := strings.TrimPrefix(req.URL.Path, "/v1/")
 	hang := v.hang[path] > 0
 	if hang {
@@ -163,9 +167,12 @@ func (v *fakeVault) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	}
 	rec := httptest.NewRecorder()
-	if standby && req.URL.Host != "active.test" {
+	if standby && req.URL.Host != "active.test" || steppingDown && req.URL.Host == "active.test" {
 		loc := *req.URL
 		loc.Host = "active.test"
+		if req.URL.Host == "active.test" {
+			loc.Host = "next.test"
+		}
 		rec.Header().Set("Location", loc.String())
 		rec.WriteHeader(http.StatusTemporaryRedirect)
 		resp := rec.Result()

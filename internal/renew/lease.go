@@ -3,6 +3,7 @@ package renew
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -133,6 +134,9 @@ func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 		return c.Sys().RenewWithContext(ctx, g.leaseID(), secs(inc))
 	})
 	now := time.Now()
+	if err == nil && sec == nil {
+		err = errors.New("the renewal answer holds no lease")
+	}
 	if err != nil {
 		s.leaseFailed(ctx, now, g, err)
 		return nil

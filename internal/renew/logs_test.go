@@ -101,3 +101,47 @@ func TestRedirectedErrorNamesTheNodeAsked(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestRedirectedTwice: the configured address is a standby that
+// redirects to the node that was active, which redirects again while it
+// steps down. Vault's client would return that second redirect as an
+// answer with no lease; the renewal fails instead, names the node that
+// redirected and why it was not followed, and the same lease is renewed
+// once the cluster answers again.
+func TestRedirectedTwice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })
+		lease := f.state().Secrets[0].LeaseID
+		f.start()
+		time.Sleep(4500 * time.Millisecond) // before the renewal due at 5s
+		v.mu.Lock()
+		v.standby, v.steppingDown = true, true
+		renewals := v.leaseRenewals
+		v.mu.Unlock()
+		time.Sleep(3500 * time.Millisecond) // the renewal at 5s and its retries fail
+		v.mu.Lock()
+		if v.leaseRenewals != renewals {
+			t.Errorf("%d lease renewals reached Vault through a second redirect", v.leaseRenewals-renewals)
+		}
+		v.standby, v.steppingDown = false, false
+		v.mu.Unlock()
+		logs := f.logs.String()
+		var line string
+		for _, l := range strings.Split(logs, "\n") {
+			if strings.Contains(l, "lease renewal failed") {
+				line = l
+				break
+			}
+		}
+		for _, want := range []string{"vault_addr=http://active.test", "redirected_from=http://vault.test", "had already been redirected to http://active.test"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("the renewal error lacks %q:\n%s", want, logs)
+			}
+		}
+		f.appLoop(10 * time.Second)
+		if got := f.state().Secrets[0].LeaseID; got != lease {
+			t.Errorf("lease %s; want the same lease %s after the failover", got, lease)
+		}
+		f.stop()
+	})
+}

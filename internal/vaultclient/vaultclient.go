@@ -43,7 +43,8 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 	if addr != "" {
 		cfg.Address = addr
 	}
-	if u, err := url.Parse(cfg.Address); err != nil || u.Scheme == "" || u.Host == "" {
+	u, err := url.Parse(cfg.Address)
+	if err != nil || u.Scheme == "" || u.Host == "" {
 		return nil, fmt.Errorf("vault address %q: want a URL such as https://vault.vault.svc:8200", cfg.Address)
 	}
 	cfg.MaxRetries = 0
@@ -56,9 +57,7 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok && t.TLSClientConfig != nil && t.TLSClientConfig.InsecureSkipVerify && log != nil {
 		log.Warn("TLS verification of Vault's certificate is off (VAULT_SKIP_VERIFY): use VAULT_CACERT instead in production", "vault_addr", cfg.Address)
 	}
-	if log != nil {
-		cfg.HttpClient.CheckRedirect = logRedirect(log, cfg.DisableRedirects)
-	}
+	cfg.HttpClient.CheckRedirect = checkRedirect(log, node(u), cfg.DisableRedirects)
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
@@ -102,48 +101,80 @@ func SingleUse(c *api.Client) (*api.Client, error) {
 	return nc, nil
 }
 
-// logRedirect is the HTTP client's redirect hook: it says which node
-// redirected where, then hands the answer to Vault's client, which follows
-// one redirect itself. A Vault standby redirects to the active node only
-// when it cannot forward the request (the active node unreachable from
-// it, or gone in a failover), so the node the request ends at, and any
-// error from it, is not the one the address names. With
-// VAULT_DISABLE_REDIRECTS, Vault's client would take the redirect's empty
-// body for an empty answer ("no value found"); it gets a RedirectError
-// instead, which is retried like other transient failures.
-func logRedirect(log *slog.Logger, disabled bool) func(*http.Request, []*http.Request) error {
+// checkRedirect is the HTTP client's redirect hook. A Vault standby
+// redirects to the active node only when it cannot forward the request
+// (the active node unreachable from it, or gone in a failover), so the
+// node the request ends at, and any error from it, is not the one the
+// address names: the hook logs which node redirected where.
+//
+// Vault's client follows one redirect itself (a 301, 302 or 307) and
+// returns any other as an answer with no error and no body, which its
+// methods read as "no value" (a renewal with no lease, a read with no
+// secret) and, for a revocation, as done. In a failover that is no rare
+// case: the node redirected to is stepping down too and redirects again.
+// So the hook hands Vault's client only a redirect it will follow and end
+// at another node: the first one, from the configured address (origin)
+// to a different node. Any other redirect, and every one when
+// VAULT_DISABLE_REDIRECTS is set, becomes a RedirectError, retried like
+// other transient failures.
+func checkRedirect(log *slog.Logger, origin string, disabled bool) func(*http.Request, []*http.Request) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return func(req *http.Request, via []*http.Request) error {
-		from := via[len(via)-1].URL
-		e := &RedirectError{From: from.Scheme + "://" + from.Host, To: req.URL.Scheme + "://" + req.URL.Host}
-		if disabled {
-			log.Warn("Vault node redirected the request, as a standby does when it cannot forward to the active node; not following it (VAULT_DISABLE_REDIRECTS)",
-				"vault_addr", e.From, "redirected_to", e.To, "path", from.Path)
+		prev := via[len(via)-1]
+		e := &RedirectError{From: node(prev.URL), To: node(req.URL)}
+		switch code := statusOf(req.Response); {
+		case disabled:
+			e.Reason = "VAULT_DISABLE_REDIRECTS is set"
+		case !strings.EqualFold(node(via[0].URL), origin):
+			e.Reason = "the request had already been redirected to " + e.From + ", and Vault's client follows one redirect"
+		case strings.EqualFold(e.From, e.To):
+			e.Reason = "it redirects to the node itself"
+		case code != http.StatusMovedPermanently && code != http.StatusFound && code != http.StatusTemporaryRedirect:
+			e.Reason = fmt.Sprintf("HTTP %d is not a redirect Vault's client follows", code)
+		}
+		if e.Reason != "" {
+			log.Warn("Vault node redirected the request, as a standby does when it cannot forward to the active node; not following it",
+				"vault_addr", e.From, "redirected_to", e.To, "path", prev.URL.Path, "reason", e.Reason)
 			return e
 		}
 		log.Warn("Vault node redirected the request, as a standby does when it cannot forward to the active node; following it",
-			"vault_addr", e.From, "redirected_to", e.To, "path", from.Path)
+			"vault_addr", e.From, "redirected_to", e.To, "path", prev.URL.Path)
 		return http.ErrUseLastResponse
 	}
 }
 
-// RedirectError is a redirect not followed because VAULT_DISABLE_REDIRECTS
-// is set.
+func node(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+func statusOf(r *http.Response) int {
+	if r == nil {
+		return 0
+	}
+	return r.StatusCode
+}
+
+// RedirectError is a redirect not followed, and why.
 type RedirectError struct {
-	From, To string
+	From, To, Reason string
 }
 
 func (e *RedirectError) Error() string {
-	return fmt.Sprintf("Vault node %s redirected the request to %s (a standby that cannot forward to the active node); not followed: VAULT_DISABLE_REDIRECTS is set", e.From, e.To)
+	return fmt.Sprintf("Vault node %s redirected the request to %s (a standby that cannot forward to the active node); not followed: %s", e.From, e.To, e.Reason)
 }
 
 // Node returns the Vault node (scheme://host) a failed request went to,
 // from the request URL its error carries, or "". After a redirect that is
-// the node redirected to, not the configured address.
+// the node redirected to, not the configured address; for a redirect not
+// followed, the node that answered with it.
 func Node(err error) string {
 	var raw string
+	var rd *RedirectError
 	var re *api.ResponseError
 	var ue *url.Error
 	switch {
+	case errors.As(err, &rd):
+		return rd.From
 	case errors.As(err, &re):
 		raw = re.URL
 	case errors.As(err, &ue):

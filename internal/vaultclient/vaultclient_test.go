@@ -440,10 +440,13 @@ func TestNewIgnoresVaultToken(t *testing.T) {
 // TestStandbyRedirect: a standby that cannot forward answers 307 with the
 // active node's address. Vault's client follows it once, as the vault CLI
 // does; the log says which node redirected where, and a failure at the
-// node redirected to is attributed to that node.
+// node redirected to is attributed to that node. A redirect Vault's
+// client would hand back as an empty answer (a second one, one to the
+// same node, a status it does not follow) is a transient error instead,
+// for reads, renewals and revocations alike.
 func TestStandbyRedirect(t *testing.T) {
 	active := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"data":{"value":"v"}}`)
+		io.WriteString(w, `{"lease_id":"l","lease_duration":60,"renewable":true,"data":{"value":"v"}}`)
 	}))
 	t.Cleanup(active.Close)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -452,26 +455,41 @@ func TestStandbyRedirect(t *testing.T) {
 	}
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
-	standbyFor := func(target string) *httptest.Server {
+	redirector := func(code int, target func() string) *httptest.Server {
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// As Vault's respondStandby: a Location and no body.
-			w.Header().Set("Location", target+r.URL.Path)
-			w.WriteHeader(http.StatusTemporaryRedirect)
+			w.Header().Set("Location", target()+r.URL.Path)
+			w.WriteHeader(code)
 		}))
 		t.Cleanup(s.Close)
 		return s
 	}
+	standbyFor := func(target string) *httptest.Server {
+		return redirector(http.StatusTemporaryRedirect, func() string { return target })
+	}
 	toActive, toDead := standbyFor(active.URL), standbyFor(dead)
+	// A standby redirecting to a node that redirects again, as the node
+	// that was active does while it steps down.
+	twice := standbyFor(toActive.URL)
+	var self *httptest.Server
+	self = redirector(http.StatusTemporaryRedirect, func() string { return self.URL })
+	permanent := redirector(http.StatusPermanentRedirect, func() string { return active.URL })
 
 	for _, tc := range []struct {
-		name, standby, target string
-		disable               bool
-		wantOK                bool
-		wantLog               string
+		name, standby string
+		from, target  string // of the redirect logged last
+		disable       bool
+		nilLog        bool
+		wantOK        bool
+		wantReason    string // "": followed
 	}{
-		{"to the active node", toActive.URL, active.URL, false, true, "following it"},
-		{"to a dead node", toDead.URL, dead, false, false, "following it"},
-		{"redirects disabled", toActive.URL, active.URL, true, false, "not following it (VAULT_DISABLE_REDIRECTS)"},
+		{"to the active node", toActive.URL, toActive.URL, active.URL, false, false, true, ""},
+		{"to a dead node", toDead.URL, toDead.URL, dead, false, false, false, ""},
+		{"redirects disabled", toActive.URL, toActive.URL, active.URL, true, false, false, "VAULT_DISABLE_REDIRECTS is set"},
+		{"twice", twice.URL, toActive.URL, active.URL, false, false, false, "had already been redirected to " + toActive.URL},
+		{"twice, no logger", twice.URL, toActive.URL, active.URL, false, true, false, "had already been redirected to " + toActive.URL},
+		{"to the node itself", self.URL, self.URL, self.URL, false, false, false, "redirects to the node itself"},
+		{"308", permanent.URL, permanent.URL, active.URL, false, false, false, "HTTP 308 is not a redirect Vault's client follows"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.disable {
@@ -479,10 +497,14 @@ func TestStandbyRedirect(t *testing.T) {
 			}
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
+			if tc.nilLog {
+				log = nil
+			}
 			c, err := New(tc.standby, "", time.Second, log)
 			if err != nil {
 				t.Fatal(err)
 			}
+			c.SetToken("t")
 			sec, err := c.Logical().Read("secret/x")
 			t.Logf("read: %v", err)
 			if ok := err == nil; ok != tc.wantOK {
@@ -491,19 +513,32 @@ func TestStandbyRedirect(t *testing.T) {
 			if err == nil && sec == nil {
 				t.Fatal("read: no error and no secret")
 			}
-			if tc.disable {
-				var re *RedirectError
-				if !errors.As(err, &re) || re.From != tc.standby || re.To != tc.target || !Transient(err) {
-					t.Errorf("err = %v (%T), want a transient RedirectError from %s to %s", err, err, tc.standby, tc.target)
+			if tc.wantReason != "" {
+				ren, rerr := c.Sys().Renew("l", 60)
+				if rerr == nil && ren == nil {
+					t.Error("renewal: no error and no lease")
 				}
-				if c := Cause(err); !strings.Contains(c, "VAULT_DISABLE_REDIRECTS") {
-					t.Errorf("Cause = %q", c)
+				for what, err := range map[string]error{"read": err, "renewal": rerr, "revocation": c.Sys().Revoke("l")} {
+					var re *RedirectError
+					if !errors.As(err, &re) || re.From != tc.from || re.To != tc.target || !strings.Contains(re.Reason, tc.wantReason) || !Transient(err) {
+						t.Errorf("%s: err = %v (%T), want a transient RedirectError from %s to %s: %s", what, err, err, tc.from, tc.target, tc.wantReason)
+					}
+				}
+				if got := Node(err); got != tc.from {
+					t.Errorf("Node(err) = %q, want the node that redirected, %s", got, tc.from)
+				}
+				if c := Cause(err); !strings.Contains(c, tc.wantReason) {
+					t.Errorf("Cause = %q, want the reason %q", c, tc.wantReason)
+				}
+				want := fmt.Sprintf("not following it\" vault_addr=%s redirected_to=%s path=/v1/secret/x reason=", tc.from, tc.target)
+				if m := logs.String(); !tc.nilLog && !strings.Contains(m, want) {
+					t.Errorf("log %q lacks %q", m, want)
 				}
 				return
 			}
-			want := fmt.Sprintf("vault_addr=%s redirected_to=%s path=/v1/secret/x", tc.standby, tc.target)
-			if m := logs.String(); !strings.Contains(m, tc.wantLog) || !strings.Contains(m, want) {
-				t.Errorf("log %q lacks %q and %q", m, tc.wantLog, want)
+			want := fmt.Sprintf("following it\" vault_addr=%s redirected_to=%s path=/v1/secret/x", tc.standby, tc.target)
+			if m := logs.String(); !strings.Contains(m, want) {
+				t.Errorf("log %q lacks %q", m, want)
 			}
 			if err != nil {
 				if got := Node(err); got != dead {
