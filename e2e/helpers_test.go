@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
 
 	"github.com/podlease/podlease/e2e/testbed"
 )
@@ -145,14 +146,64 @@ func waitStartAnswered(t *testing.T, s *started) {
 
 // leasesLeft waits up to within for Vault to hold no lease under prefix
 // (revocation through a token runs in the background), and returns what
-// is left then.
+// is left then, less the leases Vault itself failed to roll back (see
+// vaultRollbacks), which it logs and force-revokes. Only for leases that
+// should all be gone: it revokes what it checks.
 func leasesLeft(t *testing.T, prefix string, within time.Duration) []string {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for len(leasesUnder(t, prefix)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	return leasesUnder(t, prefix)
+	left := leasesUnder(t, prefix)
+	excusable := vaultRollbacks(t, strings.TrimSuffix(prefix, "/"))
+	if len(left) == 0 || excusable == 0 {
+		return left
+	}
+	var kept []string
+	for _, id := range left {
+		err := bed.Root().Sys().RevokeWithContext(context.Background(), id)
+		if excusable == 0 || err == nil || !strings.Contains(err.Error(), "does not exist (SQLSTATE 42704)") {
+			kept = append(kept, id)
+			continue
+		}
+		excusable--
+		if _, ferr := bed.Root().Logical().Write("sys/leases/revoke-force/"+id, nil); ferr != nil {
+			t.Errorf("revoke-force %s: %v", id, ferr)
+		}
+		t.Logf("lease %s: left by Vault's failed rollback of a read whose client vanished (its database user is gone, its revocation fails: %s); force-revoked, not counted", id, vaultclient.Cause(err))
+	}
+	return kept
+}
+
+// vaultRollbacks counts the leases under path (such as
+// "database/creds/app") that the bed's Vault, by its log, failed to roll
+// back. When the client of a read goes away (killed, or it gave up)
+// while Vault registers the new lease, Vault revokes the secret it just
+// issued (the database user is dropped) and then deletes the lease entry
+// with the request's context, which is canceled by then: when the entry
+// was already stored, it stays, under no token and with no expiry timer,
+// naming a user that no longer exists. Vault logs "failed to register
+// lease" with "failed to delete lease entry"; when the entry had not been
+// stored yet ("failed to persist lease entry"), nothing is left.
+func vaultRollbacks(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(bed.VaultLog)
+	if err != nil {
+		t.Fatalf("read Vault's log: %v", err)
+	}
+	return rollbacksIn(string(b), path)
+}
+
+func rollbacksIn(log, path string) int {
+	n := 0
+	for _, entry := range strings.Split(log, "[ERROR] core: failed to register lease: request_path=")[1:] {
+		entry, _, _ = strings.Cut(entry, "\n20") // up to the next timestamped line
+		if strings.HasPrefix(entry, path+"\n") && strings.Contains(entry, "failed to delete lease entry") && !strings.Contains(entry, "failed to persist lease entry") {
+			n++
+		}
+	}
+	return n
 }
 
 // leasesUnder lists the live lease ids under prefix (such as
@@ -374,4 +425,33 @@ func writeKV(t *testing.T, path string, fields map[string]any) {
 func (p *pod) revoke(args ...string) result {
 	p.t.Helper()
 	return run(p.t, "vault-revoke", append([]string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, args...), p.env...)
+}
+
+// TestRollbacksIn: only a lease entry Vault stored and then failed to
+// delete counts, on its own path.
+func TestRollbacksIn(t *testing.T) {
+	t.Parallel()
+	const log = `2026-12-02T05:25:01.209Z [ERROR] core: failed to register lease: request_path=database/creds/app
+  error=
+  | 3 errors occurred:
+  | \t* failed to persist lease entry: context canceled
+  | \t* an additional error was encountered deleting any lease associated with the newly-generated secret: failed to delete lease entry: context canceled
+  | \t* an additional error was encountered removing lease indexes associated with the newly-generated secret: failed to delete lease index entry: context canceled
+2026-12-02T05:25:02.589Z [ERROR] core: failed to register lease: request_path=database/creds/app
+  error=
+  | 3 errors occurred:
+  | \t* failed to persist lease index entry: context canceled
+  | \t* an additional error was encountered deleting any lease associated with the newly-generated secret: failed to delete lease entry: context canceled
+  | \t* an additional error was encountered removing lease indexes associated with the newly-generated secret: failed to delete lease index entry: context canceled
+2026-12-02T05:25:03.000Z [ERROR] core: failed to register lease: request_path=database/creds/app2
+  error=
+  | \t* failed to persist lease index entry: context canceled
+  | \t* an additional error was encountered deleting any lease associated with the newly-generated secret: failed to delete lease entry: context canceled
+2026-12-02T05:25:03.632Z [ERROR] core: failed to create token: error="failed to persist accessor index entry: context canceled"
+`
+	for path, want := range map[string]int{"database/creds/app": 1, "database/creds/app2": 1, "database/creds/ap": 0, "database/creds/other": 0} {
+		if got := rollbacksIn(log, path); got != want {
+			t.Errorf("rollbacksIn(%s) = %d, want %d", path, got, want)
+		}
+	}
 }
