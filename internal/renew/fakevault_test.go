@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
 	"github.com/podlease/podlease/internal/vaultclient"
 )
 
