@@ -78,13 +78,7 @@ func TestRedirectedErrorNamesTheNodeAsked(t *testing.T) {
 		v.mu.Unlock()
 		time.Sleep(3500 * time.Millisecond) // the renewal at 5s fails
 		logs := f.logs.String()
-		var line string
-		for _, l := range strings.Split(logs, "\n") {
-			if strings.Contains(l, "lease renewal failed") {
-				line = l
-				break
-			}
-		}
+		line := firstLineWith(logs, "lease renewal failed")
 		if !strings.Contains(line, "vault_addr=http://active.test") || !strings.Contains(line, "redirected_from=http://vault.test") {
 			t.Errorf("the renewal error does not name the node asked and the redirect:\n%s", logs)
 		}
@@ -126,13 +120,7 @@ func TestRedirectedTwice(t *testing.T) {
 		v.standby, v.steppingDown = false, false
 		v.mu.Unlock()
 		logs := f.logs.String()
-		var line string
-		for _, l := range strings.Split(logs, "\n") {
-			if strings.Contains(l, "lease renewal failed") {
-				line = l
-				break
-			}
-		}
+		line := firstLineWith(logs, "lease renewal failed")
 		for _, want := range []string{"vault_addr=http://active.test", "redirected_from=http://vault.test", "had already been redirected to http://active.test"} {
 			if !strings.Contains(line, want) {
 				t.Errorf("the renewal error lacks %q:\n%s", want, logs)
@@ -144,4 +132,14 @@ func TestRedirectedTwice(t *testing.T) {
 		}
 		f.stop()
 	})
+}
+
+// firstLineWith is the first line of logs that holds s, or "".
+func firstLineWith(logs, s string) string {
+	for l := range strings.Lines(logs) {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
 }
