@@ -186,7 +186,7 @@ func Node(err error) string {
 	if perr != nil || u.Host == "" {
 		return ""
 	}
-	return u.Scheme + "://" + u.Host
+	return node(u)
 }
 
 // Transient reports whether err is worth retrying: network failures,
