@@ -38,6 +38,7 @@ func TestRenew(t *testing.T) {
 		run  func(*testing.T)
 	}{
 		{"lease max TTL", renewLeaseMaxTTL},
+		{"replaced lease lives to its end", renewReplacedLeaseLivesToItsEnd},
 		{"token max TTL", renewTokenMaxTTL},
 		{"vault outage", renewVaultOutage},
 	}
@@ -109,7 +110,8 @@ func renewLeaseMaxTTL(t *testing.T) {
 		t.Errorf("live leases at the end: %v; want the current one and at most one in its grace period", leases)
 	}
 	if len(app.users) >= 2 && dbRoleExists(t, app.users[0]) {
-		// Replaced at ~35s, so revoked by ~39s: the user must be dropped.
+		// Replaced at ~35s, so revoked at its end, ~40s: the user must be
+		// dropped.
 		t.Errorf("the first user %s still exists in PostgreSQL: the replaced lease was not revoked", app.users[0])
 	}
 	mem := vmStatus(t, sc.pid)
@@ -134,6 +136,100 @@ func renewLeaseMaxTTL(t *testing.T) {
 	})
 	if v := sc.metrics(t)["podlease_revoked"]; v != 1 {
 		t.Errorf("podlease_revoked = %v after vault-revoke; want 1", v)
+	}
+	sc.mustExitPromptly(t)
+}
+
+// renewReplacedLeaseLivesToItsEnd: a lease replaced within the grace
+// period of its end (here at its max TTL, 20s) stays valid for all of its
+// life, so that a connection the app opened with it (a pool's, or one
+// opened just before the new file came) works until Vault ends the lease;
+// then its user is gone and state.json no longer lists it.
+func renewReplacedLeaseLivesToItsEnd(t *testing.T) {
+	const role = "renew-end"
+	if err := bed.CreateDBRole(role, 10*time.Second, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p := newPod(t)
+	p.mustInit("--secret", "db=database/creds/"+role)
+	file := filepath.Join(p.secretsDir, "db")
+	oldUser, oldPass := dbCreds(t, file)
+	st, err := state.Load(p.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldLease := st.Secrets[0].LeaseID
+	sc := startRenewSidecar(t, p)
+	ctx := context.Background()
+	conn, err := bed.PGConnect(ctx, oldUser, oldPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	// The rotation comes 5s before the max TTL.
+	waitUntil(t, 25*time.Second, "the credential's replacement before its max TTL", func() bool {
+		u, _ := dbCreds(t, file)
+		return u != oldUser
+	})
+	sec, err := bed.Root().Sys().LookupWithContext(ctx, oldLease)
+	if err != nil {
+		t.Fatalf("look up the replaced lease: %v", err)
+	}
+	end, err := time.Parse(time.RFC3339Nano, fmt.Sprint(sec.Data["expire_time"]))
+	if err != nil {
+		t.Fatalf("the replaced lease's expire_time: %v", err)
+	}
+	st, err = state.Load(p.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Retiring) != 1 || st.Retiring[0].LeaseID != oldLease {
+		t.Fatalf("state.json retiring = %+v; want the replaced lease", st.Retiring)
+	}
+	// The planned revocation, to the millisecond: at the end Vault
+	// counts, not before it.
+	if at := st.Retiring[0].RevokeAt; at.Before(end) {
+		t.Errorf("the replaced lease is to be revoked %s before its end", end.Sub(at).Round(time.Millisecond))
+	}
+
+	// The held connection, queried every 100ms until it fails (Vault
+	// dropped the user) or 3s past the end.
+	var lastOK, failedAt time.Time
+	var failure error
+	for time.Now().Before(end.Add(3 * time.Second)) {
+		began := time.Now()
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var who string
+		err := conn.QueryRow(qctx, "SELECT current_user").Scan(&who)
+		cancel()
+		if err != nil {
+			failedAt, failure = began, err
+			break
+		}
+		lastOK = began
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A failure before the end shows as both: no query working in the
+	// last half second and one failing then. (A stall of this process
+	// shows as one of them at most, unless it spans the end.)
+	early := end.Add(-500 * time.Millisecond)
+	if lastOK.Before(early) && failure != nil && failedAt.Before(early) {
+		t.Errorf("the old credential stopped working %s before its lease's end: %v", end.Sub(failedAt).Round(time.Millisecond), failure)
+	}
+	if failure == nil {
+		t.Logf("MEASURED a connection held with a lease replaced 5s before its max TTL: last query working at %+dms from the lease's end, none failing until 3s after it", lastOK.Sub(end).Milliseconds())
+	} else {
+		t.Logf("MEASURED a connection held with a lease replaced 5s before its max TTL: last query working at %+dms from the lease's end, the first failing at %+dms (%v)",
+			lastOK.Sub(end).Milliseconds(), failedAt.Sub(end).Milliseconds(), failure)
+	}
+	waitUntil(t, 5*time.Second, "the replaced lease's user to be dropped", func() bool { return !dbRoleExists(t, oldUser) })
+	waitUntil(t, 5*time.Second, "state.json to stop listing the replaced lease", func() bool {
+		st, err := state.Load(p.stateDir)
+		return err == nil && len(st.Retiring) == 0
+	})
+	if !strings.Contains(sc.stderr.String(), "revoked the replaced lease") {
+		t.Errorf("vault-renew did not confirm the replaced lease's end with a revocation:\n%s", sc.stderr.String())
 	}
 	sc.mustExitPromptly(t)
 }

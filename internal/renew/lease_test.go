@@ -134,6 +134,45 @@ func TestRotatesBeforeMaxTTLAndRevokesAfterGrace(t *testing.T) {
 	})
 }
 
+// TestLateRotationKeepsTheOldLeaseToItsEnd: Vault cannot issue from just
+// before a rotation at max TTL until shortly before the old lease ends
+// (a failover). The read's retries come closer together toward that end,
+// so one lands once Vault issues again; and the replaced lease, which an
+// app may have read just before the new file came, stays valid until its
+// end instead of being revoked as soon as it is replaced.
+func TestLateRotationKeepsTheOldLeaseToItsEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second })
+		oldLease := f.state().Secrets[0].LeaseID
+		oldUser, _ := f.creds("db")
+		f.start()
+		// Renewals at 5s, 10s and 15s; the last comes back capped at the
+		// max TTL (20s), and the rotation starts at once: its reads fail
+		// until 19s.
+		f.appLoop(14 * time.Second)
+		v.setFailCreds(true)
+		f.appLoop(5 * time.Second)
+		v.setFailCreds(false)
+		f.appLoop(500 * time.Millisecond) // 19.5s
+		if user, _ := f.creds("db"); user == oldUser {
+			t.Fatalf("at %s the file still holds the old credential, which ends at 20s\nlogs:\n%s", f.elapsed(), f.logs)
+		}
+		time.Sleep(400 * time.Millisecond) // 19.9s
+		if !v.alive(oldLease) {
+			t.Errorf("the replaced lease was revoked before its end at 20s\nlogs:\n%s", f.logs)
+		}
+		f.appLoop(2 * time.Second) // 21.9s: a second after its end
+		if r := f.state().Retiring; len(r) != 0 {
+			t.Errorf("state.json retiring = %+v a second after the replaced lease ended; want none", r)
+		}
+		if n := v.count("sys/leases/revoke"); n != 1 {
+			t.Errorf("%d revocation requests; want one, for the replaced lease once it ended", n)
+		}
+		f.wantLog("revoked the replaced lease")
+		f.stop()
+	})
+}
+
 func TestOutageShorterThanTTLKeepsTheSameLease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v, f := newDBFixture(t, func(v *fakeVault) { v.leaseTTL = 10 * time.Second })

@@ -77,6 +77,18 @@ const (
 	// attemptReserve is the least time a request leaves before its
 	// credential ends, to act on the answer or its absence.
 	attemptReserve = 500 * time.Millisecond
+	// leaseEndSlack: a replaced lease that ends within the grace period is
+	// revoked this long after its end as the sidecar counts it (from when
+	// the renewal was sent; to the second in state.json), by when Vault's
+	// own expiry, counted from when it handled the request, has revoked
+	// it: the app may use the credential for all of its life (a late
+	// rotation leaves it a second or two), and the revocation confirms the
+	// end (Vault answers one for a lease it no longer has as done).
+	leaseEndSlack = time.Second
+	// tokenRevokeLead: a replaced token that ends within the grace period
+	// is revoked this long before its end, since it revokes itself and an
+	// expired token can do nothing.
+	tokenRevokeLead = -time.Second
 )
 
 // renewAt is when to renew something expiring at expiry: after fraction
@@ -203,14 +215,15 @@ func nextTokenAction(now, expiry, hard time.Time, ttl time.Duration, cfg *Config
 
 // revokeAfterGrace is when to revoke a replaced credential (a lease, or
 // the token that holds leases) that expires at expiry: after the grace
-// period, but a second before it expires by itself; and still after the
-// grace period when its expiry is unknown or looks past, since the clock
-// may be wrong and the app may still use it.
-func revokeAfterGrace(now, expiry time.Time, grace time.Duration) time.Time {
+// period, or at fromEnd from its end when that comes first (see
+// leaseEndSlack and tokenRevokeLead); and still after the grace period
+// when its expiry is unknown or looks past, since the clock may be wrong
+// and the app may still use it.
+func revokeAfterGrace(now, expiry time.Time, grace, fromEnd time.Duration) time.Time {
 	if !expiry.After(now) {
 		return now.Add(grace)
 	}
-	return latest(now, earliest(now.Add(grace), expiry.Add(-time.Second)))
+	return latest(now, earliest(now.Add(grace), expiry.Add(fromEnd)))
 }
 
 // retry is the backoff of one item between failed attempts.

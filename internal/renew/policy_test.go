@@ -117,24 +117,28 @@ func TestRetryAfterLossIsShortAndBounded(t *testing.T) {
 	}
 }
 
-// TestRevokeAfterGrace: when a replaced lease is revoked.
+// TestRevokeAfterGrace: when a replaced lease, or token, is revoked.
 func TestRevokeAfterGrace(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	grace := 30 * time.Second
 	for _, tc := range []struct {
-		name   string
-		expiry time.Time
-		want   time.Time
+		name    string
+		expiry  time.Time
+		fromEnd time.Duration
+		want    time.Time
 	}{
-		{"long-lived: after the grace period", now.Add(time.Hour), now.Add(grace)},
-		{"ends within the grace period: a second before", now.Add(10 * time.Second), now.Add(9 * time.Second)},
-		{"ends in under a second: now", now.Add(500 * time.Millisecond), now},
-		{"unknown end: after the grace period", time.Time{}, now.Add(grace)},
-		{"looks expired (the clock may be wrong): after the grace period", now.Add(-time.Minute), now.Add(grace)},
+		{"long-lived lease: after the grace period", now.Add(time.Hour), leaseEndSlack, now.Add(grace)},
+		{"lease ending within the grace period: a second after its end, when Vault has revoked it", now.Add(10 * time.Second), leaseEndSlack, now.Add(11 * time.Second)},
+		{"lease ending in under a second: still after its end", now.Add(500 * time.Millisecond), leaseEndSlack, now.Add(1500 * time.Millisecond)},
+		{"lease ending just after the grace period: after the grace period", now.Add(grace - 500*time.Millisecond), leaseEndSlack, now.Add(grace)},
+		{"token ending within the grace period: a second before its end, while it can revoke itself", now.Add(10 * time.Second), tokenRevokeLead, now.Add(9 * time.Second)},
+		{"token ending in under a second: now", now.Add(500 * time.Millisecond), tokenRevokeLead, now},
+		{"unknown end: after the grace period", time.Time{}, leaseEndSlack, now.Add(grace)},
+		{"looks expired (the clock may be wrong): after the grace period", now.Add(-time.Minute), leaseEndSlack, now.Add(grace)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := revokeAfterGrace(now, tc.expiry, grace); !got.Equal(tc.want) {
+			if got := revokeAfterGrace(now, tc.expiry, grace, tc.fromEnd); !got.Equal(tc.want) {
 				t.Errorf("revokeAfterGrace = %s; want %s", got, tc.want)
 			}
 		})

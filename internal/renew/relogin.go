@@ -109,7 +109,7 @@ func (s *sidecar) switchToken(now time.Time, nt *newToken) {
 		// A batch token cannot be revoked: it just ends, and the leases
 		// replaced under it are revoked one by one.
 		s.old = append(s.old, &oldToken{accessor: t.id, client: oc, expiry: t.expiry,
-			revokeAt: revokeAfterGrace(now, t.expiry, s.cfg.Grace), owned: t.info.Owned && !t.batch})
+			revokeAt: revokeAfterGrace(now, t.expiry, s.cfg.Grace, tokenRevokeLead), owned: t.info.Owned && !t.batch})
 	} else {
 		s.markOwnedLost(t.id)
 	}

@@ -34,7 +34,7 @@ func (s *sidecar) retireLease(now time.Time, secret, leaseID, owner string, expi
 		r.owner = owner
 		r.r.RevokeAt = o.revokeAt
 	} else {
-		r.r.RevokeAt = revokeAfterGrace(now, expiry, s.cfg.Grace)
+		r.r.RevokeAt = revokeAfterGrace(now, expiry, s.cfg.Grace, leaseEndSlack)
 	}
 	r.r.RevokeAt = r.r.RevokeAt.UTC()
 	s.retire = append(s.retire, r)

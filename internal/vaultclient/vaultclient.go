@@ -371,15 +371,38 @@ func WithMaxInterval(ctx context.Context, d time.Duration) context.Context {
 	return context.WithValue(ctx, maxIntervalKey{}, d)
 }
 
+// towardDeadline shrinks the waits of a backoff to half the time left
+// before a deadline (but not under the backoff's first wait), so that the
+// attempts go on until the deadline instead of one long wait spanning it:
+// a caller with a deadline (a credential about to end, a --timeout) wants
+// an attempt soon after Vault recovers, while there is still time.
+type towardDeadline struct {
+	*backoff.ExponentialBackOff
+	deadline time.Time
+}
+
+func (t towardDeadline) NextBackOff() time.Duration {
+	d := t.ExponentialBackOff.NextBackOff()
+	if d == backoff.Stop {
+		return d
+	}
+	return min(d, max(time.Until(t.deadline)/2, t.InitialInterval))
+}
+
 // Retry runs op until it succeeds, fails permanently (not Transient) or ctx
-// ends. what names the operation in logs ("read database/creds/app"). On
-// ctx's end it returns the last error seen, wrapped with the context's.
+// ends; before ctx's deadline the waits shrink (towardDeadline). what
+// names the operation in logs ("read database/creds/app"). On ctx's end
+// it returns the last error seen, wrapped with the context's.
 func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.Context) error) error {
 	var last error
 	attempt := 0
 	b := Backoff()
 	if d, ok := ctx.Value(maxIntervalKey{}).(time.Duration); ok && d > 0 && d < b.MaxInterval {
 		b.MaxInterval = d
+	}
+	var schedule backoff.BackOff = b
+	if deadline, ok := ctx.Deadline(); ok {
+		schedule = towardDeadline{b, deadline}
 	}
 	err := backoff.RetryNotify(func() error {
 		attempt++
@@ -396,7 +419,7 @@ func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.C
 			return backoff.Permanent(err)
 		}
 		return err
-	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+	}, backoff.WithContext(schedule, ctx), func(err error, wait time.Duration) {
 		args := []any{"op", what, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", Cause(err)}
 		if node := Node(err); node != "" {
 			args = append(args, "vault_addr", node)

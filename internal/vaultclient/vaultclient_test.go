@@ -390,6 +390,39 @@ func TestRetryWithMaxInterval(t *testing.T) {
 	}
 }
 
+// TestRetryTowardDeadline: before ctx's deadline the waits shrink to half
+// the time left, not under the first wait, so that an attempt comes soon
+// after Vault recovers while there is still time; without that, a wait
+// grown to 8s-15s spans the end of a 20s deadline.
+func TestRetryTowardDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 20 * time.Second
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		deadline, _ := ctx.Deadline()
+		var at []time.Time
+		err := Retry(ctx, slog.New(slog.DiscardHandler), "read x", func(context.Context) error {
+			at = append(at, time.Now())
+			return vaultErr(503, "sealed")
+		})
+		if err == nil {
+			t.Fatal("Retry succeeded against a Vault that kept failing")
+		}
+		for i := 1; i < len(at); i++ {
+			w, left := at[i].Sub(at[i-1]), deadline.Sub(at[i-1])
+			if w > max(left/2, 250*time.Millisecond) {
+				t.Errorf("attempt %d waited %s with %s left; want at most half the time left, or 250ms", i+1, w, left)
+			}
+		}
+		if gap := deadline.Sub(at[len(at)-1]); gap > 250*time.Millisecond {
+			t.Errorf("the last attempt came %s before the deadline; want within 250ms", gap)
+		}
+		if len(at) > 20 {
+			t.Errorf("%d attempts in %s: the waits collapsed", len(at), timeout)
+		}
+	})
+}
+
 func TestNew(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
