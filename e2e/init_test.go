@@ -346,26 +346,64 @@ func TestInitFailureRevokesWhatItGot(t *testing.T) {
 // dbUsers lists the PostgreSQL users Vault created for a database role.
 func dbUsers(t *testing.T, role string) []string {
 	t.Helper()
+	var users []string
+	for _, u := range dbUsersOf(t, role) {
+		users = append(users, u.name)
+	}
+	return users
+}
+
+// dbUser is a PostgreSQL user Vault created.
+type dbUser struct {
+	name       string
+	validUntil time.Time // its password's end; zero: none
+}
+
+// dbUsersOf lists the PostgreSQL users Vault created for a database role,
+// with when their passwords end.
+func dbUsersOf(t *testing.T, role string) []dbUser {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := bed.PGSuperuser(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT rolname FROM pg_roles WHERE rolname LIKE $1", "v-%-"+role+"-%")
+	rows, err := conn.Query(ctx, "SELECT rolname, rolvaliduntil FROM pg_roles WHERE rolname LIKE $1", "v-%-"+role+"-%")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	var users []string
+	var users []dbUser
 	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
+		var u dbUser
+		var until *time.Time
+		if err := rows.Scan(&u.name, &until); err != nil {
 			t.Fatal(err)
+		}
+		if until != nil {
+			u.validUntil = *until
 		}
 		users = append(users, u)
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	return users
+}
+
+// dropDBUser drops a PostgreSQL user that no lease names.
+func dropDBUser(t *testing.T, name string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := bed.PGSuperuser(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `DROP ROLE IF EXISTS "`+strings.ReplaceAll(name, `"`, `""`)+`"`); err != nil {
+		t.Errorf("drop database user %s: %v", name, err)
+	}
 }
 
 func keys[V any](m map[string]V) []string {
