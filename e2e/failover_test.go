@@ -731,7 +731,15 @@ func failover(t *testing.T, cl *testbed.Cluster, event string, cases haCases) {
 	if left > 0 || users > 0 {
 		var named []string
 		for _, u := range stray {
-			named = append(named, fmt.Sprintf("%s (made %s from the event, password valid until %s from it)", u.name, madeAt(u.name).Sub(began.Truncate(time.Second)), u.validUntil.Sub(began).Round(time.Second)))
+			made := "made at an unknown time"
+			if at := madeAt(u.name); !at.IsZero() {
+				made = fmt.Sprintf("made in the second %+ds from the event's", at.Unix()-began.Unix())
+			}
+			valid := "no end to its password"
+			if !u.validUntil.IsZero() {
+				valid = fmt.Sprintf("password valid until %s from the event", u.validUntil.Sub(began).Round(time.Second))
+			}
+			named = append(named, fmt.Sprintf("%s (%s, %s)", u.name, made, valid))
 		}
 		t.Errorf("after every pod ended: %d leases and %d database users left (besides %d registered after their vault-init's token was revoked): %s", left, users, racedLeft, strings.Join(named, ", "))
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/podlease/podlease/e2e/testbed"
@@ -363,47 +364,65 @@ type dbUser struct {
 // with when their passwords end.
 func dbUsersOf(t *testing.T, role string) []dbUser {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := bed.PGSuperuser(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT rolname, rolvaliduntil FROM pg_roles WHERE rolname LIKE $1", "v-%-"+role+"-%")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
 	var users []dbUser
-	for rows.Next() {
-		var u dbUser
-		var until *time.Time
-		if err := rows.Scan(&u.name, &until); err != nil {
+	asSuperuser(t, func(ctx context.Context, conn *pgx.Conn) {
+		rows, err := conn.Query(ctx, "SELECT rolname, rolvaliduntil FROM pg_roles WHERE rolname LIKE $1", "v-%-"+role+"-%")
+		if err != nil {
 			t.Fatal(err)
 		}
-		if until != nil {
-			u.validUntil = *until
+		defer rows.Close()
+		for rows.Next() {
+			var u dbUser
+			var until *time.Time
+			if err := rows.Scan(&u.name, &until); err != nil {
+				t.Fatal(err)
+			}
+			if until != nil {
+				u.validUntil = *until
+			}
+			users = append(users, u)
 		}
-		users = append(users, u)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	return users
 }
 
 // dropDBUser drops a PostgreSQL user that no lease names.
 func dropDBUser(t *testing.T, name string) {
 	t.Helper()
-	ctx := context.Background()
+	asSuperuser(t, func(ctx context.Context, conn *pgx.Conn) {
+		if _, err := conn.Exec(ctx, `DROP ROLE IF EXISTS "`+strings.ReplaceAll(name, `"`, `""`)+`"`); err != nil {
+			t.Errorf("drop database user %s: %v", name, err)
+		}
+	})
+}
+
+// dbRoleExists reports whether PostgreSQL still has the role.
+func dbRoleExists(t *testing.T, name string) bool {
+	t.Helper()
+	var n int
+	asSuperuser(t, func(ctx context.Context, conn *pgx.Conn) {
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return n > 0
+}
+
+// asSuperuser runs f on a connection of its own as PostgreSQL's superuser,
+// with 10 s to finish.
+func asSuperuser(t *testing.T, f func(ctx context.Context, conn *pgx.Conn)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	conn, err := bed.PGSuperuser(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `DROP ROLE IF EXISTS "`+strings.ReplaceAll(name, `"`, `""`)+`"`); err != nil {
-		t.Errorf("drop database user %s: %v", name, err)
-	}
+	f(ctx, conn)
 }
 
 func keys[V any](m map[string]V) []string {

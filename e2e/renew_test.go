@@ -465,23 +465,6 @@ func appQuery(user, password string) error {
 	return nil
 }
 
-// dbRoleExists reports whether PostgreSQL still has the role.
-func dbRoleExists(t *testing.T, name string) bool {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := bed.PGSuperuser(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n > 0
-}
-
 // vmStatus returns the memory lines of /proc/PID/status (VmRSS, VmHWM,
 // RssAnon, RssFile...) in MiB.
 func vmStatus(t *testing.T, pid int) map[string]float64 {
