@@ -111,16 +111,17 @@ func (s *sidecar) writeFiles(ch *change) error {
 // the next renewal, and the old lease's revocation after the grace period.
 func (s *sidecar) apply(now time.Time, ch *change) {
 	g := ch.g
-	oldLease, oldOwner, oldExpiry, oldVaultGone := g.leaseID(), g.owner, s.expiry(g), g.vaultGone
+	oldLease, oldOwner, oldEnd, oldVaultGone := g.leaseID(), g.owner, endBy(s.expiry(g), g.late), g.vaultGone
 	for _, sec := range g.secrets {
 		secrets.Record(sec, ch.f)
 		sec.FileInode = state.Inode(sec.File)
 	}
 	ttl := ch.f.TTL()
 	g.kind, g.owner = ch.f.Kind, ch.owner
-	g.expiry = time.Time{}
+	g.expiry, g.late = time.Time{}, 0
 	if ttl > 0 {
-		g.expiry = ch.f.At.Add(ttl)
+		// The answer came before now: at most that much later.
+		g.expiry, g.late = ch.f.At.Add(ttl), now.Sub(ch.f.At)
 	}
 	if g.kind == state.KindLeased {
 		g.ld = ttl
@@ -142,7 +143,7 @@ func (s *sidecar) apply(now time.Time, ch *change) {
 	// A replaced lease stays in the state until it is revoked or Vault
 	// said it is gone: one that looks expired by the clock may be alive.
 	if !oldVaultGone && oldLease != "" && oldLease != g.leaseID() {
-		s.retireLease(now, g.secrets[0].Name, oldLease, oldOwner, oldExpiry)
+		s.retireLease(now, g.secrets[0].Name, oldLease, oldOwner, oldEnd)
 	}
 }
 

@@ -167,7 +167,7 @@ func recoverPending(ctx context.Context, dir string, grace time.Duration, log *s
 		ino := state.Inode(p.File)
 		if cur != nil && ino != 0 && ino != cur.FileInode {
 			if cur.LeaseID != "" && cur.LeaseID != p.LeaseID {
-				st.Retiring = append(st.Retiring, state.Retiring{Secret: p.Name, LeaseID: cur.LeaseID, RevokeAt: revokeAfterGrace(now, cur.ExpiresAt, grace, leaseEndSlack)})
+				st.Retiring = append(st.Retiring, state.Retiring{Secret: p.Name, LeaseID: cur.LeaseID, RevokeAt: revokeAfterGrace(now, endBy(cur.ExpiresAt, statePrecision), grace, 0)})
 			}
 			*cur = p
 			cur.FileInode = ino

@@ -21,11 +21,16 @@ import (
 // Most groups hold one secret; vault-init reads a path once even when
 // several --secret flags name it, so those files share one lease.
 type group struct {
-	secrets   []*state.Secret // the sidecar's records of the secrets, updated in apply
-	path      string
-	kind      string
-	owner     string        // tokenID of the token the lease belongs to
-	expiry    time.Time     // lease expiry, or a static credential's rotation
+	secrets []*state.Secret // the sidecar's records of the secrets, updated in apply
+	path    string
+	kind    string
+	owner   string    // tokenID of the token the lease belongs to
+	expiry  time.Time // lease expiry, or a static credential's rotation
+	// late is how much later than expiry Vault may end the lease: the
+	// round trip of the request that set expiry (Vault starts the TTL
+	// while it handles it), or statePrecision for an expiry from
+	// state.json.
+	late      time.Duration
 	ld        time.Duration // the lease's duration: what a renewal asks for
 	renewable bool
 	capped    bool   // renewals stopped extending it: replace before expiry
@@ -143,6 +148,7 @@ func (s *sidecar) renewLease(ctx context.Context, g *group) error {
 	}
 	got := time.Duration(sec.LeaseDuration) * time.Second
 	g.expiry = sent.Add(got) // Vault counts the TTL from when it handled the request
+	g.late = now.Sub(sent)
 	g.renewable = sec.Renewable
 	g.retry.reset()
 	s.metrics.renewed(g)

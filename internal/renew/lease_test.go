@@ -161,9 +161,9 @@ func TestLateRotationKeepsTheOldLeaseToItsEnd(t *testing.T) {
 		if !v.alive(oldLease) {
 			t.Errorf("the replaced lease was revoked before its end at 20s\nlogs:\n%s", f.logs)
 		}
-		f.appLoop(2 * time.Second) // 21.9s: a second after its end
+		f.appLoop(2 * time.Second) // 21.9s, past its end
 		if r := f.state().Retiring; len(r) != 0 {
-			t.Errorf("state.json retiring = %+v a second after the replaced lease ended; want none", r)
+			t.Errorf("state.json retiring = %+v after the replaced lease ended; want none", r)
 		}
 		if n := v.count("sys/leases/revoke"); n != 1 {
 			t.Errorf("%d revocation requests; want one, for the replaced lease once it ended", n)

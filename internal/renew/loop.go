@@ -92,7 +92,7 @@ func newSidecar(cfg *Config, st *state.State, tok *tokenItem, getenv func(string
 		}
 		g := &group{
 			secrets: []*state.Secret{sec}, path: sec.VaultPath(), kind: sec.Kind,
-			owner: s.tok.id, expiry: sec.ExpiresAt,
+			owner: s.tok.id, expiry: sec.ExpiresAt, late: statePrecision,
 			ld:        time.Duration(sec.LeaseDuration) * time.Second,
 			renewable: sec.Renewable,
 		}

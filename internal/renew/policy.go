@@ -77,14 +77,9 @@ const (
 	// attemptReserve is the least time a request leaves before its
 	// credential ends, to act on the answer or its absence.
 	attemptReserve = 500 * time.Millisecond
-	// leaseEndSlack: a replaced lease that ends within the grace period is
-	// revoked this long after its end as the sidecar counts it (from when
-	// the renewal was sent; to the second in state.json), by when Vault's
-	// own expiry, counted from when it handled the request, has revoked
-	// it: the app may use the credential for all of its life (a late
-	// rotation leaves it a second or two), and the revocation confirms the
-	// end (Vault answers one for a lease it no longer has as done).
-	leaseEndSlack = time.Second
+	// statePrecision is how much of a time state.json drops: it keeps
+	// whole seconds.
+	statePrecision = time.Second
 	// tokenRevokeLead: a replaced token that ends within the grace period
 	// is revoked this long before its end, since it revokes itself and an
 	// expired token can do nothing.
@@ -215,15 +210,25 @@ func nextTokenAction(now, expiry, hard time.Time, ttl time.Duration, cfg *Config
 
 // revokeAfterGrace is when to revoke a replaced credential (a lease, or
 // the token that holds leases) that expires at expiry: after the grace
-// period, or at fromEnd from its end when that comes first (see
-// leaseEndSlack and tokenRevokeLead); and still after the grace period
-// when its expiry is unknown or looks past, since the clock may be wrong
-// and the app may still use it.
+// period, or at fromEnd from its end when that comes first (a lease: at
+// its end, see retireLease; a token: tokenRevokeLead); and still after
+// the grace period when its expiry is unknown or looks past, since the
+// clock may be wrong and the app may still use it.
 func revokeAfterGrace(now, expiry time.Time, grace, fromEnd time.Duration) time.Time {
 	if !expiry.After(now) {
 		return now.Add(grace)
 	}
 	return latest(now, earliest(now.Add(grace), expiry.Add(fromEnd)))
+}
+
+// endBy is the latest a lease the sidecar counts as expiring at expiry can
+// end in Vault, which may start its TTL up to late after the sidecar's
+// count began (zero: unknown).
+func endBy(expiry time.Time, late time.Duration) time.Time {
+	if expiry.IsZero() {
+		return expiry
+	}
+	return expiry.Add(late)
 }
 
 // retry is the backoff of one item between failed attempts.

@@ -128,20 +128,34 @@ func TestRevokeAfterGrace(t *testing.T) {
 		fromEnd time.Duration
 		want    time.Time
 	}{
-		{"long-lived lease: after the grace period", now.Add(time.Hour), leaseEndSlack, now.Add(grace)},
-		{"lease ending within the grace period: a second after its end, when Vault has revoked it", now.Add(10 * time.Second), leaseEndSlack, now.Add(11 * time.Second)},
-		{"lease ending in under a second: still after its end", now.Add(500 * time.Millisecond), leaseEndSlack, now.Add(1500 * time.Millisecond)},
-		{"lease ending just after the grace period: after the grace period", now.Add(grace - 500*time.Millisecond), leaseEndSlack, now.Add(grace)},
+		{"long-lived lease: after the grace period", now.Add(time.Hour), 0, now.Add(grace)},
+		{"lease ending within the grace period: at its end, when Vault ends it", now.Add(10 * time.Second), 0, now.Add(10 * time.Second)},
+		{"lease ending in under a second: still at its end", now.Add(500 * time.Millisecond), 0, now.Add(500 * time.Millisecond)},
+		{"lease ending just after the grace period: after the grace period", now.Add(grace + 500*time.Millisecond), 0, now.Add(grace)},
 		{"token ending within the grace period: a second before its end, while it can revoke itself", now.Add(10 * time.Second), tokenRevokeLead, now.Add(9 * time.Second)},
 		{"token ending in under a second: now", now.Add(500 * time.Millisecond), tokenRevokeLead, now},
-		{"unknown end: after the grace period", time.Time{}, leaseEndSlack, now.Add(grace)},
-		{"looks expired (the clock may be wrong): after the grace period", now.Add(-time.Minute), leaseEndSlack, now.Add(grace)},
+		{"unknown end: after the grace period", time.Time{}, 0, now.Add(grace)},
+		{"looks expired (the clock may be wrong): after the grace period", now.Add(-time.Minute), 0, now.Add(grace)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := revokeAfterGrace(now, tc.expiry, grace, tc.fromEnd); !got.Equal(tc.want) {
 				t.Errorf("revokeAfterGrace = %s; want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestEndBy: the latest a lease can end is its expiry as the sidecar
+// counts it plus the time Vault may have started its TTL later; unknown
+// stays unknown.
+func TestEndBy(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got := endBy(now, 300*time.Millisecond); !got.Equal(now.Add(300 * time.Millisecond)) {
+		t.Errorf("endBy(now, 300ms) = %s", got)
+	}
+	if got := endBy(time.Time{}, time.Second); !got.IsZero() {
+		t.Errorf("endBy(zero, 1s) = %s; want zero", got)
 	}
 }
 

@@ -25,16 +25,18 @@ type retiring struct {
 }
 
 // retireLease schedules the revocation of a replaced lease: after the
-// grace period, capped to the lease's own life (revokeAfterGrace); or with
-// the old token that holds it, when that token is ours to revoke. expiry
-// is zero when the lease's end is unknown.
+// grace period, or once the lease has ended by itself if that comes first
+// (revokeAfterGrace), so that the app may use it for all of its life and
+// the revocation only confirms Vault's expiry; or with the old token that
+// holds it, when that token is ours to revoke. expiry is the latest Vault
+// may end the lease (see endBy); zero when its end is unknown.
 func (s *sidecar) retireLease(now time.Time, secret, leaseID, owner string, expiry time.Time) {
 	r := &retiring{r: state.Retiring{Secret: secret, LeaseID: leaseID}, expiry: expiry}
 	if o := s.oldToken(owner); o != nil && o.owned {
 		r.owner = owner
 		r.r.RevokeAt = o.revokeAt
 	} else {
-		r.r.RevokeAt = revokeAfterGrace(now, expiry, s.cfg.Grace, leaseEndSlack)
+		r.r.RevokeAt = revokeAfterGrace(now, expiry, s.cfg.Grace, 0)
 	}
 	r.r.RevokeAt = r.r.RevokeAt.UTC()
 	s.retire = append(s.retire, r)
