@@ -83,12 +83,18 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 		if deadline.IsZero() {
 			deadline = r.r.RevokeAt.Add(10 * time.Minute)
 		}
-		if now.Before(deadline) {
+		switch {
+		case now.Before(deadline):
 			r.next = s.retryAt(now, &r.retry, deadline, f != failRetry, false)
 			s.log.Warn("revoking the replaced lease failed; retrying", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err), "retry_in", until(now, r.next))
 			return nil
+		case r.retry.fails == 0:
+			// Its first try, at its end (see retireLease): the
+			// revocation only confirms what Vault's expiry does.
+			s.log.Info("the replaced lease has ended, and Vault ends it by itself; confirming that failed, so it stays listed for vault-revoke", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+		default:
+			s.log.Warn("giving up revoking the replaced lease; it stays listed for vault-revoke, and expires at its TTL", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
 		}
-		s.log.Warn("giving up revoking the replaced lease; it stays listed for vault-revoke, and expires at its TTL", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
 		r.parked = true
 	}
 	return s.save(ctx)

@@ -1,6 +1,8 @@
 package renew
 
 import (
+	"cmp"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -60,15 +62,19 @@ func TestReplacedLeaseRevocationFailures(t *testing.T) {
 		log        string
 		listed     bool // still listed in state.json at 25s, for vault-revoke
 		maxRevokes int
+		grace      string // --grace; 3s unless set: revoked before the lease ends at 20s
+		absent     string // a log line that must not appear
 	}{
 		{name: "permission denied: parked for vault-revoke, no more tries", code: 403, msg: "permission denied", log: "permission denied revoking the replaced lease", listed: true, maxRevokes: 1},
 		{name: "already gone: dropped", code: 400, msg: "invalid lease", log: "the replaced lease is already gone", maxRevokes: 1},
 		{name: "Vault keeps failing: retried until the lease ends, then parked", code: 503, msg: "unavailable", log: "giving up revoking the replaced lease", listed: true, maxRevokes: 20},
 		{name: "Vault fails once: revoked on a retry", code: 503, msg: "unavailable", healAt: 18500 * time.Millisecond, log: "revoked the replaced lease", maxRevokes: 20},
+		{name: "revoked at its end, when Vault fails: parked, no more tries, no warning", code: 503, msg: "unavailable", grace: "30s", log: "level=INFO msg=\"the replaced lease has ended, and Vault ends it by itself", absent: "giving up", listed: true, maxRevokes: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				v, f := rotatingFixture(t, "--grace", "3s")
+				grace := cmp.Or(tc.grace, "3s")
+				v, f := rotatingFixture(t, "--grace", grace)
 				old := f.state().Secrets[0].LeaseID
 				v.answer("sys/leases/revoke", tc.code, tc.msg)
 				if tc.healAt > 0 {
@@ -77,6 +83,9 @@ func TestReplacedLeaseRevocationFailures(t *testing.T) {
 				}
 				time.Sleep(25*time.Second - time.Since(epoch))
 				f.wantLog(tc.log)
+				if tc.absent != "" && strings.Contains(f.logs.String(), tc.absent) {
+					t.Errorf("log line %q where none should be:\n%s", tc.absent, f.logs)
+				}
 				r := f.state().Retiring
 				if listed := len(r) == 1 && r[0].LeaseID == old; listed != tc.listed {
 					t.Errorf("state.json retiring = %+v; want the old lease listed: %v", r, tc.listed)
