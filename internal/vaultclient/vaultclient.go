@@ -29,9 +29,12 @@ import (
 const DialTimeout = 3 * time.Second
 
 // New returns a client for addr (empty: VAULT_ADDR) in namespace (empty:
-// VAULT_NAMESPACE). The client's own retries are off: callers retry with
-// Retry so that one deadline bounds everything. requestTimeout bounds each
-// HTTP request.
+// the root namespace, whatever VAULT_NAMESPACE says: callers pass the
+// namespace they resolved, and vault-renew and vault-revoke the one
+// state.json recorded). An addr given wins over VAULT_AGENT_ADDR too,
+// which Vault's client would otherwise send every request to. The
+// client's own retries are off: callers retry with Retry so that one
+// deadline bounds everything. requestTimeout bounds each HTTP request.
 func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	if cfg.Error != nil {
@@ -42,6 +45,7 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 	}
 	if addr != "" {
 		cfg.Address = addr
+		cfg.AgentAddress = ""
 	}
 	u, err := url.Parse(cfg.Address)
 	if err != nil || u.Scheme == "" || u.Host == "" {
@@ -65,7 +69,9 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 	// A VAULT_TOKEN in the environment is only used by the token auth
 	// method, which sets it explicitly.
 	c.ClearToken()
-	if namespace != "" {
+	if namespace == "" {
+		c.ClearNamespace() // the one Vault's client took from VAULT_NAMESPACE
+	} else {
 		c.SetNamespace(namespace)
 	}
 	return c, nil

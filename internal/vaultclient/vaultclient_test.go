@@ -611,3 +611,44 @@ func TestNode(t *testing.T) {
 		})
 	}
 }
+
+// TestNewTalksToTheAddressGiven: the address and namespace a caller
+// passes (vault-init's resolved flags, or what state.json recorded) are
+// where every request goes, whatever VAULT_AGENT_ADDR and VAULT_NAMESPACE
+// say in the environment of, say, an operator's shell running
+// vault-revoke. It uses t.Setenv, so it does not run in parallel.
+func TestNewTalksToTheAddressGiven(t *testing.T) {
+	type hit struct{ server, namespace string }
+	hits := make(chan hit, 4)
+	serve := func(name string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ns, set := r.Header[http.CanonicalHeaderKey("X-Vault-Namespace")]
+			hits <- hit{name, fmt.Sprint(ns, set)}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"data":{"ttl":60}}`)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	vault, agent := serve("vault"), serve("agent")
+	t.Setenv("VAULT_AGENT_ADDR", agent.URL)
+	t.Setenv("VAULT_NAMESPACE", "team-from-env")
+	for _, tc := range []struct {
+		namespace, want string
+	}{
+		{"", "[] false"}, // the root namespace: no header at all
+		{"team-a", "[team-a] true"},
+	} {
+		c, err := New(vault.URL, tc.namespace, time.Second, discard())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetToken("t")
+		if _, err := c.Auth().Token().LookupSelf(); err != nil {
+			t.Fatal(err)
+		}
+		if h := <-hits; h.server != "vault" || h.namespace != tc.want {
+			t.Errorf("namespace %q: the request went to the %s with namespace header %s, want the vault given with %s", tc.namespace, h.server, h.namespace, tc.want)
+		}
+	}
+}
