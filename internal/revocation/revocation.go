@@ -88,7 +88,13 @@ func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, 
 	if st.RevokedAt != nil {
 		if _, err := os.Stat(tokenFile); errors.Is(err, os.ErrNotExist) {
 			log.Info("nothing to revoke: already revoked", "state_dir", dir, "revoked_at", st.RevokedAt.Format(time.RFC3339))
-			return nil
+			// An earlier run may have failed to remove a secret file
+			// (a read-only mount, a directory in its place): removing
+			// is local and idempotent, so every run tries again.
+			if st.CheckSecretsDir(secretsDir) != nil {
+				return nil
+			}
+			return removeSecretFiles(st, log)
 		}
 		log.Info("an earlier run left work undone; trying again", "revoked_at", st.RevokedAt.Format(time.RFC3339))
 	} else {
@@ -112,8 +118,11 @@ func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, 
 		r.revokeAll(ctx)
 	}
 	if err != nil {
-		// Without a token or a client nothing can be revoked, and a
-		// retry would fail the same way.
+		// Nothing could be revoked. Without a token file a later run
+		// cannot do better; otherwise the cause may be this run's own
+		// (a VAULT_CACERT naming a file not mounted here), so the token
+		// file stays for a run that can.
+		r.noToken = errors.Is(err, os.ErrNotExist)
 		if what := describe(r.leases, st.Token.Owned, st.Token.Accessor); what != "" {
 			err = fmt.Errorf("%w: cannot revoke %s", err, what)
 		}
@@ -217,6 +226,7 @@ type revoker struct {
 	unreachable  error   // why
 	failed       []error // permanent failures
 	tokenRevoked bool    // the token is dead, by us or before us
+	noToken      bool    // there is no token file to revoke with
 }
 
 func (r *revoker) revokeAll(ctx context.Context) {
@@ -325,18 +335,7 @@ func batchRefused(err error) bool {
 // removeFiles removes every secret file and, unless a later run could
 // still revoke something with it, the token file.
 func (r *revoker) removeFiles(tokenFile string) error {
-	var errs []error
-	for _, s := range r.st.Secrets {
-		if s.File == "" {
-			continue
-		}
-		switch err := os.Remove(s.File); {
-		case err == nil:
-			r.log.Info("removed secret file", "secret", s.Name, "file", s.File)
-		case !errors.Is(err, os.ErrNotExist):
-			errs = append(errs, fmt.Errorf("remove secret file: %w", err))
-		}
-	}
+	errs := []error{removeSecretFiles(r.st, r.log)}
 	if r.retryable() {
 		return errors.Join(errs...)
 	}
@@ -346,10 +345,29 @@ func (r *revoker) removeFiles(tokenFile string) error {
 	return errors.Join(errs...)
 }
 
+// removeSecretFiles removes the secret file of every secret of st; one
+// already gone is no error.
+func removeSecretFiles(st *state.State, log *slog.Logger) error {
+	var errs []error
+	for _, s := range st.Secrets {
+		if s.File == "" {
+			continue
+		}
+		switch err := os.Remove(s.File); {
+		case err == nil:
+			log.Info("removed secret file", "secret", s.Name, "file", s.File)
+		case !errors.Is(err, os.ErrNotExist):
+			errs = append(errs, fmt.Errorf("remove secret file: %w (running vault-revoke again tries again)", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // retryable says whether running vault-revoke again could still revoke
-// something: the token may be alive and a lease or the token is left.
+// something: the token may be alive, its file is there, and a lease or
+// the token is left.
 func (r *revoker) retryable() bool {
-	return r.client != nil && !r.tokenRevoked && (len(r.left) > 0 || r.tokenLeft || len(r.failed) > 0)
+	return !r.noToken && !r.tokenRevoked && (len(r.left) > 0 || r.tokenLeft || len(r.failed) > 0)
 }
 
 // result is the error that says what is left, or nil.

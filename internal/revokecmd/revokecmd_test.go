@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podlease/podlease/internal/revocation"
 	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
 )
 
 const (
@@ -484,5 +487,87 @@ func TestUsage(t *testing.T) {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.want, stderr)
 			}
 		})
+	}
+}
+
+// TestAfterARunWithoutAClient: a run whose own environment keeps it from
+// building a Vault client (a VAULT_CACERT naming a file not mounted where
+// it runs) revokes nothing, so it keeps the token file: the next run, or
+// the sidecar's --revoke-on-exit, finishes the work. It uses t.Setenv, so
+// it does not run in parallel.
+func TestAfterARunWithoutAClient(t *testing.T) {
+	for _, next := range []string{"vault-revoke", "vault-renew --revoke-on-exit"} {
+		t.Run(next, func(t *testing.T) {
+			f := &fakeVault{}
+			p := newPod(t, startVault(t, f), true)
+			f.token = p.token
+			known, err := state.Load(p.stateDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("VAULT_CACERT", filepath.Join(t.TempDir(), "not-mounted.pem"))
+			code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+			if code != 1 || !strings.Contains(stderr, "VAULT_") || !strings.Contains(stderr, "running vault-revoke again can finish") {
+				t.Errorf("exit %d, want 1 with an error naming the VAULT_* settings and saying a second run can finish; stderr:\n%s", code, stderr)
+			}
+			if !exists(p.tokenFile) {
+				t.Fatal("the token file was removed by a run that revoked nothing")
+			}
+			t.Setenv("VAULT_CACERT", "")
+
+			if next == "vault-revoke" {
+				if code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir); code != 0 {
+					t.Fatalf("second run: exit %d; stderr:\n%s", code, stderr)
+				}
+			} else {
+				client, err := vaultclient.New(known.VaultAddr, "", 5*time.Second, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				client.SetToken(p.token)
+				if err := revocation.RevokeKnown(context.Background(), p.stateDir, p.secretsDir, known, client, slog.New(slog.DiscardHandler)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if leases, self, _, _ := f.calls(); len(leases) != 2 || self != 1 {
+				t.Errorf("after the failed run, %s revoked leases %v and the token %d times, want 2 leases and the token once", next, leases, self)
+			}
+			assertRevokedAndClean(t, p)
+		})
+	}
+}
+
+// TestSecondRunRemovesWhatTheFirstCouldNot: a secret file the first run
+// could not remove (here a directory in its place) is removed by the
+// next run, though Vault has nothing left to revoke.
+func TestSecondRunRemovesWhatTheFirstCouldNot(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{}
+	p := newPod(t, startVault(t, f), true)
+	f.token = p.token
+	api := p.files[1]
+	if err := os.Remove(api); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(api, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+	if code != 1 || !strings.Contains(stderr, "remove secret file") {
+		t.Fatalf("first run: exit %d, want 1 naming the file it could not remove; stderr:\n%s", code, stderr)
+	}
+	if err := os.RemoveAll(api); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(api, []byte(`{"api_key":"k"}`), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr = run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+	if code != 0 {
+		t.Fatalf("second run: exit %d; stderr:\n%s", code, stderr)
+	}
+	assertRevokedAndClean(t, p)
+	if leases, self, _, _ := f.calls(); len(leases) != 2 || self != 1 {
+		t.Errorf("Vault was asked again: leases %v, revoke-self %d", leases, self)
 	}
 }
