@@ -32,6 +32,9 @@ type tokenItem struct {
 	act    tokenAction
 	next   time.Time
 	retry  retry
+	// check is when to look the token up, apart from its schedule: a
+	// refused request may mean that it was revoked (zero: no check due).
+	check time.Time
 }
 
 type tokenAction int
@@ -286,12 +289,54 @@ func (s *sidecar) scheduleToken(now time.Time) {
 	}
 }
 
-// checkTokenSoon renews the token now, for when a 403 may mean that it was
-// revoked: the renewal tells, and a refused token is replaced.
+// checkTokenSoon has the token checked now, for when a 403 may mean that
+// it was revoked: a renewal due is pulled forward, since it tells; when
+// the next action is a login (or nothing, for a token that never
+// expires), a lookup of the token tells instead (checkToken). Pulling the
+// login forward would not do: a policy without sys/leases/renew refuses
+// every lease renewal with a live token, and would cost a login and a
+// re-issue of every credential each lease cycle.
 func (s *sidecar) checkTokenSoon(now time.Time) {
-	if s.tok.act == tokRenew && s.tok.next.After(now) {
-		s.tok.next = now
+	t := s.tok
+	switch {
+	case t.lost || t.act == tokStart:
+		// Known dead already, or the request at start is about to tell.
+	case t.act == tokRenew:
+		t.next = earliest(t.next, now)
+	case t.act == tokLogin && !t.next.After(now):
+		// The login is due anyway.
+	case t.check.IsZero():
+		t.check = now
 	}
+}
+
+// checkToken looks the token up (lookup-self) after a refused request: a
+// token Vault refuses is dead, and handled as any dead token is (log in
+// again, re-issue every credential); a live one keeps its schedule.
+func (s *sidecar) checkToken(ctx context.Context) error {
+	t := s.tok
+	t.check = time.Time{}
+	if t.lost {
+		return nil
+	}
+	actx, cancel := attempt(ctx, t.expiry)
+	_, err := t.client.Auth().Token().LookupSelfWithContext(actx)
+	cancel()
+	if ctx.Err() != nil {
+		return nil
+	}
+	now := time.Now()
+	switch tokenVerdict(err) {
+	case verdictGone:
+		s.metrics.tokenFailures.Add(1)
+		s.tokenLost(now, "Vault refused it when it was checked after a refused request ("+vaultclient.Cause(err)+")", true)
+	case verdictAlive:
+		s.log.Info("checked the token after a refused request: it is valid, so the policy refused the request", "token_accessor", t.info.Accessor)
+	default:
+		s.metrics.tokenFailures.Add(1)
+		s.warnVault(err, "cannot check the token; the next refused request checks it again", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err))
+	}
+	return nil
 }
 
 // warnShortToken warns once when the token's hard expiry comes before a

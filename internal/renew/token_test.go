@@ -157,3 +157,67 @@ func TestStartCostsOneRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokedTokenIsNoticedWhenItsNextActionIsALogin: once the token's
+// max TTL is known, its next action is a login, not a renewal. A token
+// revoked by hand (its leases go with it) is then found out by the next
+// refused lease renewal, which has the token looked up: the login and the
+// re-issue follow at once, not at the scheduled login.
+func TestRevokedTokenIsNoticedWhenItsNextActionIsALogin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) {
+			v.tokenTTL, v.tokenMax = 300*time.Second, 400*time.Second
+			v.leaseTTL, v.leaseMax = 60*time.Second, time.Hour
+		})
+		f.start()
+		time.Sleep(225 * time.Second) // token renewed at ~218s, capped: login due at 300s
+		acc := f.state().Token.Accessor
+		v.revokeToken(acc)
+		// The lease renewal at ~262s is refused.
+		for _, at := range []time.Duration{265, 280, 295} {
+			time.Sleep(at*time.Second - f.elapsed())
+			user, _ := f.creds("db")
+			code, _ := f.get("/readyz")
+			if !v.aliveUser(user) || code != 200 {
+				t.Errorf("at %s (token revoked at 225s, lease renewal refused at ~262s): file credential alive=%v, /readyz %d", f.elapsed(), v.aliveUser(user), code)
+			}
+		}
+		if st := f.state(); st.Token.Accessor == acc {
+			t.Error("still on the revoked token")
+		}
+		f.wantLog("Vault refused it when it was checked after a refused request")
+		f.stop()
+	})
+}
+
+// TestRefusedLeaseRenewalWithALiveTokenDoesNotLogIn: a policy without
+// sys/leases/renew refuses every lease renewal while the token is fine.
+// When the token's next action is a login, each refusal costs a lookup of
+// the token, not a login and a re-issue of every credential.
+func TestRefusedLeaseRenewalWithALiveTokenDoesNotLogIn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) {
+			v.tokenTTL, v.tokenMax = 300*time.Second, 400*time.Second
+			v.leaseTTL, v.leaseMax = 60*time.Second, time.Hour
+		})
+		f.start()
+		time.Sleep(225 * time.Second) // the token's next action is the login at 300s
+		v.mu.Lock()
+		v.denyLeaseRenew = true
+		v.mu.Unlock()
+		lookups := v.count("auth/token/lookup-self")
+		time.Sleep(295*time.Second - f.elapsed())
+		if logins, _, _, _ := v.counts(); logins != 1 {
+			t.Errorf("%d logins by 295s; want only vault-init's (the token is fine, the policy refuses lease renewals)", logins)
+		}
+		if n := v.count("auth/token/lookup-self") - lookups; n < 1 {
+			t.Error("the token was not checked after a refused lease renewal")
+		}
+		user, _ := f.creds("db")
+		if code, _ := f.get("/readyz"); !v.aliveUser(user) || code != 200 {
+			t.Errorf("file credential alive=%v, /readyz %d", v.aliveUser(user), code)
+		}
+		f.wantLog("checked the token after a refused request: it is valid")
+		f.stop()
+	})
+}
