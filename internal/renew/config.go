@@ -44,7 +44,7 @@ type Config struct {
 func (c *Config) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "/vault/state", "directory holding the token and state.json written by vault-init")
 	fs.StringVar(&c.SecretsDir, "secrets-dir", "/vault/secrets", "directory holding the secret files, as given to vault-init; vault-renew writes only NAME in it, and refuses a state.json that names another")
-	fs.StringVar(&c.Listen, "listen", ":8099", "address for /healthz, /readyz and /metrics; empty disables the HTTP server")
+	fs.StringVar(&c.Listen, "listen", ":8099", "address for /healthz, /readyz and /metrics; empty or off disables the HTTP server (in PODLEASE_LISTEN only off: an empty variable counts as unset)")
 	fs.Float64Var(&c.RenewFraction, "renew-fraction", defaultRenewFraction, "renew a lease or the token when this fraction of its remaining TTL has passed")
 	fs.Float64Var(&c.Jitter, "jitter", defaultJitter, "renew up to this fraction earlier than --renew-fraction says, at random, so pods do not renew in lockstep (the defaults renew between 0.7185 and 0.728 of the TTL)")
 	fs.DurationVar(&c.RotateBefore, "rotate-before", 0, "replace a credential (or log in again) this long before its hard expiry; 0 means max(TTL/3, 5s), never more than half the TTL")
@@ -64,6 +64,9 @@ func (c *Config) register(fs *pflag.FlagSet) {
 func (c *Config) Validate() error {
 	if err := cli.RequireDirs(c.StateDir, c.SecretsDir); err != nil {
 		return err
+	}
+	if c.Listen == "off" {
+		c.Listen = ""
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {

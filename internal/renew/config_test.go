@@ -82,3 +82,18 @@ func TestParseMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestListenOff: off turns the HTTP server off, from the command line or
+// the environment (where an empty value counts as unset).
+func TestListenOff(t *testing.T) {
+	t.Parallel()
+	for _, listen := range []string{"off", ""} {
+		c := Config{StateDir: "/vault/state", SecretsDir: "/vault/secrets", Listen: listen, RenewFraction: 0.66, Grace: 30 * time.Second, KVInterval: 5 * time.Minute, RevokeTimeout: 10 * time.Second}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("--listen %q: %v", listen, err)
+		}
+		if c.Listen != "" {
+			t.Errorf("--listen %q: the server would listen on %q", listen, c.Listen)
+		}
+	}
+}
