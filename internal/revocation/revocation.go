@@ -315,6 +315,8 @@ func (r *revoker) revokeToken(ctx context.Context) {
 	case batchRefused(err):
 		// A state.json written before the token type was recorded.
 		r.batchToken()
+	case vaultclient.StatusCode(err) == 403:
+		r.failed = append(r.failed, fmt.Errorf("permission denied revoking the token (accessor %s): its policy must allow \"update\" on auth/token/revoke-self, as Vault's default policy does (is token_no_default_policy set on the auth role?)", acc))
 	default:
 		r.failed = append(r.failed, fmt.Errorf("revoke the token (accessor %s): %s", acc, vaultclient.Cause(err)))
 	}
@@ -439,13 +441,16 @@ func leaseGone(err error) bool {
 	return strings.Contains(msg, "invalid lease") || strings.Contains(msg, "lease not found")
 }
 
-// tokenDead reports whether Vault refused the token itself: revoked or
-// expired tokens get 403 "permission denied" (or "bad token").
+// tokenDead reports whether Vault refused the token itself. Since Vault
+// 1.17 a revoked or expired token gets 403 with "invalid token" beside
+// "permission denied"; a plain "permission denied" means the token lives
+// and its policy does not allow the request, which must not be taken for
+// a revocation.
 func tokenDead(err error) bool {
 	switch vaultclient.StatusCode(err) {
-	case 401, 403:
+	case 401:
 		return true
-	case 400:
+	case 400, 403:
 		msg := strings.ToLower(vaultclient.Cause(err))
 		return strings.Contains(msg, "bad token") || strings.Contains(msg, "invalid token")
 	}

@@ -2,6 +2,7 @@ package revokecmd
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,8 +36,14 @@ type answers struct {
 	leaseError   string
 	leaseTimes   int // how many lease revocations get leaseStatus; 0: all
 	selfStatus   int
+	selfError    string // default: Vault's answer to a dead token
 	lookupStatus int
 }
+
+// deadToken is what Vault answers a revoked or expired token; a live
+// token whose policy does not allow the request gets "permission denied"
+// alone.
+const deadToken = "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"
 
 // fakeVault answers the three endpoints vault-revoke uses.
 type fakeVault struct {
@@ -55,7 +62,7 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	if r.Header.Get("X-Vault-Token") != f.token {
 		f.badTokens++
-		vaultError(w, 403, "permission denied")
+		vaultError(w, 403, deadToken)
 		return
 	}
 	switch {
@@ -76,14 +83,14 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPut && r.URL.Path == "/v1/auth/token/revoke-self":
 		f.selfRevokes++
 		if f.selfStatus != 0 {
-			vaultError(w, f.selfStatus, "permission denied")
+			vaultError(w, f.selfStatus, cmp.Or(f.selfError, deadToken))
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/auth/token/lookup-self":
 		f.lookups++
 		if f.lookupStatus != 0 {
-			vaultError(w, f.lookupStatus, "permission denied")
+			vaultError(w, f.lookupStatus, deadToken)
 			return
 		}
 		fmt.Fprintf(w, `{"data":{"accessor":%q,"ttl":3600}}`, accessor)
@@ -226,7 +233,7 @@ func TestRevoke(t *testing.T) {
 		},
 		{
 			name:       "token already dead",
-			vault:      answers{leaseStatus: 403, leaseError: "permission denied", selfStatus: 403},
+			vault:      answers{leaseStatus: 403, leaseError: deadToken, selfStatus: 403},
 			owned:      true,
 			wantLeases: []string{leaseDB},
 			wantSelf:   1,
@@ -241,7 +248,7 @@ func TestRevoke(t *testing.T) {
 		},
 		{
 			name:       "user-supplied token already dead",
-			vault:      answers{leaseStatus: 403, leaseError: "permission denied", lookupStatus: 403},
+			vault:      answers{leaseStatus: 403, leaseError: deadToken, lookupStatus: 403},
 			owned:      false,
 			wantLeases: []string{leaseDB},
 			wantSelf:   0,
@@ -569,5 +576,24 @@ func TestSecondRunRemovesWhatTheFirstCouldNot(t *testing.T) {
 	assertRevokedAndClean(t, p)
 	if leases, self, _, _ := f.calls(); len(leases) != 2 || self != 1 {
 		t.Errorf("Vault was asked again: leases %v, revoke-self %d", leases, self)
+	}
+}
+
+// TestTokenWithoutRevokeSelf: a live token whose policy allows neither
+// sys/leases/revoke nor auth/token/revoke-self (an auth role with
+// token_no_default_policy) gets "permission denied" alone. That is no
+// revocation: the run exits 1 naming the policy, and the token file
+// stays for a run once the policy is fixed.
+func TestTokenWithoutRevokeSelf(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{answers: answers{leaseStatus: 403, leaseError: "1 error occurred:\n\t* permission denied\n\n", selfStatus: 403, selfError: "1 error occurred:\n\t* permission denied\n\n"}}
+	p := newPod(t, startVault(t, f), true)
+	f.token = p.token
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
+	if code != 1 || !strings.Contains(stderr, "auth/token/revoke-self") || strings.Contains(stderr, "already invalid") {
+		t.Errorf("exit %d, want 1 with an error naming auth/token/revoke-self and no claim that the token is dead; stderr:\n%s", code, stderr)
+	}
+	if !exists(p.tokenFile) {
+		t.Error("the token file was removed though the token lives")
 	}
 }
