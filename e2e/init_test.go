@@ -457,6 +457,43 @@ func TestInitKVUnderStaticCredsPath(t *testing.T) {
 	}
 }
 
+// TestInitKVUnderCredsFolderShortPath: a KV v2 secret in a folder named
+// creds, given without data/, is read from its data/ path and its file
+// holds its fields. KV v2 answers the short path with a 404 that Vault's
+// client returns as an empty secret: it must never become a "{}" file.
+func TestInitKVUnderCredsFolderShortPath(t *testing.T) {
+	t.Parallel()
+	p := newPod(t)
+	key := "sk-" + randomDigits(t, 16)
+	noteSecret(key)
+	writeKV(t, "secret/data/creds/stripe", map[string]any{"api_key": key})
+	r := p.initAsRoot("--secret", "stripe=secret/creds/stripe")
+	if r.code != 0 {
+		// Failing is acceptable if it names the path and writes nothing.
+		if r.code != 1 || !strings.Contains(r.stderr, "secret/creds/stripe") {
+			t.Errorf("exit %d, want 0, or 1 naming the path:\n%s", r.code, r.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(p.secretsDir, "stripe")); !os.IsNotExist(err) {
+			t.Errorf("a failed run left the secret file (stat: %v)", err)
+		}
+		return
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(testbed.ReadFile(t, filepath.Join(p.secretsDir, "stripe"))), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got["api_key"] != key {
+		t.Errorf("the file holds fields %v, want only \"api_key\" with the value written", keys(got))
+	}
+	st, err := state.Load(p.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.Lookup("stripe"); s == nil || s.VaultPath() != "secret/data/creds/stripe" {
+		t.Errorf("state secret %+v: want vault-renew to read secret/data/creds/stripe", s)
+	}
+}
+
 // TestInitEnvMultilineWarns: an env-format secret with a PEM value is
 // written (a dotenv reader gets it back) with a warning that names the
 // field, and no value, since a shell would see \n instead.

@@ -150,8 +150,7 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		}()
 	}
 	for _, sp := range specs {
-		rp := secrets.Resolve(ctx, client, log, sp.Path)
-		f, err := secrets.Read(ctx, client, log, rp)
+		f, err := secrets.Fetch(ctx, client, log, sp.Path)
 		if err != nil {
 			var re *secrets.ReadError
 			if errors.As(err, &re) && vaultclient.StatusCode(err) == 403 {
@@ -159,8 +158,8 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 			}
 			return fmt.Errorf("vault %s: %w", client.Address(), err)
 		}
-		fetched[sp.Path], readPath[sp.Path] = f, rp
-		log.Info("read secret", "path", rp, "kind", f.Kind, "lease_id", f.Resp.LeaseID, "ttl", f.TTL(), "renewable", f.Resp.Renewable)
+		fetched[sp.Path], readPath[sp.Path] = f, f.Path
+		log.Info("read secret", "path", f.Path, "kind", f.Kind, "lease_id", f.Resp.LeaseID, "ttl", f.TTL(), "renewable", f.Resp.Renewable)
 	}
 	lookup := secrets.LookupFetched(fetched)
 	list := secrets.Lister(ctx, client, log)

@@ -34,10 +34,17 @@ type fakeVault struct {
 	// readStatus gives, per path, the statuses of successive reads
 	// (the last one repeats); 200 serves the path's secret.
 	readStatus map[string][]int
+	// answers are extra reads by path, with their status and body.
+	answers map[string]answer
 
 	mu     sync.Mutex
 	calls  map[string]int // "METHOD /v1/path"
 	logins []map[string]any
+}
+
+type answer struct {
+	status int
+	body   string
 }
 
 var secretsByPath = map[string]string{
@@ -88,6 +95,11 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = seq[min(n, len(seq))-1]
 		}
 		body, ok := secretsByPath[path]
+		if a, given := f.answers[path]; given && status == 200 {
+			w.WriteHeader(a.status)
+			io.WriteString(w, a.body)
+			return
+		}
 		switch {
 		case status == 403:
 			fail(403, "1 error occurred:\n\t* permission denied\n\n")
@@ -510,5 +522,82 @@ func assertMode(t *testing.T, path string, want os.FileMode) {
 	}
 	if fi.Mode().Perm() != want {
 		t.Errorf("%s has mode %#o, want %#o", path, fi.Mode().Perm(), want)
+	}
+}
+
+// kv2Invalid is KV v2's answer to a path without data/: a 404 that Vault's
+// client returns as a secret without data, and no error.
+const kv2Invalid = `{"request_id":"r-1","lease_id":"","renewable":false,"lease_duration":0,"data":null,"wrap_info":null,"warnings":["Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API endpoints to use. If using the Vault CLI, use 'vault kv get' for this operation."],"auth":null}`
+
+// TestRunKV2SecretInCredsFolder: a KV v2 secret in a folder named creds,
+// given by its short path, is read with data/ when Vault says which mount
+// holds it, and fails naming the path when it does not; it never becomes
+// an empty file.
+func TestRunKV2SecretInCredsFolder(t *testing.T) {
+	t.Parallel()
+	const mounts = "sys/internal/ui/mounts/secret/creds/stripe"
+	for _, tc := range []struct {
+		name     string
+		answers  map[string]answer
+		wantCode int
+		want     []string // in stderr
+		wantFile string
+	}{
+		{
+			name: "mount known",
+			answers: map[string]answer{
+				"secret/creds/stripe":      {404, kv2Invalid},
+				mounts:                     {200, `{"request_id":"r-2","data":{"path":"secret/","type":"kv","options":{"version":"2"}}}`},
+				"secret/data/creds/stripe": {200, `{"request_id":"r-3","data":{"data":{"api_key":"` + fakeAPIKey + `"},"metadata":{"version":1}}}`},
+			},
+			wantFile: "{\n  \"api_key\": \"" + fakeAPIKey + "\"\n}\n",
+		},
+		{
+			name: "mount lookup denied",
+			answers: map[string]answer{
+				"secret/creds/stripe": {404, kv2Invalid},
+				mounts:                {403, `{"errors":["permission denied"]}`},
+			},
+			wantCode: 1,
+			want:     []string{"no secret at secret/creds/stripe", "Invalid path for a versioned K/V secrets engine", "secret/data/NAME"},
+		},
+		{
+			name:     "200 without data",
+			answers:  map[string]answer{"secret/creds/stripe": {200, `{"request_id":"r-1","lease_id":"","data":null,"auth":null}`}},
+			wantCode: 1,
+			want:     []string{"no secret at secret/creds/stripe: check the path"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeVault{answers: tc.answers}
+			addr := f.start(t)
+			d := newDirs(t)
+			r := runInit(t, append(d.flags(), "--role", "web", "--jwt-file", jwtFile, "--timeout", "20s", "--secret", "stripe=secret/creds/stripe"), map[string]string{"VAULT_ADDR": addr})
+			if r.code != tc.wantCode {
+				t.Fatalf("exit code %d, want %d\n%s", r.code, tc.wantCode, r.stderr)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+				}
+			}
+			if tc.wantCode != 0 {
+				if got := files(t, d.root); len(got) != 0 {
+					t.Errorf("a failed run left %v", got)
+				}
+				return
+			}
+			if got := readFile(t, filepath.Join(d.secrets, "stripe")); got != tc.wantFile {
+				t.Errorf("stripe = %q, want %q", got, tc.wantFile)
+			}
+			st, err := state.Load(d.state)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Secrets) != 1 || st.Secrets[0].VaultPath() != "secret/data/creds/stripe" {
+				t.Errorf("state secrets %+v: want vault-renew to read secret/data/creds/stripe", st.Secrets)
+			}
+		})
 	}
 }

@@ -22,18 +22,30 @@ import (
 // explicit reports a path whose shape already says what to read: its
 // second segment is one of KV v2's data or metadata, or a credentials
 // endpoint. Such paths are read as given, so the common ones
-// (secret/data/app, database/creds/app) cost no extra request.
+// (secret/data/app, database/creds/app) cost no extra request. The
+// shape of a credentials endpoint can also be a KV v2 folder
+// (secret/creds/app): Fetch asks about the mount only when such a read
+// finds nothing.
 func explicit(p string) bool {
+	seg := secondSegment(p)
+	return seg == "data" || seg == "metadata" || credsShaped(p)
+}
+
+// credsShaped reports a path whose second segment is creds or
+// static-creds, as the database, AWS, RabbitMQ and other engines name
+// their credential endpoints.
+func credsShaped(p string) bool {
+	seg := secondSegment(p)
+	return seg == "creds" || seg == "static-creds"
+}
+
+func secondSegment(p string) string {
 	_, rest, ok := strings.Cut(p, "/")
 	if !ok {
-		return false
+		return ""
 	}
 	seg, _, _ := strings.Cut(rest, "/")
-	switch seg {
-	case "data", "metadata", "creds", "static-creds":
-		return true
-	}
-	return false
+	return seg
 }
 
 // kvMount asks Vault which mount holds p and whether it is KV v2. A failed
@@ -70,6 +82,30 @@ func Resolve(ctx context.Context, c *api.Client, log *slog.Logger, p string) str
 		return p
 	}
 	return kv2DataPath(p, mount, c.Namespace())
+}
+
+// Fetch reads the secret at p as given with --secret: Resolve, then Read.
+// A credentials-shaped path that holds nothing may be a KV v2 secret in a
+// folder named creds (Vault answers "Invalid path for a versioned K/V
+// secrets engine"): Fetch then asks which mount holds it and, on a KV v2
+// mount, reads it with data/. f.Path is the path that was read; the
+// error of a read that finds nothing names the path as given.
+func Fetch(ctx context.Context, c *api.Client, log *slog.Logger, p string) (*Fetched, error) {
+	rp := Resolve(ctx, c, log, p)
+	f, err := Read(ctx, c, log, rp)
+	if err == nil || !NotFound(err) || !credsShaped(p) {
+		return f, err
+	}
+	mount, v2 := kvMount(ctx, c, log, p)
+	if !v2 {
+		return nil, err
+	}
+	dp := kv2DataPath(p, mount, c.Namespace())
+	if dp == p {
+		return nil, err
+	}
+	log.Info("the path is on a KV v2 mount: reading it with data/", "path", p, "read_path", dp)
+	return Read(ctx, c, log, dp)
 }
 
 // kv2DataPath inserts data/ after the mount, leaving paths that already

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -47,7 +48,16 @@ func (e *ReadError) Error() string {
 	case 403:
 		s = "permission denied reading " + e.Path
 	case 404:
-		s = "no secret at " + e.Path + ": check the path (KV v2 reads look like secret/data/NAME, database credentials like database/creds/ROLE)"
+		s = "no secret at " + e.Path
+		said := vaultSaid(e.Err)
+		if said != "" {
+			s += " (Vault: " + said + ")"
+		}
+		if strings.Contains(strings.ToLower(said), "versioned k/v") {
+			s += ": the path is on a KV v2 mount: give it with data/ after the mount, e.g. secret/data/NAME for secret/NAME"
+		} else {
+			s += ": check the path (KV v2 reads look like secret/data/NAME, database credentials like database/creds/ROLE)"
+		}
 	default:
 		// A read that kept failing until the deadline says so, with the
 		// attempts, like a login that gave up.
@@ -66,10 +76,41 @@ func (e *ReadError) Error() string {
 
 func (e *ReadError) Unwrap() error { return e.Err }
 
-// errNotFound stands for Vault's empty 404 answer.
-var errNotFound = &api.ResponseError{StatusCode: 404, Errors: []string{"no secret at this path"}}
+// NotFound reports a read that found no secret at its path.
+func NotFound(err error) bool { return vaultclient.StatusCode(err) == 404 }
+
+// vaultSaid is what Vault said with a 404: its errors, or the warnings of
+// an answer that held no secret.
+func vaultSaid(err error) string {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return ""
+	}
+	return strings.Join(re.Errors, "; ")
+}
+
+// empty returns a 404 error for an answer that holds no secret, nil for
+// one that does. Vault's client turns a 404 that carries warnings into a
+// secret without data and no error: KV v2 answers a path without data/
+// that way ("Invalid path for a versioned K/V secrets engine"). An answer
+// with neither data nor a lease nor a token is nothing to write, so it
+// counts as not found, as does a KV v2 version that is deleted or
+// destroyed, whose answer keeps the metadata.
+func empty(resp *api.Secret) error {
+	switch {
+	case resp == nil:
+		return &api.ResponseError{StatusCode: 404}
+	case deletedKV2(resp.Data):
+		return &api.ResponseError{StatusCode: 404, Errors: append([]string{"the current version is deleted or destroyed"}, resp.Warnings...)}
+	case resp.Data == nil && resp.LeaseID == "" && resp.Auth == nil:
+		return &api.ResponseError{StatusCode: 404, Errors: resp.Warnings}
+	}
+	return nil
+}
 
 // Read reads path with c, retrying transient failures until ctx ends.
+// Vault's warnings are logged (they are Vault's words about the request,
+// never the secret's values).
 func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*Fetched, error) {
 	var resp *api.Secret
 	var sent time.Time
@@ -77,13 +118,16 @@ func Read(ctx context.Context, c *api.Client, log *slog.Logger, path string) (*F
 		var err error
 		sent = time.Now()
 		resp, err = c.Logical().ReadWithContext(ctx, path)
-		if err == nil && (resp == nil || deletedKV2(resp.Data)) {
-			err = errNotFound
+		if err == nil {
+			err = empty(resp)
 		}
 		return err
 	})
 	if err != nil {
 		return nil, &ReadError{Path: path, Err: err}
+	}
+	if len(resp.Warnings) > 0 {
+		log.Warn("Vault warned about a read", "path", path, "warnings", strings.Join(resp.Warnings, "; "))
 	}
 	return classify(path, resp, sent), nil
 }

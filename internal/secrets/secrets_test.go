@@ -39,8 +39,20 @@ var responses = map[string]struct {
 	"dbs/roles-static/app":       {200, `{"data":{"username":"app","password":"pw-s2","ttl":600,"last_vault_rotation":"2025-01-01T00:00:00Z","rotation_period":3600}}`},
 	"kv/data/looks-like-kv2":     {200, `{"data":{"data":{"a":"b"},"metadata":"not a map"}}`},
 	"database/creds/denied":      {403, `{"errors":["1 error occurred:\n\t* permission denied\n\n"]}`},
-	"database/creds/flaky":       {200, `{"lease_id":"database/creds/flaky/L2","lease_duration":60,"renewable":true,"data":{"username":"u","password":"p"}}`},
+	// KV v2's answer to a path without data/, and an answer without data.
+	"secret/creds/stripe":                        {404, `{"request_id":"r-2","data":null,"warnings":["` + kv2Warning + `"]}`},
+	"kv/null":                                    {200, `{"request_id":"r-1","lease_id":"","data":null,"auth":null}`},
+	"kv/with-warning":                            {200, `{"data":{"a":"b"},"warnings":["a deprecated endpoint"]}`},
+	"secret/data/creds/x":                        {200, `{"data":{"data":{"api_key":"k-2"},"metadata":{"version":1}}}`},
+	"secret/creds/x":                             {404, `{"request_id":"r-2","data":null,"warnings":["` + kv2Warning + `"]}`},
+	"other/creds/x":                              {404, `{"request_id":"r-2","data":null,"warnings":["` + kv2Warning + `"]}`},
+	"database/creds/gone":                        {404, ``},
+	"sys/internal/ui/mounts/secret/creds/x":      {200, `{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}`},
+	"sys/internal/ui/mounts/database/creds/gone": {200, `{"data":{"path":"database/","type":"database","options":null}}`},
+	"database/creds/flaky":                       {200, `{"lease_id":"database/creds/flaky/L2","lease_duration":60,"renewable":true,"data":{"username":"u","password":"p"}}`},
 }
+
+const kv2Warning = "Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API endpoints to use. If using the Vault CLI, use 'vault kv get' for this operation."
 
 type fake struct {
 	mu    sync.Mutex
@@ -103,6 +115,9 @@ func TestRead(t *testing.T) {
 		{path: "secret/data/missing", wantErr: "no secret at secret/data/missing: check the path", wantCalls: 1},
 		{path: "secret/data/deleted", wantErr: "no secret at secret/data/deleted", wantCalls: 1},
 		{path: "database/creds/denied", wantErr: "permission denied reading database/creds/denied", wantCalls: 1},
+		{path: "secret/creds/stripe", wantErr: "no secret at secret/creds/stripe (Vault: Invalid path for a versioned K/V secrets engine.", wantCalls: 1},
+		{path: "kv/null", wantErr: "no secret at kv/null: check the path", wantCalls: 1},
+		{path: "kv/with-warning", wantKind: state.KindKV, wantFields: map[string]string{"a": "b"}, wantCalls: 1},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			t.Parallel()
@@ -131,6 +146,55 @@ func TestRead(t *testing.T) {
 				if got.Fields[k] != v {
 					t.Errorf("field %s = %v, want %q (fields %v)", k, got.Fields[k], v, got.Fields)
 				}
+			}
+		})
+	}
+}
+
+// TestFetch: a credentials-shaped path costs one read when it holds a
+// secret, and a mount lookup only when it holds none; on a KV v2 mount it
+// is then read with data/.
+func TestFetch(t *testing.T) {
+	t.Parallel()
+	f := &fake{calls: map[string]int{}}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	c, err := vaultclient.New(srv.URL, "", 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		path, wantPath, wantErr string
+		wantLookups             int
+	}{
+		{path: "database/creds/app", wantPath: "database/creds/app"},
+		{path: "secret/creds/x", wantPath: "secret/data/creds/x", wantLookups: 1},
+		{path: "other/creds/x", wantErr: "no secret at other/creds/x (Vault: Invalid path for a versioned K/V secrets engine.", wantLookups: 1},
+		{path: "database/creds/gone", wantErr: "no secret at database/creds/gone: check the path", wantLookups: 1},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got, err := Fetch(ctx, c, log, tc.path)
+			if n := f.count("sys/internal/ui/mounts/" + tc.path); n != tc.wantLookups {
+				t.Errorf("%d mount lookups, want %d", n, tc.wantLookups)
+			}
+			if tc.wantErr != "" {
+				if err == nil {
+					t.Fatalf("no error; read %s, fields %v", got.Path, got.Fields)
+				}
+				if !strings.HasPrefix(err.Error(), tc.wantErr) {
+					t.Errorf("error %q, want it to start with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Path != tc.wantPath || len(got.Fields) == 0 {
+				t.Errorf("read %s, fields %v; want %s and its fields", got.Path, got.Fields, tc.wantPath)
 			}
 		})
 	}
