@@ -258,3 +258,82 @@ func TestRevokedDuringReloginWithBatchTokensRevokesEachLease(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestUnwritableSecondFileOfASharedLeaseKeepsItsLease: two files rendered
+// from one lease (two --secret flags on one path). When a rotation writes
+// the first file but not the second, the old lease stays alive for the
+// second file until a credential of its own replaces it, before the old
+// lease ends; it is not revoked while a file still holds it.
+func TestUnwritableSecondFileOfASharedLeaseKeepsItsLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newFakeVault()
+		v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second
+		f := newFixture(t, v, dbSpec, spec{name: "db2", path: "database/creds/app", format: "json"})
+		f.start("--grace", "3s")
+		file := filepath.Join(f.secretsDir, "db2")
+		time.Sleep(14 * time.Second)
+		// The second file cannot be replaced for a moment (ENOSPC on a
+		// full tmpfs; here a directory in its place).
+		content, _ := os.ReadFile(file)
+		if err := os.Remove(file); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(file, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // the rotation at 15s wrote db only
+		f.wantLog("cannot write the secret file")
+		st := f.state()
+		if st.Secrets[0].LeaseID == st.Secrets[1].LeaseID {
+			t.Errorf("state.json names lease %s for both files; db2's file still holds the old one", st.Secrets[0].LeaseID)
+		}
+		if !v.alive(st.Secrets[1].LeaseID) {
+			t.Error("the lease db2's file holds was revoked")
+		}
+		if err := os.RemoveAll(file); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, content, 0o440); err != nil {
+			t.Fatal(err)
+		}
+		for _, at := range []time.Duration{22, 45} { // past the old lease's end and grace; past another rotation
+			time.Sleep(at*time.Second - f.elapsed())
+			u1, _ := f.creds("db")
+			u2, _ := f.creds("db2")
+			code, _ := f.get("/readyz")
+			if !v.aliveUser(u1) || !v.aliveUser(u2) || code != 200 {
+				t.Errorf("at %s: db alive=%v, db2 alive=%v, /readyz %d; want both alive and ready", f.elapsed(), v.aliveUser(u1), v.aliveUser(u2), code)
+			}
+		}
+		f.checkNoSecretsLogged()
+		f.stop()
+	})
+}
+
+// TestSharedLeaseFileThatStaysUnwritableMakesThePodUnready: a file that
+// still holds a lease that ended counts on /readyz.
+func TestSharedLeaseFileThatStaysUnwritableMakesThePodUnready(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := newFakeVault()
+		v.leaseTTL, v.leaseMax = 10*time.Second, 20*time.Second
+		f := newFixture(t, v, dbSpec, spec{name: "db2", path: "database/creds/app", format: "json"})
+		f.start("--grace", "3s")
+		file := filepath.Join(f.secretsDir, "db2")
+		time.Sleep(14 * time.Second)
+		if err := os.Remove(file); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(file, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(21*time.Second - f.elapsed()) // the old lease ended at 20s
+		code, body := f.get("/readyz")
+		if code != 503 || !strings.Contains(body, "db2") {
+			t.Errorf("/readyz %d %q; want 503 naming db2, whose file holds a lease that ended", code, body)
+		}
+		if u1, _ := f.creds("db"); !v.aliveUser(u1) {
+			t.Error("db's file does not hold a working credential")
+		}
+		f.stop()
+	})
+}
