@@ -8,10 +8,12 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
 	"regexp"
+	"regexp/syntax"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,9 +28,16 @@ import (
 )
 
 // The data functions of consul-template, with its argument order (the
-// piped value last), its errors and its output bytes. The YAML and TOML
-// encoders are the ones consul-template uses, so toYAML and toTOML give
-// the same text as Vault Agent.
+// piped value last) and its output bytes. The YAML and TOML encoders are
+// the ones consul-template uses, so toYAML and toTOML give the same text
+// as Vault Agent.
+//
+// Their errors differ from consul-template's on purpose: an argument may
+// be a secret or a piece of one (split, upper-cased, decoded), which no
+// redaction of whole values can find again, so an error names the
+// function and the cause, never an argument or a part of it. Where a
+// library's error quotes its input (strconv, regexp, encoding/json,
+// YAML, TOML, mergo), the function returns only the cause.
 
 // now is the clock of timestamp; tests replace it.
 var now = func() time.Time { return time.Now().UTC() }
@@ -101,7 +110,7 @@ func dataFuncs(tmpl *template.Template, done func() <-chan struct{}) template.Fu
 func base64Decode(s string) (string, error) {
 	v, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
-		return "", fmt.Errorf("base64Decode: %w", err)
+		return "", errors.New("base64Decode: not valid base64")
 	}
 	return string(v), nil
 }
@@ -111,7 +120,7 @@ func base64Encode(s string) (string, error) { return base64.StdEncoding.EncodeTo
 func base64URLDecode(s string) (string, error) {
 	v, err := base64.URLEncoding.DecodeString(s)
 	if err != nil {
-		return "", fmt.Errorf("base64URLDecode: %w", err)
+		return "", errors.New("base64URLDecode: not valid URL-safe base64")
 	}
 	return string(v), nil
 }
@@ -208,7 +217,7 @@ func mustEnv(name string) (string, error) {
 	}
 	v := os.Getenv(name)
 	if v == "" {
-		return "", fmt.Errorf("required environment variable %s is empty", name)
+		return "", errors.New("mustEnv: the required environment variable is empty or unset")
 	}
 	return v, nil
 }
@@ -253,7 +262,7 @@ type KeyPair struct {
 func explode(pairs []*KeyPair) (map[string]any, error) {
 	m := map[string]any{}
 	for _, p := range pairs {
-		if err := explodeInto(m, p.Key, p.Value, p.Key); err != nil {
+		if err := explodeInto(m, p.Key, p.Value); err != nil {
 			return nil, fmt.Errorf("explode: %w", err)
 		}
 	}
@@ -261,16 +270,16 @@ func explode(pairs []*KeyPair) (map[string]any, error) {
 }
 
 // explodeInto sets the "a/b/c" key k of m as nested maps.
-func explodeInto(m map[string]any, k string, v any, p string) error {
+func explodeInto(m map[string]any, k string, v any) error {
 	if top, rest, nested := strings.Cut(k, "/"); nested {
 		if _, ok := m[top]; !ok {
 			m[top] = map[string]any{}
 		}
 		next, ok := m[top].(map[string]any)
 		if !ok {
-			return fmt.Errorf("not a map: %q: %q already has value %q", p, top, m[top])
+			return errors.New(`a key is both a value and the parent of another key (as "a" and "a/b")`)
 		}
-		return explodeInto(next, rest, v, k)
+		return explodeInto(next, rest, v)
 	}
 	if k != "" {
 		m[k] = v
@@ -287,7 +296,7 @@ func explodeMap(in map[string]any) (map[string]any, error) {
 	sort.Strings(keys)
 	out := map[string]any{}
 	for _, k := range keys {
-		if err := explodeInto(out, k, in[k], k); err != nil {
+		if err := explodeInto(out, k, in[k]); err != nil {
 			return nil, fmt.Errorf("explodeMap: %w", err)
 		}
 	}
@@ -298,7 +307,7 @@ func explodeMap(in map[string]any) (map[string]any, error) {
 // library consul-template uses so nested maps merge the same way.
 func mergeMap(dst, src map[string]any) (map[string]any, error) {
 	if err := mergo.Map(&dst, src); err != nil {
-		return nil, err
+		return nil, mergeErr("mergeMap", err)
 	}
 	return dst, nil
 }
@@ -306,9 +315,21 @@ func mergeMap(dst, src map[string]any) (map[string]any, error) {
 // mergeMapWithOverride is mergeMap where src wins.
 func mergeMapWithOverride(dst, src map[string]any) (map[string]any, error) {
 	if err := mergo.Map(&dst, src, mergo.WithOverride); err != nil {
-		return nil, err
+		return nil, mergeErr("mergeMapWithOverride", err)
 	}
 	return dst, nil
+}
+
+// mergeErr keeps mergo's fixed messages and replaces those that name a
+// key of the maps.
+func mergeErr(name string, err error) error {
+	for _, fixed := range []error{mergo.ErrNilArguments, mergo.ErrDifferentArgumentsTypes, mergo.ErrNotSupported,
+		mergo.ErrExpectedMapAsDestination, mergo.ErrExpectedStructAsDestination, mergo.ErrNonPointerArgument} {
+		if errors.Is(err, fixed) {
+			return fmt.Errorf("%s: %w", name, fixed)
+		}
+	}
+	return fmt.Errorf("%s: the maps hold values of different types under the same key", name)
 }
 
 // indent prefixes every line that is not empty with n spaces.
@@ -392,13 +413,23 @@ func trimSpace(s string) (string, error) { return strings.TrimSpace(s), nil }
 
 // The parse functions read "" as the zero value, as consul-template does.
 
+// parseErr is strconv's cause ("invalid syntax", "value out of range")
+// without the text strconv quotes with it.
+func parseErr(name string, err error) error {
+	var ne *strconv.NumError
+	if errors.As(err, &ne) {
+		err = ne.Err
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
 func parseBool(s string) (bool, error) {
 	if s == "" {
 		return false, nil
 	}
 	v, err := strconv.ParseBool(s)
 	if err != nil {
-		return false, fmt.Errorf("parseBool: %w", err)
+		return false, parseErr("parseBool", err)
 	}
 	return v, nil
 }
@@ -409,7 +440,7 @@ func parseFloat(s string) (float64, error) {
 	}
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil {
-		return 0, fmt.Errorf("parseFloat: %w", err)
+		return 0, parseErr("parseFloat", err)
 	}
 	return v, nil
 }
@@ -420,7 +451,7 @@ func parseInt(s string) (int64, error) {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("parseInt: %w", err)
+		return 0, parseErr("parseInt", err)
 	}
 	return v, nil
 }
@@ -431,7 +462,7 @@ func parseUint(s string) (uint64, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("parseUint: %w", err)
+		return 0, parseErr("parseUint", err)
 	}
 	return v, nil
 }
@@ -442,7 +473,7 @@ func parseJSON(s string) (any, error) {
 	}
 	var v any
 	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		return nil, err
+		return nil, errors.New("parseJSON: not valid JSON")
 	}
 	return v, nil
 }
@@ -454,7 +485,7 @@ func parseYAMLValue(s string) (any, error) {
 	}
 	var v any
 	if err := yaml.Unmarshal([]byte(s), &v); err != nil {
-		return nil, err
+		return nil, errors.New("parseYAML: not valid YAML")
 	}
 	return v, nil
 }
@@ -464,7 +495,7 @@ func replaceAll(from, to, s string) (string, error) { return strings.ReplaceAll(
 func regexReplaceAll(re, repl, s string) (string, error) {
 	c, err := regexp.Compile(re)
 	if err != nil {
-		return "", err
+		return "", regexErr("regexReplaceAll", err)
 	}
 	return c.ReplaceAllString(s, repl), nil
 }
@@ -472,9 +503,19 @@ func regexReplaceAll(re, repl, s string) (string, error) {
 func regexMatch(re, s string) (bool, error) {
 	c, err := regexp.Compile(re)
 	if err != nil {
-		return false, err
+		return false, regexErr("regexMatch", err)
 	}
 	return c.MatchString(s), nil
+}
+
+// regexErr is what is wrong with a pattern ("missing closing )"), without
+// the part of the pattern regexp quotes with it.
+func regexErr(name string, err error) error {
+	var se *syntax.Error
+	if errors.As(err, &se) {
+		return fmt.Errorf("%s: invalid regular expression: %s", name, se.Code)
+	}
+	return fmt.Errorf("%s: invalid regular expression", name)
 }
 
 // split trims s first, and splits "" into no elements.
@@ -545,7 +586,7 @@ func toTitle(s string) (string, error) {
 func toJSON(v any) (string, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return "", fmt.Errorf("toJSON: %w", err)
+		return "", jsonErr("toJSON", err)
 	}
 	return string(bytes.TrimSpace(b)), nil
 }
@@ -553,7 +594,7 @@ func toJSON(v any) (string, error) {
 func toJSONPretty(v any) (string, error) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return "", fmt.Errorf("toJSONPretty: %w", err)
+		return "", jsonErr("toJSONPretty", err)
 	}
 	return string(bytes.TrimSpace(b)), nil
 }
@@ -574,9 +615,19 @@ func unescapedJSON(name string, v any, indent string) (string, error) {
 		enc.SetIndent("", indent)
 	}
 	if err := enc.Encode(v); err != nil {
-		return "", fmt.Errorf("%s: %w", name, err)
+		return "", jsonErr(name, err)
 	}
 	return strings.TrimRight(buf.String(), "\r\n"), nil
+}
+
+// jsonErr keeps encoding/json's error for a type it cannot encode, and
+// replaces the one for a value (it prints the value: NaN, -Inf).
+func jsonErr(name string, err error) error {
+	var te *json.UnsupportedTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("%s: %w", name, te)
+	}
+	return fmt.Errorf("%s: a value cannot be written as JSON (NaN and infinities cannot)", name)
 }
 
 func toYAML(v any) (string, error) {
@@ -590,7 +641,8 @@ func toYAML(v any) (string, error) {
 func toTOML(v any) (string, error) {
 	var buf bytes.Buffer
 	if err := toml.NewEncoder(&buf).Encode(v); err != nil {
-		return "", fmt.Errorf("toTOML: %w", err)
+		// The encoder's messages quote keys and numbers of the value.
+		return "", errors.New("toTOML: the value cannot be written as TOML: it needs a map at the top, string keys, and no null in a list")
 	}
 	return string(bytes.TrimSpace(buf.Bytes())), nil
 }

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 )
@@ -56,18 +57,26 @@ func (n num) int() int64 {
 	return n.i
 }
 
-// operands converts consul-template's (b, a) argument pair, naming the
-// first operand that is not a number the way consul-template does.
+// operands converts consul-template's (b, a) argument pair. An operand
+// that is not a number is named by its type only: its value may be a
+// secret.
 func operands(name string, b, a any) (num, num, error) {
 	x, ok := toNum(a)
 	if !ok {
-		return num{}, num{}, fmt.Errorf("%s: unknown type for %q (%T)", name, a, a)
+		return num{}, num{}, notNumber(name, a)
 	}
 	y, ok := toNum(b)
 	if !ok {
-		return num{}, num{}, fmt.Errorf("%s: unknown type for %q (%T)", name, b, b)
+		return num{}, num{}, notNumber(name, b)
 	}
 	return x, y, nil
+}
+
+func notNumber(name string, v any) error {
+	if _, ok := v.(json.Number); ok {
+		return fmt.Errorf("%s: a number from Vault (json.Number) is not a number here: convert it with parseInt or parseFloat first", name)
+	}
+	return fmt.Errorf("%s: unknown type for an operand of type %T", name, v)
 }
 
 // arith applies an operation to a and b (given as b, a: the pipeline puts
@@ -81,7 +90,7 @@ func arith(name string, b, a any, fi func(x, y int64) (int64, error), fu func(x,
 	switch {
 	case x.kind == 'f' || y.kind == 'f':
 		if ff == nil {
-			return nil, fmt.Errorf("%s: unknown type for %q (%T)", name, pickFloat(x, y, a, b), pickFloat(x, y, a, b))
+			return nil, fmt.Errorf("%s: works on integers only, not on an operand of type %T", name, pickFloat(x, y, a, b))
 		}
 		return ff(x.float(), y.float())
 	case x.kind == 'u' && y.kind == 'u':

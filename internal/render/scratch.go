@@ -54,7 +54,8 @@ func (s *Scratch) mapSet(k, mk string, v any, override bool) (string, error) {
 	}
 	m, ok := s.values[k].(map[string]any)
 	if !ok {
-		return "", fmt.Errorf("%q is not a map", k)
+		// The key is not named: a template may build it from a secret.
+		return "", fmt.Errorf("the scratch key holds a value of type %T, not a map", s.values[k])
 	}
 	if _, set := m[mk]; override || !set {
 		m[mk] = v

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -231,8 +232,11 @@ func checkCalls(tmpl *template.Template) ([]string, error) {
 
 // Execute renders the template with self as the dot, resolving
 // {{ secret "PATH" }} through lookup and {{ secrets "PATH" }} through list.
-// An error never quotes a secret value: every value of the secrets the
-// template could see is replaced with [redacted].
+// An error never quotes a secret value or a piece of one: the template
+// functions name their cause, not their arguments; the messages of
+// text/template's own that print a value the template computed are cut
+// back (see valueEchoes); and any whole value of the secrets the template
+// read that is still in the message is replaced with [redacted].
 func (t *Template) Execute(self *Secret, lookup Lookup, list List) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -244,9 +248,41 @@ func (t *Template) Execute(self *Secret, lookup Lookup, list List) ([]byte, erro
 	}()
 	var buf bytes.Buffer
 	if err := t.tmpl.Execute(&buf, self); err != nil {
-		return nil, located(t.name, redact(err, r.seen))
+		return nil, located(t.name, redact(cutValues(err), r.seen))
 	}
 	return buf.Bytes(), nil
+}
+
+// valueEchoes are the execution errors of text/template (Go 1.26) that
+// print a value the template computed: a list index, slice bounds, the
+// operands of eq, what range or if was given. Such a value may come from a
+// secret by any number of steps (split, toUpper, parseInt), so each
+// message is cut back to what it says about the template; the location
+// and the action in <...> before it are the template's own text.
+var valueEchoes = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`index out of range: -?\d+`), "index out of range"},
+	{regexp.MustCompile(`invalid slice index: -?\d+ > -?\d+`), "invalid slice index: a lower bound is above an upper one"},
+	{regexp.MustCompile(`(?s)non-comparable types? .*`), "non-comparable types (eq compares only basic values)"},
+	{regexp.MustCompile(`(?s)range can't iterate over .*`), "range can't iterate over a value of this type"},
+	{regexp.MustCompile(`(?s)can't use .* iterate over more than one variable`), "range can't iterate over a value of this type with two variables"},
+	{regexp.MustCompile(`(?s)range over send-only channel .*`), "range over a send-only channel"},
+	{regexp.MustCompile(`(?s)if/with can't use .*`), "if/with can't use a value of this type"},
+}
+
+// cutValues removes from err's message the values text/template prints.
+func cutValues(err error) error {
+	msg := err.Error()
+	cut := msg
+	for _, e := range valueEchoes {
+		cut = e.re.ReplaceAllLiteralString(cut, e.with)
+	}
+	if cut == msg {
+		return err
+	}
+	return errors.New(cut)
 }
 
 // located names the template file where text/template names the unnamed
