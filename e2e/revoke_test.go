@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -282,5 +283,111 @@ func TestRevokeRetriesWhatTheDatabaseFailed(t *testing.T) {
 		}
 	}
 	assertNoSecret(t, "vault-revoke log", r.stderr)
+	p.assertGone(0)
+}
+
+// TestRevokeWhereItsOwnEnvironmentIsWrong: vault-revoke run from a shell
+// or a container whose VAULT_* variables differ from the pod's. The
+// address and namespace come from state.json, so VAULT_ADDR,
+// VAULT_AGENT_ADDR and VAULT_NAMESPACE there change nothing; a
+// VAULT_CACERT naming a file that is not there keeps the run from
+// building its client, so it revokes nothing and keeps the token file,
+// and a run without it finishes the job.
+func TestRevokeWhereItsOwnEnvironmentIsWrong(t *testing.T) {
+	t.Parallel()
+	p := initForRevoke(t, "revkenv", time.Hour)
+	elsewhere := []string{"VAULT_ADDR=http://127.0.0.1:1", "VAULT_AGENT_ADDR=http://127.0.0.1:1", "VAULT_NAMESPACE=team-elsewhere"}
+
+	badCA := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir},
+		append(append(slices.Clone(p.env), elsewhere...), "VAULT_CACERT="+filepath.Join(t.TempDir(), "not-mounted.pem"))...)
+	if badCA.code != 1 || !strings.Contains(badCA.stderr, "VAULT_") || !strings.Contains(badCA.stderr, "running vault-revoke again can finish") {
+		t.Errorf("with a missing VAULT_CACERT: exit %d, want 1 naming the VAULT_* settings and saying a second run can finish:\n%s", badCA.code, badCA.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(p.stateDir, state.TokenName)); err != nil {
+		t.Fatalf("the token file is gone after a run that revoked nothing: %v", err)
+	}
+	if users := dbUsers(t, p.role); len(users) == 0 {
+		t.Fatal("the database user is gone, yet the run could not reach Vault")
+	}
+
+	r := run(t, "vault-revoke", []string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, append(slices.Clone(p.env), elsewhere...)...)
+	if r.code != 0 {
+		t.Fatalf("with VAULT_ADDR, VAULT_AGENT_ADDR and VAULT_NAMESPACE elsewhere: exit %d, want 0 (state.json names Vault):\n%s", r.code, r.stderr)
+	}
+	p.assertGone(0)
+	assertNoSecret(t, "vault-revoke log", badCA.stderr+r.stderr)
+}
+
+// TestRevokeWithoutRevokeSelf: a token whose policy allows neither
+// sys/leases/revoke nor auth/token/revoke-self (an auth role with
+// token_no_default_policy) gets a plain "permission denied" from Vault,
+// which is no revocation: vault-revoke exits 1 naming what the policy
+// lacks and keeps the token file; with the policy fixed, the next run
+// revokes.
+func TestRevokeWithoutRevokeSelf(t *testing.T) {
+	t.Parallel()
+	const policy, role = "app-noself", "noself"
+	hcl := `
+path "database/creds/*" { capabilities = ["read"] }
+path "secret/data/app"  { capabilities = ["read"] }
+`
+	if err := bed.Root().Sys().PutPolicy(policy, hcl); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.CreateK8sRole(role, time.Hour, 24*time.Hour, policy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bed.Root().Logical().Write("auth/kubernetes/role/"+role, map[string]any{"token_no_default_policy": true}); err != nil {
+		t.Fatal(err)
+	}
+	p := initForRevoke(t, "revknos", time.Hour, "--role", role)
+
+	r := p.revoke()
+	if r.code != 1 || !strings.Contains(r.stderr, "auth/token/revoke-self") || strings.Contains(r.stderr, "already invalid") {
+		t.Fatalf("exit %d, want 1 naming auth/token/revoke-self and no claim that the token is dead:\n%s", r.code, r.stderr)
+	}
+	if users := dbUsers(t, p.role); len(users) == 0 {
+		t.Fatal("the database user is gone: then the run should have said so")
+	}
+	if err := bed.Root().Sys().PutPolicy(policy, hcl+`path "auth/token/revoke-self" { capabilities = ["update"] }`); err != nil {
+		t.Fatal(err)
+	}
+	if again := p.revoke(); again.code != 0 {
+		t.Fatalf("with revoke-self allowed: exit %d:\n%s", again.code, again.stderr)
+	}
+	p.assertGone(15 * time.Second)
+}
+
+// TestRevokeRemovesWhatAnEarlierRunCouldNot: a secret file the first run
+// could not remove (here a directory in its place, as a read-only mount
+// would refuse) is removed by the next run, though Vault has nothing
+// left to revoke.
+func TestRevokeRemovesWhatAnEarlierRunCouldNot(t *testing.T) {
+	t.Parallel()
+	p := initForRevoke(t, "revkfile", time.Hour)
+	kv := filepath.Join(p.secretsDir, "kv")
+	content, err := os.ReadFile(kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(kv); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(kv, "in-the-way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r := p.revoke()
+	if r.code != 1 || !strings.Contains(r.stderr, "remove secret file") {
+		t.Fatalf("exit %d, want 1 naming the file it could not remove:\n%s", r.code, r.stderr)
+	}
+	if err := os.RemoveAll(kv); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kv, content, 0o440); err != nil {
+		t.Fatal(err)
+	}
+	if again := p.revoke(); again.code != 0 {
+		t.Fatalf("second run: exit %d:\n%s", again.code, again.stderr)
+	}
 	p.assertGone(0)
 }
