@@ -118,7 +118,8 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	if err := issueAll(ctx, client, c, specs, st, res.Token, log); err != nil {
 		// Keep the journal if the token outlives this run: the next run
 		// revokes it. A batch token cannot be revoked: issueAll revoked
-		// its leases one by one, and the token ends at its TTL.
+		// its leases one by one, and the token ends at its TTL. A token
+		// the user gave is left alone, its leases revoked one by one.
 		if res.Info.Owned && (res.Info.Batch() || revokeToken(client, log)) {
 			removePending(c.StateDir, log)
 		}
@@ -140,9 +141,11 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec, st *state.State, token string, log *slog.Logger) (err error) {
 	fetched := map[string]*secrets.Fetched{}
 	readPath := map[string]string{}
-	if st.Token.Batch() {
-		// Revoking a batch token is impossible, so a failure revokes
-		// each lease this run obtained.
+	if st.Token.Batch() || !st.Token.Owned {
+		// A failure revokes each lease this run obtained when revoking
+		// the token would not take them along: a batch token cannot be
+		// revoked, and a token the user gave (--auth-method token) is
+		// not ours to revoke.
 		defer func() {
 			if err != nil {
 				revokeLeases(client, fetched, log)
@@ -237,7 +240,8 @@ func policyHint(a state.Auth, policies []string) string {
 }
 
 // revokeLeases revokes the leases of fetched one by one, bounded, for a
-// batch token that cannot be revoked with them.
+// token whose revocation would not take them along (a batch token, or
+// one the user gave).
 func revokeLeases(client *api.Client, fetched map[string]*secrets.Fetched, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -246,7 +250,7 @@ func revokeLeases(client *api.Client, fetched map[string]*secrets.Fetched, log *
 			continue
 		}
 		if err := client.Sys().RevokeWithContext(ctx, f.Resp.LeaseID); err != nil {
-			log.Warn("could not revoke a lease after the failure; it ends with the batch token at its TTL", "path", path, "lease_id", f.Resp.LeaseID, "err", vaultclient.Cause(err))
+			log.Warn("could not revoke a lease after the failure; it ends at its TTL, or with the token", "path", path, "lease_id", f.Resp.LeaseID, "err", vaultclient.Cause(err))
 			continue
 		}
 		log.Info("revoked a lease after the failure", "path", path, "lease_id", f.Resp.LeaseID)

@@ -40,6 +40,8 @@ type fakeVault struct {
 	mu     sync.Mutex
 	calls  map[string]int // "METHOD /v1/path"
 	logins []map[string]any
+	// revoked are the lease ids revoked one by one.
+	revoked []string
 }
 
 type answer struct {
@@ -78,6 +80,19 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		io.WriteString(w, `{"auth":{"client_token":"`+fakeToken+`","accessor":"acc-web-1","lease_duration":7200,"renewable":true,"policies":["default","web-db"]}}`)
+	case r.Method == "PUT" && r.URL.Path == "/v1/sys/leases/revoke":
+		if r.Header.Get("X-Vault-Token") != fakeToken {
+			fail(403, "permission denied")
+			return
+		}
+		var body struct {
+			LeaseID string `json:"lease_id"`
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		f.mu.Lock()
+		f.revoked = append(f.revoked, body.LeaseID)
+		f.mu.Unlock()
+		w.WriteHeader(204)
 	case r.URL.Path == "/v1/auth/token/revoke-self":
 		if r.Header.Get("X-Vault-Token") != fakeToken {
 			fail(403, "permission denied")
@@ -599,5 +614,37 @@ func TestRunKV2SecretInCredsFolder(t *testing.T) {
 				t.Errorf("state secrets %+v: want vault-renew to read secret/data/creds/stripe", st.Secrets)
 			}
 		})
+	}
+}
+
+// TestRunUserTokenFailureRevokesLeases: with a token the user gave, which
+// vault-init does not revoke, a failure after a leased read revokes that
+// lease one by one, so the database user does not live its full TTL.
+func TestRunUserTokenFailureRevokesLeases(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{
+		readStatus: map[string][]int{"secret/data/app": {403}},
+		answers: map[string]answer{
+			"auth/token/lookup-self": {200, `{"request_id":"r-1","data":{"accessor":"acc-user-1","ttl":7200,"renewable":true,"policies":["default","web-db"],"type":"service"}}`},
+		},
+	}
+	addr := f.start(t)
+	d := newDirs(t)
+	r := runInit(t, append(d.flags(), "--auth-method", "token", "--timeout", "20s", "--secret", "db=database/creds/app", "--secret", "app=secret/data/app"),
+		map[string]string{"VAULT_ADDR": addr, "VAULT_TOKEN": fakeToken})
+	if r.code != 1 {
+		t.Fatalf("exit code %d, want 1\n%s", r.code, r.stderr)
+	}
+	f.mu.Lock()
+	revoked := slices.Clone(f.revoked)
+	f.mu.Unlock()
+	if !slices.Equal(revoked, []string{"database/creds/app/Lx1"}) {
+		t.Errorf("leases revoked: %v, want the one this run obtained", revoked)
+	}
+	if n := f.count("PUT /v1/auth/token/revoke-self"); n != 0 {
+		t.Errorf("revoked the user's token %d times: it is not vault-init's", n)
+	}
+	if got := files(t, d.root); len(got) != 0 {
+		t.Errorf("a failed run left %v", got)
 	}
 }
