@@ -212,7 +212,7 @@ func Main(ctx context.Context, cmd Command, args []string, getenv func(string) s
 		return ExitOK
 	}
 	if err := cmd.Validate(getenv); err != nil {
-		return Report(stderr, cmd.Name, &UsageError{Err: err})
+		return Report(stderr, cmd.Name, &UsageError{Err: withSources(fs, err)})
 	}
 	log, err := lf.Logger(stderr)
 	if err != nil {
@@ -223,6 +223,43 @@ func Main(ctx context.Context, cmd Command, args []string, getenv func(string) s
 		return Report(io.Discard, cmd.Name, err)
 	}
 	return ExitOK
+}
+
+// withSources adds to a validation error that names a flag (--name)
+// which variable set that flag, when one did and the error does not say
+// so already: the operator who set PODLEASE_TIMEOUT=10 should not look
+// for a --timeout on a command line that has none.
+func withSources(fs *pflag.FlagSet, err error) error {
+	msg := err.Error()
+	var notes []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		env := f.Annotations[fromEnv]
+		if len(env) == 1 && namesFlag(msg, f.Name) && !strings.Contains(msg, env[0]) {
+			notes = append(notes, fmt.Sprintf("--%s was set by %s", f.Name, env[0]))
+		}
+	})
+	if len(notes) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, strings.Join(notes, "; "))
+}
+
+// namesFlag reports whether msg names --name itself, not a longer flag
+// that begins with it.
+func namesFlag(msg, name string) bool {
+	flag := "--" + name
+	for i := strings.Index(msg, flag); i >= 0; {
+		end := i + len(flag)
+		if end == len(msg) || !(msg[end] == '-' || msg[end] >= 'a' && msg[end] <= 'z') {
+			return true
+		}
+		j := strings.Index(msg[end:], flag)
+		if j < 0 {
+			break
+		}
+		i = end + j
+	}
+	return false
 }
 
 // Report prints err once, the way every command ends, and returns the exit

@@ -380,3 +380,47 @@ func TestSource(t *testing.T) {
 		}
 	}
 }
+
+// TestValidationNamesTheVariable: a validation error about a flag that
+// took its value from the environment says which variable set it.
+func TestValidationNamesTheVariable(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the whole first line of stderr
+	}{
+		{"from the environment", nil, map[string]string{"PODLEASE_TIMEOUT": "-1s"},
+			"vault-test: --timeout -1s: want a positive duration (--timeout was set by PODLEASE_TIMEOUT)"},
+		{"from the command line", []string{"--timeout", "-1s"}, map[string]string{"PODLEASE_TIMEOUT": "5s"},
+			"vault-test: --timeout -1s: want a positive duration"},
+		{"a longer flag from the environment", []string{"--timeout", "-1s"}, map[string]string{"PODLEASE_TIMEOUT_GRACE": "1s"},
+			"vault-test: --timeout -1s: want a positive duration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var timeout, grace time.Duration
+			cmd := Command{
+				Name:    "vault-test",
+				Summary: "A test command.",
+				Flags: func(fs *pflag.FlagSet) {
+					fs.DurationVar(&timeout, "timeout", time.Second, "")
+					fs.DurationVar(&grace, "timeout-grace", time.Second, "")
+				},
+				Validate: func(func(string) string) error {
+					if timeout <= 0 {
+						return fmt.Errorf("--timeout %s: want a positive duration", timeout)
+					}
+					return nil
+				},
+				Run: func(context.Context, *slog.Logger) error { return nil },
+			}
+			var stdout, stderr bytes.Buffer
+			code := Main(context.Background(), cmd, tc.args, env(tc.env), &stdout, &stderr)
+			if first, _, _ := strings.Cut(stderr.String(), "\n"); code != ExitUsage || first != tc.want {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, first, ExitUsage, tc.want)
+			}
+		})
+	}
+}
