@@ -19,6 +19,7 @@ import (
 	"github.com/podlease/podlease/internal/login"
 	"github.com/podlease/podlease/internal/render"
 	"github.com/podlease/podlease/internal/state"
+	"github.com/podlease/podlease/internal/vaultclient"
 )
 
 // Config is vault-init's parsed command line.
@@ -129,6 +130,9 @@ func (c *Config) Validate(getenv func(string) string) ([]*Spec, error) {
 	if c.Namespace == "" && getenv("VAULT_NAMESPACE") != "" {
 		c.Namespace = getenv("VAULT_NAMESPACE")
 		annFrom["namespace"] = "VAULT_NAMESPACE"
+	}
+	if err := checkClientSettings(c.VaultAddr, c.Namespace); err != nil {
+		return nil, err
 	}
 	if err := login.Validate(&c.Auth, getenv); err != nil {
 		return nil, err
@@ -273,6 +277,66 @@ func (c *Config) specs(ann *fromAnnotations) ([]*Spec, error) {
 		}
 	}
 	return specs, nil
+}
+
+// clientVariables are the VAULT_* variables Vault's client reads for its
+// settings, in the order it reads them.
+var clientVariables = []string{
+	"VAULT_AGENT_ADDR", "VAULT_MAX_RETRIES", "VAULT_CACERT", "VAULT_CACERT_BYTES", "VAULT_CAPATH",
+	"VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY", "VAULT_RATE_LIMIT", "VAULT_CLIENT_TIMEOUT",
+	"VAULT_SKIP_VERIFY", "VAULT_SRV_LOOKUP", "VAULT_TLS_SERVER_NAME", "VAULT_HTTP_PROXY",
+	"VAULT_PROXY_ADDR", "VAULT_DISABLE_REDIRECTS",
+}
+
+// checkClientSettings builds the Vault client once, so that a VAULT_*
+// variable it cannot use (a CA file that is missing, VAULT_SKIP_VERIFY=maybe)
+// is a usage error before any file or directory is written. Vault's
+// client reads the process environment itself, so the variables are
+// named from there.
+func checkClientSettings(addr, namespace string) error {
+	if _, err := vaultclient.New(addr, namespace, 0, nil); err != nil {
+		return fmt.Errorf("%s: fix or unset it (the Vault client reads it, as the vault CLI does)", clientSettingsError(err, os.Getenv))
+	}
+	return nil
+}
+
+// clientSettingsError names the variable behind err: Vault's client names
+// some (could not parse VAULT_SKIP_VERIFY) and only shows the value of
+// others (open /etc/vault/ca.pem: no such file or directory). A proxy
+// address may hold a password: its value is replaced by its name.
+func clientSettingsError(err error, getenv func(string) string) string {
+	msg := err.Error()
+	var set, shown []string
+	for _, v := range clientVariables {
+		value := getenv(v)
+		if value == "" {
+			continue
+		}
+		set = append(set, v)
+		switch {
+		case v == "VAULT_CACERT_BYTES":
+			// A certificate's bytes are not worth quoting, nor matching.
+		case v == "VAULT_HTTP_PROXY" || v == "VAULT_PROXY_ADDR":
+			if strings.Contains(msg, value) {
+				msg = strings.ReplaceAll(msg, value, "$"+v)
+				shown = append(shown, v)
+			}
+		case strings.Contains(msg, value):
+			shown = append(shown, fmt.Sprintf("%s=%s", v, value))
+		}
+	}
+	for _, v := range set {
+		if strings.Contains(msg, v) {
+			return msg
+		}
+	}
+	switch {
+	case len(shown) > 0:
+		return strings.Join(shown, ", ") + ": " + msg
+	case len(set) > 0:
+		return msg + " (set: " + strings.Join(set, ", ") + ")"
+	}
+	return msg
 }
 
 // within reports whether dir lies below parent.

@@ -648,3 +648,40 @@ func TestRunUserTokenFailureRevokesLeases(t *testing.T) {
 		t.Errorf("a failed run left %v", got)
 	}
 }
+
+// TestRunBadClientVariable: a VAULT_* variable Vault's client cannot use
+// is a usage error (exit 2) naming the variable, before any directory is
+// created. Vault's client reads the process environment, so the cases
+// set it and cannot run in parallel.
+func TestRunBadClientVariable(t *testing.T) {
+	for _, tc := range []struct {
+		name, variable, value string
+		want                  string // in stderr
+		hidden                string // never in stderr
+	}{
+		{name: "missing CA file", variable: "VAULT_CACERT", value: "/nonexistent/ca.pem", want: "VAULT_CACERT=/nonexistent/ca.pem"},
+		{name: "skip verify not a boolean", variable: "VAULT_SKIP_VERIFY", value: "maybe", want: "VAULT_SKIP_VERIFY"},
+		{name: "proxy with a password", variable: "VAULT_HTTP_PROXY", value: "http://u:proxy-pw-must-not-show@proxy:%zz", want: "VAULT_HTTP_PROXY", hidden: "proxy-pw-must-not-show"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(tc.variable, tc.value)
+			d := newDirs(t)
+			r := runInit(t, append(d.flags(), "--role", "web", "--jwt-file", jwtFile, "--secret", "db=database/creds/app"), map[string]string{"VAULT_ADDR": "http://127.0.0.1:1"})
+			if r.code != 2 {
+				t.Errorf("exit code %d, want 2\n%s", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "Run 'vault-init --help' for usage.") {
+				t.Errorf("stderr does not contain %q and the usage hint:\n%s", tc.want, r.stderr)
+			}
+			if tc.hidden != "" && strings.Contains(r.stderr, tc.hidden) {
+				t.Errorf("stderr shows the proxy's password")
+			}
+			if _, err := os.Stat(d.secrets); !os.IsNotExist(err) {
+				t.Error("the secrets dir was created")
+			}
+			if _, err := os.Stat(d.state); !os.IsNotExist(err) {
+				t.Error("the state dir was created")
+			}
+		})
+	}
+}
