@@ -20,9 +20,17 @@ type retiring struct {
 	retry  retry
 	// parked: revoking it failed for good (permission denied, or Vault
 	// kept failing); it stays listed in state.json, without more tries,
-	// for vault-revoke to revoke with the token when the pod ends.
+	// for vault-revoke to revoke with the token when the pod ends, until
+	// its expiry, when Vault has ended it (see retireAt and maxParked).
 	parked bool
 }
+
+// maxParked bounds the parked leases listed in state.json: one whose
+// expiry is known is dropped at its expiry, but one read back from
+// state.json at start has none, and could otherwise stay listed for
+// good. The oldest go first; a lease dropped from the list still ends at
+// its TTL, or with its token.
+const maxParked = 16
 
 // retireLease schedules the revocation of a replaced lease: after the
 // grace period, or once the lease has ended by itself if that comes first
@@ -45,7 +53,7 @@ func (s *sidecar) retireLease(now time.Time, secret, leaseID, owner string, expi
 
 func (s *sidecar) retireAt(r *retiring) time.Time {
 	if r.parked {
-		return time.Time{}
+		return r.expiry // zero (unknown): never, see maxParked
 	}
 	if o := s.oldToken(r.owner); o != nil && o.owned {
 		return time.Time{} // revoked with its token
@@ -56,8 +64,14 @@ func (s *sidecar) retireAt(r *retiring) time.Time {
 	return r.r.RevokeAt
 }
 
-// retireStep revokes a replaced lease whose grace period is over.
+// retireStep revokes a replaced lease whose grace period is over, or
+// forgets a parked one that has ended.
 func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
+	if r.parked {
+		s.log.Info("the replaced lease that could not be revoked has ended: Vault ended it, so it is no longer listed", "secret", r.r.Secret, "lease_id", r.r.LeaseID)
+		s.dropRetiring(r)
+		return s.save(ctx)
+	}
 	actx, cancel := attempt(ctx, time.Time{})
 	err := s.tok.client.Sys().RevokeWithContext(actx, r.r.LeaseID)
 	cancel()
@@ -77,7 +91,7 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 	case failRefused:
 		s.log.Warn("permission denied revoking the replaced lease: allow update on sys/leases/revoke in the policy; it stays valid until it expires, or until vault-revoke revokes the token",
 			"secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
-		r.parked = true
+		s.park(r)
 	default:
 		deadline := r.expiry
 		if deadline.IsZero() {
@@ -88,16 +102,41 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 			r.next = s.retryAt(now, &r.retry, deadline, f != failRetry, false)
 			s.log.Warn("revoking the replaced lease failed; retrying", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err), "retry_in", until(now, r.next))
 			return nil
-		case r.retry.fails == 0:
-			// Its first try, at its end (see retireLease): the
-			// revocation only confirms what Vault's expiry does.
-			s.log.Info("the replaced lease has ended, and Vault ends it by itself; confirming that failed, so it stays listed for vault-revoke", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+		case !r.expiry.IsZero():
+			// Past the latest Vault may end it: Vault has ended it, and
+			// the revocation would only have confirmed that.
+			if r.retry.fails == 0 {
+				s.log.Info("the replaced lease has ended, and Vault ended it by itself; confirming that failed, so it is no longer listed", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+			} else {
+				s.log.Warn("revoking the replaced lease kept failing until it ended; Vault ended it by itself, so it is no longer listed", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+			}
+			s.dropRetiring(r)
 		default:
 			s.log.Warn("giving up revoking the replaced lease; it stays listed for vault-revoke, and expires at its TTL", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+			s.park(r)
 		}
-		r.parked = true
 	}
 	return s.save(ctx)
+}
+
+// park stops trying to revoke r: it stays listed until its expiry, and
+// the oldest parked leases beyond maxParked are dropped from the list.
+func (s *sidecar) park(r *retiring) {
+	r.parked = true
+	var parked []*retiring
+	for _, x := range s.retire {
+		if x.parked {
+			parked = append(parked, x)
+		}
+	}
+	if len(parked) <= maxParked {
+		return
+	}
+	slices.SortStableFunc(parked, func(a, b *retiring) int { return a.r.RevokeAt.Compare(b.r.RevokeAt) })
+	for _, x := range parked[:len(parked)-maxParked] {
+		s.log.Info("too many replaced leases could not be revoked: no longer listing the oldest; it ends at its TTL, or with its token", "secret", x.r.Secret, "lease_id", x.r.LeaseID)
+		s.dropRetiring(x)
+	}
 }
 
 func (s *sidecar) dropRetiring(r *retiring) {

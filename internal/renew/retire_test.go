@@ -2,6 +2,7 @@ package renew
 
 import (
 	"cmp"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -52,7 +53,9 @@ func TestRetiringLeasesFromAnEarlierRunAreRevoked(t *testing.T) {
 
 // TestReplacedLeaseRevocationFailures: what vault-renew does when Vault
 // will not revoke a replaced lease (15s: replaced; 18s: grace over; 20s:
-// the old lease's max TTL).
+// the old lease's max TTL). A lease it could not revoke stays listed in
+// state.json for vault-revoke until it ends, and no longer once Vault has
+// ended it.
 func TestReplacedLeaseRevocationFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -60,16 +63,17 @@ func TestReplacedLeaseRevocationFailures(t *testing.T) {
 		msg        string
 		healAt     time.Duration // Vault answers normally again (0: never)
 		log        string
-		listed     bool // still listed in state.json at 25s, for vault-revoke
+		listed     bool // still listed in state.json at 19s, for vault-revoke
+		check19    bool // whether to check listed
 		maxRevokes int
 		grace      string // --grace; 3s unless set: revoked before the lease ends at 20s
 		absent     string // a log line that must not appear
 	}{
-		{name: "permission denied: parked for vault-revoke, no more tries", code: 403, msg: "permission denied", log: "permission denied revoking the replaced lease", listed: true, maxRevokes: 1},
-		{name: "already gone: dropped", code: 400, msg: "invalid lease", log: "the replaced lease is already gone", maxRevokes: 1},
-		{name: "Vault keeps failing: retried until the lease ends, then parked", code: 503, msg: "unavailable", log: "giving up revoking the replaced lease", listed: true, maxRevokes: 20},
+		{name: "permission denied: listed for vault-revoke until it ends, no more tries", code: 403, msg: "permission denied", log: "permission denied revoking the replaced lease", listed: true, check19: true, maxRevokes: 1},
+		{name: "already gone: dropped", code: 400, msg: "invalid lease", log: "the replaced lease is already gone", check19: true, maxRevokes: 1},
+		{name: "Vault keeps failing: retried until the lease ends, then dropped", code: 503, msg: "unavailable", log: "revoking the replaced lease kept failing until it ended", listed: true, check19: true, maxRevokes: 20},
 		{name: "Vault fails once: revoked on a retry", code: 503, msg: "unavailable", healAt: 18500 * time.Millisecond, log: "revoked the replaced lease", maxRevokes: 20},
-		{name: "revoked at its end, when Vault fails: parked, no more tries, no warning", code: 503, msg: "unavailable", grace: "30s", log: "level=INFO msg=\"the replaced lease has ended, and Vault ends it by itself", absent: "giving up", listed: true, maxRevokes: 1},
+		{name: "revoked at its end, when Vault fails: dropped, no warning", code: 503, msg: "unavailable", grace: "30s", log: "level=INFO msg=\"the replaced lease has ended, and Vault ended it by itself", absent: "level=WARN", listed: true, check19: true, maxRevokes: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -81,14 +85,18 @@ func TestReplacedLeaseRevocationFailures(t *testing.T) {
 					time.Sleep(tc.healAt)
 					v.answer("sys/leases/revoke", 0, "")
 				}
+				time.Sleep(19*time.Second - time.Since(epoch))
+				r := f.state().Retiring
+				if listed := len(r) == 1 && r[0].LeaseID == old; tc.check19 && listed != tc.listed {
+					t.Errorf("at 19s state.json retiring = %+v; want the old lease listed: %v", r, tc.listed)
+				}
 				time.Sleep(25*time.Second - time.Since(epoch))
 				f.wantLog(tc.log)
 				if tc.absent != "" && strings.Contains(f.logs.String(), tc.absent) {
 					t.Errorf("log line %q where none should be:\n%s", tc.absent, f.logs)
 				}
-				r := f.state().Retiring
-				if listed := len(r) == 1 && r[0].LeaseID == old; listed != tc.listed {
-					t.Errorf("state.json retiring = %+v; want the old lease listed: %v", r, tc.listed)
+				if r := f.state().Retiring; len(r) != 0 {
+					t.Errorf("at 25s state.json retiring = %+v; want none: the old lease ended at 20s", r)
 				}
 				if n := v.count("sys/leases/revoke"); n < 1 || n > tc.maxRevokes {
 					t.Errorf("%d revocation requests; want 1 to %d", n, tc.maxRevokes)
@@ -97,4 +105,44 @@ func TestReplacedLeaseRevocationFailures(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestReplacedLeasesVaultWillNotRevokeDoNotPileUp: without
+// sys/leases/revoke in the policy, every rotation leaves a lease that
+// cannot be revoked; each is listed only until it ends.
+func TestReplacedLeasesVaultWillNotRevokeDoNotPileUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := rotatingFixture(t, "--grace", "3s")
+		v.answer("sys/leases/revoke", 403, "permission denied")
+		time.Sleep(10 * time.Minute)
+		_, issued, _, _ := v.counts()
+		if r := f.state().Retiring; issued < 30 || len(r) > 1 {
+			t.Errorf("after 10 min and %d leases issued, state.json lists %d replaced leases; want at most the one not yet ended (max TTL 20s)", issued, len(r))
+		}
+		f.stop()
+	})
+}
+
+// TestParkedLeasesOfUnknownExpiryAreBounded: leases read back from
+// state.json have no known expiry; those Vault will not revoke stay
+// listed, but no more than maxParked, the newest.
+func TestParkedLeasesOfUnknownExpiryAreBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, nil)
+		st := f.state()
+		for i := range maxParked + 5 {
+			st.Retiring = append(st.Retiring, state.Retiring{Secret: "db", LeaseID: fmt.Sprintf("database/creds/app/old%d", i), RevokeAt: epoch.Add(time.Duration(i-100) * time.Second)})
+		}
+		if err := state.Save(f.stateDir, st); err != nil {
+			t.Fatal(err)
+		}
+		v.answer("sys/leases/revoke", 403, "permission denied")
+		f.start()
+		time.Sleep(time.Second)
+		r := f.state().Retiring
+		if len(r) != maxParked || r[0].LeaseID != "database/creds/app/old5" {
+			t.Errorf("state.json lists %d replaced leases from %+v; want the newest %d", len(r), r[0], maxParked)
+		}
+		f.stop()
+	})
 }
