@@ -286,6 +286,12 @@ func StatusCode(err error) int {
 func Cause(err error) string {
 	var re *api.ResponseError
 	if errors.As(err, &re) {
+		if re.RawError && len(re.Errors) == 1 {
+			// Not Vault's JSON: a proxy's or load balancer's page,
+			// whole HTML documents at times. A short excerpt of its
+			// text names it; the rest would fill every retry's line.
+			return fmt.Sprintf("%q (HTTP %d, not an answer from Vault: a proxy or load balancer in the way?)", excerpt(re.Errors[0], 120), re.StatusCode)
+		}
 		msgs := make([]string, 0, len(re.Errors))
 		for _, e := range re.Errors {
 			if e = flatten(e); e != "" {
@@ -306,6 +312,19 @@ func Cause(err error) string {
 		return ue.Err.Error()
 	}
 	return err.Error()
+}
+
+// markup is an HTML or XML tag.
+var markup = regexp.MustCompile(`<[^>]*>`)
+
+// excerpt is the text of body without markup, on one line, cut to at most
+// n runes.
+func excerpt(body string, n int) string {
+	text := strings.Join(strings.Fields(markup.ReplaceAllString(body, " ")), " ")
+	if r := []rune(text); len(r) > n {
+		text = string(r[:n]) + "…"
+	}
+	return text
 }
 
 // multiErrorHead is how go-multierror, which Vault uses, starts its text:

@@ -155,6 +155,10 @@ func TestCause(t *testing.T) {
 		{"wrapped", fmt.Errorf("ctx: %w", vaultErr(404, "not found")), "not found (HTTP 404)"},
 		{"network drops the URL", refused, "dial tcp: connection refused"},
 		{"other", errors.New("boom"), "boom"},
+		{"a proxy's page", &api.ResponseError{StatusCode: 502, RawError: true, Errors: []string{"<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n<hr><center>nginx</center>\n" + strings.Repeat("<!-- padding -->\n", 50) + "</body>\n</html>\n"}},
+			`"502 Bad Gateway 502 Bad Gateway nginx" (HTTP 502, not an answer from Vault: a proxy or load balancer in the way?)`},
+		{"a long plain text", &api.ResponseError{StatusCode: 500, RawError: true, Errors: []string{strings.Repeat("x", 200)}},
+			`"` + strings.Repeat("x", 120) + `…" (HTTP 500, not an answer from Vault: a proxy or load balancer in the way?)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
