@@ -88,8 +88,16 @@ func (s *sidecar) relogin(ctx context.Context) error {
 			}
 			s.metrics.failed(g, opReissue)
 			g.act = actRotate
-			g.next = s.retryAt(time.Now(), &g.retry, time.Time{}, !vaultclient.Transient(err), g.gone)
-			s.warnVault(err, "could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(time.Now(), g.next))
+			// Retried before the credential ends: with its lease, or with
+			// the old token, whichever comes first (as rotate does).
+			end := s.expiry(g)
+			if end.IsZero() || !deadline.IsZero() && deadline.Before(end) {
+				end = deadline
+			}
+			now := time.Now()
+			g.next = s.retryAt(now, &g.retry, end, !vaultclient.Transient(err), g.gone)
+			s.warnVault(err, "could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(),
+				"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", lifeLeft(now, end, g.gone))
 			continue
 		}
 		changes = append(changes, ch)

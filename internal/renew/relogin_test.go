@@ -76,6 +76,28 @@ func TestReissueFailingPastTheOldTokenMarksTheCredentialLost(t *testing.T) {
 	})
 }
 
+// TestReissueRefusedOnceIsRetriedBeforeTheOldTokenEnds: a re-issue under
+// the new token that Vault refuses once (an error retrying alone cannot
+// fix) is tried again before the old token, and the credential with it,
+// ends, not a flat 30s later.
+func TestReissueRefusedOnceIsRetriedBeforeTheOldTokenEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
+		f.start()
+		time.Sleep(14 * time.Second)
+		v.answer("database/creds/app", 400, "plugin error") // the re-issue after the login at 15s
+		time.Sleep(1500 * time.Millisecond)
+		v.answer("database/creds/app", 0, "")
+		time.Sleep(22*time.Second - f.elapsed()) // the old token ended at 20s
+		user, _ := f.creds("db")
+		if code, _ := f.get("/readyz"); !v.aliveUser(user) || code != 200 {
+			t.Errorf("at %s: file credential alive=%v, /readyz %d; want a credential issued under the new token before 20s", f.elapsed(), v.aliveUser(user), code)
+		}
+		f.wantLog("could not re-issue a credential under the new token")
+		f.stop()
+	})
+}
+
 // TestReloginRevokesOldLeasesWithTheOldToken: after a new login the
 // leases of the old token are retired with it: listed until the old
 // token's revocation, which ends them in one request, with no revocation
