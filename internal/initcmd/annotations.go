@@ -147,6 +147,10 @@ type annSecret struct {
 	file         setting
 	perms        setting
 	agent        bool // declared by injector annotations: Agent's default template applies
+	// agentDefault is Vault Agent's default template, with %s for the
+	// quoted path, when template is that default: the path is the one
+	// vault-init reads, which a --secret of the same name may replace.
+	agentDefault string
 }
 
 // fromAnnotations is what the pod's annotations ask vault-init for, before
@@ -241,9 +245,11 @@ func readAnnotations(ann map[string]string) (*fromAnnotations, error) {
 				tmpl, key = agentJSONTemplate, "Vault Agent's default template (json, "+defaultTemplate.key+")"
 			}
 			// The path as vault-init reads it, so that the template's
-			// secret call finds it.
+			// secret call finds it; annotatedSecrets writes it again with
+			// the path of a --secret that replaced this one.
 			path := strings.Trim(strings.TrimSpace(s.path.value), "/")
 			s.template = setting{key, fmt.Sprintf(tmpl, strconv.Quote(path))}
+			s.agentDefault = tmpl
 		}
 	}
 	return a, nil

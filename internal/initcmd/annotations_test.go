@@ -3,6 +3,7 @@ package initcmd
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -172,6 +173,77 @@ func TestAnnotationsDefaultJSONTemplate(t *testing.T) {
 	}
 	if want := "{{ with secret \"database/creds/app\" }}{{ .Data | toJSON }}\n{{ end }}"; specs[0].Text != want {
 		t.Fatalf("template %q, want %q", specs[0].Text, want)
+	}
+}
+
+// TestAnnotationsSecretPathReplaced: a --secret that gives an annotated
+// secret another path renders Vault Agent's default template from the new
+// path; a template the user wrote for the annotation's path is refused,
+// naming the annotation and the flag, rather than rewritten.
+func TestAnnotationsSecretPathReplaced(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		ann      map[string]string
+		env      map[string]string
+		wantText string
+		wantErr  []string
+	}{
+		{
+			name:     "agent default template",
+			ann:      map[string]string{"vault.hashicorp.com/agent-inject-secret-db": "database/creds/old"},
+			wantText: "{{ with secret \"database/creds/new\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}",
+		},
+		{
+			name:     "agent default json template, path from PODLEASE_SECRET",
+			ann:      map[string]string{"vault.hashicorp.com/agent-inject-secret-db": "database/creds/old", "vault.hashicorp.com/agent-inject-default-template": "json"},
+			env:      map[string]string{"PODLEASE_SECRET": "db=database/creds/new"},
+			wantText: "{{ with secret \"database/creds/new\" }}{{ .Data | toJSON }}\n{{ end }}",
+		},
+		{
+			name:     "template that does not name the path",
+			ann:      map[string]string{"vault.hashicorp.com/agent-inject-secret-db": "database/creds/old", "vault.hashicorp.com/agent-inject-template-db": "{{ .Data.username }}"},
+			wantText: "{{ .Data.username }}",
+		},
+		{
+			name: "template written for the old path",
+			ann: map[string]string{
+				"vault.hashicorp.com/agent-inject-secret-db":   "database/creds/old",
+				"vault.hashicorp.com/agent-inject-template-db": `{{ with secret "database/creds/old" }}{{ .Data.username }}{{ end }}`,
+			},
+			wantErr: []string{"annotation vault.hashicorp.com/agent-inject-template-db reads database/creds/old", "--secret gave secret \"db\" the path database/creds/new"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ann := map[string]string{"vault.hashicorp.com/role": "web"}
+			maps.Copy(ann, tc.ann)
+			env := map[string]string{"VAULT_ADDR": "http://127.0.0.1:8200"}
+			maps.Copy(env, tc.env)
+			var args []string
+			if tc.env["PODLEASE_SECRET"] == "" {
+				args = []string{"--secret", "db=database/creds/new"}
+			}
+			_, specs, err := configure(t, ann, args, env)
+			if tc.wantErr != nil {
+				if err == nil {
+					t.Fatalf("no error; specs %+v", specs)
+				}
+				for _, want := range tc.wantErr {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not contain %q", err, want)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := specByName(specs, "db")
+			if db == nil || db.Path != "database/creds/new" || db.Text != tc.wantText {
+				t.Fatalf("db = %+v, want path database/creds/new rendered with %q", db, tc.wantText)
+			}
+		})
 	}
 }
 

@@ -433,8 +433,18 @@ func (c *Config) checkAgreement(a *fromAnnotations, getenv func(string) string) 
 // annotatedSecrets applies the annotations' rendering, file names and
 // permissions to the secrets; a rendering chosen by a flag wins.
 func (c *Config) annotatedSecrets(a *fromAnnotations, byName map[string]*Spec, rendered map[string]bool) error {
+	given := map[string]bool{} // every secret's path
+	for _, s := range byName {
+		given[s.Path] = true
+	}
 	for _, as := range a.secrets {
 		s := byName[as.name]
+		annPath := strings.Trim(strings.TrimSpace(as.path.value), "/")
+		if as.agentDefault != "" {
+			// Vault Agent's default template renders the secret's own
+			// path: the one a --secret of the same name gave, if any.
+			as.template.value = fmt.Sprintf(as.agentDefault, strconv.Quote(s.Path))
+		}
 		if rendered[as.name] {
 			by := c.source("format")
 			if s.Template != nil {
@@ -444,6 +454,12 @@ func (c *Config) annotatedSecrets(a *fromAnnotations, byName map[string]*Spec, r
 		} else {
 			if err := renderFromAnnotations(as, s); err != nil {
 				return err
+			}
+			if s.Template != nil && annPath != s.Path && !given[annPath] && slices.Contains(s.Template.Paths(), annPath) {
+				// A template written for the annotation's path is the
+				// user's text: it is not rewritten for the new path.
+				return fmt.Errorf("annotation %s reads %s, the path of annotation %s, but %s gave secret %q the path %s: give %q a --template or --format of its own, or write the annotation's template for %s",
+					firstSet(as.template, as.templateFile).key, annPath, as.path.key, c.source("secret"), as.name, s.Path, as.name, s.Path)
 			}
 			if from := firstSet(as.format, as.template, as.templateFile); from.set() {
 				how := s.Format
