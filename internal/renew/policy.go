@@ -312,6 +312,19 @@ func requestBudget(now, expiry time.Time) time.Duration {
 	return min(maxAttempt, max(left-max(attemptReserve, left/10), left/2))
 }
 
+// loginTimeout is how long a login may wait for Vault's answer while the
+// token it replaces ends at expiry (zero: no end, or the token is already
+// dead): the same budget as a renewal (requestBudget), not the third of
+// the time left that other requests get (attemptTimeout). A login is not
+// sent again beside a slow one, since every answer is a new token, and
+// one the client gave up on while Vault finished it leaves a live token
+// that nobody holds: a Kubernetes login takes a TokenReview, which a busy
+// API server answers in seconds, and a third of the 5s left before the
+// old token ends would cut every such login short.
+func loginTimeout(now, expiry time.Time) time.Duration {
+	return requestBudget(now, expiry)
+}
+
 // fetchDeadline is until when a read that replaces a credential ending at
 // deadline (zero: none) may retry: fetchTimeout, and not much past the end
 // of the credential in use, since past it the loop has other work

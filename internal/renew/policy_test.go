@@ -331,7 +331,7 @@ func TestRetryAt(t *testing.T) {
 	}
 }
 
-func TestAttemptTimeoutRequestBudgetAndFetchDeadline(t *testing.T) {
+func TestAttemptTimeoutRequestBudgetLoginTimeoutAndFetchDeadline(t *testing.T) {
 	t.Parallel()
 	now := policyNow
 	for _, tc := range []struct {
@@ -360,6 +360,9 @@ func TestAttemptTimeoutRequestBudgetAndFetchDeadline(t *testing.T) {
 			}
 			if got := requestBudget(now, tc.expiry); got != tc.budget {
 				t.Errorf("requestBudget = %s; want %s", got, tc.budget)
+			}
+			if got := loginTimeout(now, tc.expiry); got != tc.budget {
+				t.Errorf("loginTimeout = %s; want %s, as a renewal", got, tc.budget)
 			}
 			if got := fetchDeadline(now, tc.expiry); !got.Equal(tc.fetchUntil) {
 				t.Errorf("fetchDeadline = %s; want %s", got.Sub(now), tc.fetchUntil.Sub(now))

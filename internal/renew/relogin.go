@@ -2,6 +2,7 @@ package renew
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -26,9 +27,15 @@ type newToken struct {
 // grace period, with the leases issued under it.
 func (s *sidecar) relogin(ctx context.Context) error {
 	t := s.tok
-	actx, cancel := attempt(ctx, t.expiry)
+	end := t.expiry
+	if t.lost {
+		end = time.Time{}
+	}
 	sent := time.Now()
+	budget := loginTimeout(sent, end)
+	actx, cancel := context.WithTimeout(ctx, budget)
 	res, err := login.Login(actx, t.client, s.base.Auth, s.getenv)
+	timedOut := errors.Is(actx.Err(), context.DeadlineExceeded)
 	cancel()
 	now := time.Now()
 	if err != nil {
@@ -36,11 +43,16 @@ func (s *sidecar) relogin(ctx context.Context) error {
 			return nil
 		}
 		s.metrics.tokenFailures.Add(1)
-		deadline := t.expiry
-		if t.lost || !now.Before(deadline) {
+		deadline := end
+		if !now.Before(deadline) {
 			deadline = time.Time{}
 		}
 		t.next = s.retryAt(now, &t.retry, deadline, !vaultclient.Transient(err), t.lost)
+		if timedOut {
+			s.warnVault(err, "login timed out: Vault did not answer in time; if it finishes the login anyway, that token is held by nobody and ends at its TTL; retrying",
+				"timeout", budget, "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", lifeLeft(now, t.expiry, t.lost))
+			return nil
+		}
 		s.warnVault(err, "login failed; retrying", "err", err.Error(), "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", lifeLeft(now, t.expiry, t.lost))
 		return nil
 	}

@@ -98,6 +98,56 @@ func TestReissueRefusedOnceIsRetriedBeforeTheOldTokenEnds(t *testing.T) {
 	})
 }
 
+// TestSlowLoginGetsThroughBeforeTheOldTokenEnds: a Vault whose login
+// takes 2s (a TokenReview under load), asked 5s before the old token
+// ends, is given the time to answer: one login, no token created for a
+// client that gave up, and the credential re-issued before the old token
+// ends.
+func TestSlowLoginGetsThroughBeforeTheOldTokenEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 15*time.Second, 15*time.Second })
+		v.mu.Lock()
+		v.latency = 2 * time.Second
+		v.mu.Unlock()
+		f.start()
+		time.Sleep(30 * time.Second)
+		logins, _, _, _ := v.counts()
+		if n := logins - 1 - int(f.metric("podlease_logins_total")); n > 0 {
+			t.Errorf("%d tokens created by logins vault-renew gave up on", n)
+		}
+		if strings.Contains(f.logs.String(), "the token is no longer valid") {
+			t.Error("the token expired before a 2s login got through")
+		}
+		user, _ := f.creds("db")
+		if code, _ := f.get("/readyz"); !v.aliveUser(user) || code != 200 {
+			t.Errorf("file credential alive=%v, /readyz %d", v.aliveUser(user), code)
+		}
+		f.stop()
+	})
+}
+
+// TestLoginThatTimesOutSaysSo: a login Vault does not answer in time is
+// logged as a timeout, not as an unreachable Vault.
+func TestLoginThatTimesOutSaysSo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 15*time.Second, 15*time.Second })
+		v.mu.Lock()
+		v.hang["auth/kubernetes/login"] = 1
+		v.mu.Unlock()
+		f.start()
+		time.Sleep(16 * time.Second) // the login at 10s hangs for 4.5s; the retry gets through
+		f.wantLog("login timed out: Vault did not answer in time")
+		if strings.Contains(f.logs.String(), "is Vault reachable at this address?") {
+			t.Errorf("a login that timed out is blamed on the address:\n%s", f.logs)
+		}
+		if st := f.state(); st.Token.Accessor == "accessor1" {
+			t.Error("no new token after the retry")
+		}
+		f.checkNoSecretsLogged()
+		f.stop()
+	})
+}
+
 // TestReloginRevokesOldLeasesWithTheOldToken: after a new login the
 // leases of the old token are retired with it: listed until the old
 // token's revocation, which ends them in one request, with no revocation
