@@ -84,7 +84,7 @@ func TestHeldLockDropsTheNewCredentialAndRetries(t *testing.T) {
 			t.Error("the dropped credential is still alive")
 		}
 		unlock()
-		time.Sleep(permanentRetry + time.Second) // the next try
+		time.Sleep(permanentRetry*5/4 + time.Second) // the next try
 
 		if user, _ := f.creds("db"); !v.aliveUser(user) {
 			t.Errorf("no working credential after the lock was released\nlogs:\n%s", f.logs)

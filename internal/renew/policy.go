@@ -1,6 +1,7 @@
 package renew
 
 import (
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -50,7 +51,10 @@ const (
 const (
 	// permanentRetry is the shortest wait after an error that retrying
 	// cannot fix by itself (403, a bad template): someone must change Vault.
-	permanentRetry = 30 * time.Second
+	// Up to permanentJitter of it more, drawn each time, so that the pods
+	// a policy change refuses all at once do not retry all at once.
+	permanentRetry  = 30 * time.Second
+	permanentJitter = 0.25
 	// staticSettle is how long after a static credential's ttl ends Vault
 	// is given to rotate the password before vault-renew re-reads it.
 	staticSettle = time.Second
@@ -255,7 +259,7 @@ func (r *retry) after(permanent, lost bool) time.Duration {
 	r.fails++
 	d := r.b.NextBackOff()
 	if permanent && d < permanentRetry {
-		d = permanentRetry
+		d = permanentRetry + time.Duration(rand.Float64()*permanentJitter*float64(permanentRetry))
 	}
 	return d
 }

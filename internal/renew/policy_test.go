@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -84,7 +85,8 @@ func TestRetryAfterLossIsShortAndBounded(t *testing.T) {
 	}{
 		{"renewing", false, false, 125 * time.Millisecond, 15 * time.Second, 5 * time.Second},
 		{"lost", false, true, 125 * time.Millisecond, 3 * time.Second, time.Second},
-		{"lost, permanent", true, true, permanentRetry, 3 * permanentRetry / 2, permanentRetry},
+		{"lost, permanent", true, true, permanentRetry, permanentRetry + permanentRetry/4, permanentRetry},
+		{"permanent", true, false, permanentRetry, 3 * permanentRetry / 2, permanentRetry},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var r retry
@@ -100,6 +102,9 @@ func TestRetryAfterLossIsShortAndBounded(t *testing.T) {
 			}
 			if longest < tc.reach {
 				t.Errorf("longest wait %s; want the backoff to reach %s", longest, tc.reach)
+			}
+			if tc.permanent && slices.Min(waits) == longest {
+				t.Errorf("every wait %s; want them spread, so that pods refused together do not retry together", longest)
 			}
 			if !tc.permanent && waits[0] > 375*time.Millisecond {
 				t.Errorf("first wait %s; want the shortest (250ms ±50%%)", waits[0])
