@@ -146,3 +146,24 @@ func TestParkedLeasesOfUnknownExpiryAreBounded(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestRefusedRevocationOfAReplacedLeaseChecksTheToken: Vault refuses
+// every request of a token revoked by hand, the revocation of a replaced
+// lease too: the token is checked at once and replaced, rather than the
+// policy blamed until the next renewal.
+func TestRefusedRevocationOfAReplacedLeaseChecksTheToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := rotatingFixture(t, "--grace", "3s")
+		acc := f.state().Token.Accessor
+		time.Sleep(16500 * time.Millisecond) // replaced at 15s; revoked at 18s
+		v.revokeToken(acc)
+		time.Sleep(18500*time.Millisecond - f.elapsed())
+		if f.state().Token.Accessor == acc {
+			t.Error("still on the revoked token after a refused revocation at 18s")
+		}
+		if user, _ := f.creds("db"); !v.aliveUser(user) {
+			t.Error("the file does not hold a working credential")
+		}
+		f.stop()
+	})
+}
