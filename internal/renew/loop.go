@@ -74,6 +74,12 @@ type sidecar struct {
 	exit error
 }
 
+// earlierToken is the owner of a lease issued before the current token
+// (state.json records when each was issued, not which token a lease
+// belongs to): a token a previous run logged in with and replaced, which
+// this run does not hold and cannot keep alive.
+const earlierToken = "earlier-token"
+
 // newSidecar builds the schedule from the state vault-init wrote: the
 // token is looked up at once, every lease is renewed at its fraction, and
 // nothing new is issued unless a lease already expired.
@@ -90,9 +96,13 @@ func newSidecar(cfg *Config, st *state.State, tok *tokenItem, getenv func(string
 			g.secrets = append(g.secrets, sec)
 			continue
 		}
+		owner := s.tok.id
+		if sec.Kind == state.KindLeased && sec.IssuedAt.Before(st.Token.IssuedAt) {
+			owner = earlierToken
+		}
 		g := &group{
 			secrets: []*state.Secret{sec}, path: sec.VaultPath(), kind: sec.Kind,
-			owner: s.tok.id, expiry: sec.ExpiresAt, late: statePrecision,
+			owner: owner, expiry: sec.ExpiresAt, late: statePrecision,
 			ld:        time.Duration(sec.LeaseDuration) * time.Second,
 			renewable: sec.Renewable,
 		}
@@ -103,6 +113,12 @@ func newSidecar(cfg *Config, st *state.State, tok *tokenItem, getenv func(string
 			if !g.expiry.IsZero() && !g.expiry.After(now) {
 				log.Warn("lease expired before vault-renew started: issuing a new credential", "secret", g.names(), "lease_id", g.leaseID(), "expired_at", g.expiry)
 				g.gone, g.act, g.next = true, actRotate, now
+				continue
+			}
+			if g.owner == earlierToken {
+				log.Warn("lease issued under an earlier token than the one in the token file (a restart came before its re-issue under the new token): it ends with that token, which only the previous run held; issuing a new credential",
+					"secret", g.names(), "lease_id", g.leaseID(), "lease_issued_at", sec.IssuedAt, "token_issued_at", st.Token.IssuedAt)
+				g.act, g.next = actRotate, now
 				continue
 			}
 			s.schedule(now, g)

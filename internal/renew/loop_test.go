@@ -59,3 +59,30 @@ func listed(st *state.State, lease string) bool {
 	}
 	return false
 }
+
+// TestRestartBeforeAReissueIssuesUnderTheCurrentToken: a sidecar
+// restarted while a lease still belongs to the token a login replaced
+// (its re-issue under the new token had failed so far) issues a new
+// credential at once: the old token, which only the previous run held,
+// ends with that lease.
+func TestRestartBeforeAReissueIssuesUnderTheCurrentToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
+		f.start()
+		time.Sleep(14 * time.Second)
+		// The login at 15s works, the re-issue is refused.
+		v.answer("database/creds/app", 400, "plugin error")
+		time.Sleep(2 * time.Second)
+		v.answer("database/creds/app", 0, "")
+		f.stop() // the container restarts before the retry
+		f.exited = false
+		f.start()
+		time.Sleep(10 * time.Second) // 26s: the old token ended at 20s
+		f.wantLog("lease issued under an earlier token than the one in the token file")
+		user, _ := f.creds("db")
+		if code, _ := f.get("/readyz"); !v.aliveUser(user) || code != 200 {
+			t.Errorf("at %s: file credential alive=%v, /readyz %d; want a credential of the current token", f.elapsed(), v.aliveUser(user), code)
+		}
+		f.stop()
+	})
+}
