@@ -359,6 +359,7 @@ func TestAnnotationsRefused(t *testing.T) {
 		{"bad bool", map[string]string{"vault.hashicorp.com/preserve-secret-case": "yes please"}, "preserve-secret-case"},
 		{"bad timeout", map[string]string{"podlease.io/timeout": "soon"}, "annotation podlease.io/timeout:"},
 		{"bad secret name", map[string]string{"podlease.io/secret-.hidden": "a/b"}, `secret name ".hidden"`},
+		{"token path", map[string]string{"vault.hashicorp.com/agent-inject-secret-tok": "auth/token/lookup-self"}, "annotation vault.hashicorp.com/agent-inject-secret-tok: Vault answers auth/token/lookup-self with a Vault token"},
 		{"state inside the secrets", map[string]string{"podlease.io/state-dir": "/vault/secrets/state"}, "one is inside the other"},
 		{"secrets inside the state", map[string]string{"podlease.io/secrets-dir": "/vault/state/s", "vault.hashicorp.com/secret-volume-path": "/vault/state/s"}, "one is inside the other"},
 		{"bad default template", map[string]string{"vault.hashicorp.com/agent-inject-default-template": "yaml"}, "agent-inject-default-template"},

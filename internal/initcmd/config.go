@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -172,6 +173,9 @@ func (c *Config) specs(ann *fromAnnotations) ([]*Spec, error) {
 		if path == "" {
 			return fmt.Errorf("%s: want NAME=PATH, e.g. db=database/creds/app", what)
 		}
+		if tokenPath(path) {
+			return fmt.Errorf("%s: Vault answers %s with a Vault token, which must never reach the app's files: vault-init refuses auth/token/lookup*, auth/token/create* and sys/wrapping/*", what, path)
+		}
 		if byName[name] != nil {
 			return fmt.Errorf("%s: name %q is given twice", what, name)
 		}
@@ -337,6 +341,20 @@ func clientSettingsError(err error, getenv func(string) string) string {
 		return msg + " (set: " + strings.Join(set, ", ") + ")"
 	}
 	return msg
+}
+
+// tokenPath reports a Vault path whose answer holds a Vault token (the
+// token's id, a new token, a wrapping token). It is matched after any
+// namespace prefix (ns1/auth/token/lookup-self), which may refuse a KV
+// secret with such a name deep in its path: better than a token on disk.
+func tokenPath(p string) bool {
+	p = path.Clean("/" + p)
+	for _, refused := range []string{"/auth/token/lookup", "/auth/token/create", "/sys/wrapping/"} {
+		if strings.Contains(p, refused) || p+"/" == refused {
+			return true
+		}
+	}
+	return false
 }
 
 // within reports whether dir lies below parent.

@@ -227,6 +227,10 @@ func TestRunUsageErrors(t *testing.T) {
 		{name: "bad timeout from env", args: []string{"--secret", "db=database/creds/app", "--role", "web"}, env: map[string]string{"PODLEASE_TIMEOUT": "-"}, want: "PODLEASE_TIMEOUT"},
 		{name: "bad log level", args: []string{"--secret", "db=database/creds/app", "--role", "web", "--log-level", "loud"}, want: `--log-level "loud"`},
 		{name: "bad log format", args: []string{"--secret", "db=database/creds/app", "--role", "web", "--log-format", "xml"}, want: `--log-format "xml"`},
+		{name: "token lookup", args: []string{"--secret", "x=auth/token/lookup-self", "--role", "web"}, want: `--secret "x=auth/token/lookup-self": Vault answers auth/token/lookup-self with a Vault token`},
+		{name: "token create under a namespace", args: []string{"--secret", "x=/ns1//auth/token/create-orphan", "--role", "web"}, want: `Vault answers ns1//auth/token/create-orphan with a Vault token`},
+		{name: "wrapping from env", args: []string{"--role", "web"}, env: map[string]string{"PODLEASE_SECRET": "w=sys/wrapping/lookup"}, want: "sys/wrapping/lookup with a Vault token"},
+		{name: "wrapping itself", args: []string{"--secret", "w=sys/wrapping", "--role", "web"}, want: "sys/wrapping with a Vault token"},
 		{name: "no vault address", args: []string{"--secret", "db=database/creds/app", "--role", "web"}, env: map[string]string{"VAULT_ADDR": ""}, want: "--vault-addr (or VAULT_ADDR) is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
