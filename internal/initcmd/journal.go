@@ -24,7 +24,7 @@ import (
 // revoked after a failure. A run killed in between (OOM, node drain,
 // kill -9) leaves it behind, and the next run revokes that token, and
 // with it every lease the killed run obtained and nobody else knows of.
-const pendingName = "token.pending"
+const pendingName = state.PendingName
 
 // writePending records token as the token of the run in progress. Failing
 // here, before any lease exists, is also the cheapest way to find out that

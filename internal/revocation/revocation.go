@@ -77,6 +77,13 @@ func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, 
 		}
 		st = mergeKnown(known, disk)
 	case errors.Is(err, state.ErrNotExist):
+		if _, perr := os.Lstat(filepath.Join(dir, state.PendingName)); perr == nil {
+			// The journal holds a token but not Vault's address, which
+			// state.json would have named; the next vault-init, which
+			// knows it, revokes that token first.
+			return fmt.Errorf("no state.json in %s, but %s: a vault-init was interrupted after it logged in, and its token (and any lease it got) is alive: run vault-init again in this pod, which revokes them first; otherwise they end at their TTL",
+				dir, filepath.Join(dir, state.PendingName))
+		}
 		log.Info("nothing to revoke: no state in the state dir", "state_dir", dir)
 		return nil
 	case err != nil:

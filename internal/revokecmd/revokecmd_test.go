@@ -597,3 +597,29 @@ func TestTokenWithoutRevokeSelf(t *testing.T) {
 		t.Error("the token file was removed though the token lives")
 	}
 }
+
+// TestInterruptedInit: a vault-init killed after it logged in leaves its
+// journal and no state.json. vault-revoke cannot revoke that token (the
+// journal does not name Vault), so it says so and exits 1 rather than
+// "nothing to revoke".
+func TestInterruptedInit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	stateDir, secretsDir := filepath.Join(dir, "state"), filepath.Join(dir, "secrets")
+	for _, d := range []string{stateDir, secretsDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const token = "hvs.SECRET-TOKEN-interrupted"
+	if err := os.WriteFile(filepath.Join(stateDir, state.PendingName), []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr := run(t, nil, "--state-dir", stateDir, "--secrets-dir", secretsDir)
+	if code != 1 || !strings.Contains(stderr, state.PendingName) || !strings.Contains(stderr, "run vault-init again") || strings.Contains(stderr, "nothing to revoke") {
+		t.Errorf("exit %d, want 1 naming %s and what to do; stderr:\n%s", code, state.PendingName, stderr)
+	}
+	if strings.Contains(stderr, token) {
+		t.Error("the token appears in the output")
+	}
+}

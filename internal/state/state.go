@@ -30,7 +30,10 @@ const Version = 2
 const (
 	FileName  = "state.json"
 	TokenName = "token"
-	lockName  = ".lock"
+	// PendingName is vault-init's journal of a run in progress: the
+	// token it logged in with, until state.json records it.
+	PendingName = "token.pending"
+	lockName    = ".lock"
 )
 
 // ErrNotExist is returned by Load when the state directory holds no state:
