@@ -191,7 +191,11 @@ func issueAll(ctx context.Context, client *api.Client, c *Config, specs []*Spec,
 		}
 		if s.Format == render.Env {
 			if fields := render.EnvEscapedFields(fetched[sp.Path].Fields); len(fields) > 0 {
-				log.Warn("a field of this env-format secret holds a newline or another control character: a dotenv reader gets it back, but a shell that sources the file sees the escape (\\n) instead; use --format json or a --template for multi-line values",
+				log.Warn("a field of this env-format secret holds a newline or another control character: it is written as an escape (\\n, \\r, \\xNN), which a shell that sources the file keeps as it is and a dotenv reader decodes only for \\n and \\r; use --format json or a --template for multi-line values",
+					"secret", s.Name, "fields", strings.Join(fields, ","))
+			}
+			if fields := render.EnvDotenvFields(fetched[sp.Path].Fields); len(fields) > 0 {
+				log.Warn("a field of this env-format secret cannot be written so that every dotenv reader reads it as it is: a shell that sources the file gets it right, but python-dotenv, godotenv or Node's dotenv may read it, or the lines after it, differently; if the app loads the file with a dotenv library, use --format json or a --template",
 					"secret", s.Name, "fields", strings.Join(fields, ","))
 			}
 		}

@@ -120,14 +120,33 @@ func refusedEnvName(name string) bool {
 
 // EnvEscapedFields returns, sorted, the fields of data whose env text holds
 // a newline or another control character. envQuote writes those as escapes
-// (\n, \r, \xNN): a dotenv reader turns them back into the character, but
+// (\n, \r, \xNN): the dotenv readers turn \n and \r back into the
+// character (python-dotenv, godotenv and Node's dotenv decode no \xNN), and
 // a shell sourcing the file keeps the backslash and the letters, so such a
-// value does not reach a shell as it is in Vault.
+// value reaches no reader as it is in Vault.
 func EnvEscapedFields(data map[string]any) []string {
+	return envFields(data, func(s string) bool { return strings.ContainsFunc(s, isControl) })
+}
+
+// EnvDotenvFields returns, sorted, the fields of data without a control
+// character that a dotenv reader may read differently from a shell, which
+// reads every one of them as it is in Vault: a value envQuote has to write
+// double-quoted with escapes (each reader undoes another set of them), and
+// a value holding "${", which python-dotenv expands inside any quotes.
+func EnvDotenvFields(data map[string]any) []string {
+	return envFields(data, func(s string) bool {
+		if strings.ContainsFunc(s, isControl) {
+			return false
+		}
+		return strings.Contains(s, "${") || (needsEscape(s) && !singleQuotable(s))
+	})
+}
+
+func envFields(data map[string]any, match func(string) bool) []string {
 	var out []string
 	for k, v := range data {
 		s, err := scalar(v)
-		if err == nil && strings.ContainsFunc(s, isControl) {
+		if err == nil && match(s) {
 			out = append(out, k)
 		}
 	}
@@ -137,14 +156,49 @@ func EnvEscapedFields(data map[string]any) []string {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
-// envQuote double-quotes s so that no value can end the quote, expand, or
-// start a new line. A shell sourcing the file and a dotenv reader see the
-// same value as long as it has no control character. A newline, carriage
-// return or other control character is written as an escape (\n, \r,
-// \xNN): dotenv readers decode it, a shell does not (it sees the two
-// characters \ and n), so multi-line values belong in json or a template.
+// needsEscape reports whether s holds a character that double quotes do
+// not keep literal in sh.
+func needsEscape(s string) bool { return strings.ContainsAny(s, "\"$`\\") }
+
+// singleQuotable reports whether every reader of the env file takes s
+// literally between single quotes. sh, godotenv and Node's dotenv take a
+// single-quoted value as it is; python-dotenv reads \\ and \' in it as \
+// and '. s must also not end in a backslash, which the dotenv readers take
+// with the closing quote as an escaped quote, reading on into the next line.
+func singleQuotable(s string) bool {
+	return !strings.ContainsFunc(s, isControl) && !strings.Contains(s, "'") &&
+		!strings.Contains(s, `\\`) && !strings.HasSuffix(s, `\`)
+}
+
+// envQuote quotes s so that no value can end the quote, expand, or start a
+// new line, and so that a shell sourcing the file and the dotenv readers
+// (python-dotenv, godotenv, Node's dotenv) agree on it wherever they can:
+//   - a value with no ", \, $, ` or control character is double-quoted as
+//     it is, which every reader takes literally;
+//   - one with ", \, $ or ` is single-quoted when singleQuotable allows it,
+//     since the readers unescape double-quoted text differently
+//     (python-dotenv keeps \$ and \`, Node's dotenv keeps every backslash
+//     and turns any \n into a newline, even in \\n);
+//   - anything else is double-quoted with ", \, $ and ` escaped for sh, and
+//     a newline, carriage return or other control character written as an
+//     escape (\n, \r, \xNN) that sh keeps as it is. EnvEscapedFields and
+//     EnvDotenvFields name these fields so that vault-init can warn.
+//
+// Invalid UTF-8 is written as U+FFFD in every form.
 func envQuote(s string) string {
 	var b strings.Builder
+	if !strings.ContainsFunc(s, isControl) && (!needsEscape(s) || singleQuotable(s)) {
+		q := byte('"')
+		if needsEscape(s) {
+			q = '\''
+		}
+		b.WriteByte(q)
+		for _, r := range s {
+			b.WriteRune(r)
+		}
+		b.WriteByte(q)
+		return b.String()
+	}
 	b.WriteByte('"')
 	for _, r := range s {
 		switch r {

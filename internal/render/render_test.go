@@ -42,6 +42,10 @@ var hostileValues = []any{
 	"`touch pwned`",
 	`; rm -rf / # && echo "x" | cat > /tmp/x`,
 	`back\slash\`,
+	`DOMAIN\user`,
+	`x\\y`,
+	`p"a\s$w` + "`d",
+	`it's $HOME and ${HOME}`,
 	`\"`,
 	`\n not a newline`,
 	"tab\there",
@@ -193,16 +197,27 @@ func envText(t testing.TB, v any) string {
 
 var envNameRE = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
 
-// parseEnvLine is a strict dotenv reader: NAME="value" with only the
-// escapes the format documents. Anything a shell would treat specially
-// inside double quotes ($, `, ", \) must arrive escaped.
+// parseEnvLine is a strict reader of the format's promise: NAME='value'
+// taken literally, with no single quote, control character, double
+// backslash or final backslash in it (what some dotenv reader would read
+// differently), or NAME="value" with only the escapes the format
+// documents: anything a shell treats specially inside double quotes ($, `,
+// ", \) must arrive escaped.
 func parseEnvLine(line string) (name, value string, err error) {
 	name, rest, ok := strings.Cut(line, "=")
 	if !ok || !envNameRE.MatchString(name) {
 		return "", "", fmt.Errorf("not NAME=...: %q", line)
 	}
+	if len(rest) >= 2 && rest[0] == '\'' && rest[len(rest)-1] == '\'' {
+		body := rest[1 : len(rest)-1]
+		if strings.ContainsFunc(body, func(r rune) bool { return r == '\'' || r < 0x20 || r == 0x7f }) ||
+			strings.Contains(body, `\\`) || strings.HasSuffix(body, `\`) {
+			return "", "", fmt.Errorf("single-quoted value a reader would not take literally: %q", line)
+		}
+		return name, body, nil
+	}
 	if len(rest) < 2 || rest[0] != '"' || rest[len(rest)-1] != '"' {
-		return "", "", fmt.Errorf("value not double-quoted: %q", line)
+		return "", "", fmt.Errorf("value not quoted: %q", line)
 	}
 	body := rest[1 : len(rest)-1]
 	var b strings.Builder

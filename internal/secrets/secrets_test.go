@@ -240,7 +240,7 @@ func TestRenderAndRecord(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{name: "env", sec: state.Secret{Name: "db", Path: "database/creds/app", Format: render.Env}, f: db, want: "PASSWORD=\"p\\\"1\"\nUSERNAME=\"u-1\"\n"},
+		{name: "env", sec: state.Secret{Name: "db", Path: "database/creds/app", Format: render.Env}, f: db, want: "PASSWORD='p\"1'\nUSERNAME=\"u-1\"\n"},
 		{name: "kv v2 renders the inner data", sec: state.Secret{Name: "app", Path: "secret/data/app", Format: render.JSON}, f: kv, want: "{\n  \"api_key\": \"k-1\"\n}\n"},
 		{name: "template with its own path", sec: state.Secret{Name: "db", Path: "database/creds/app", TemplateFile: "t", Template: `{{ with secret "database/creds/app" }}{{ .Data.username }}{{ end }}/{{ .Data.password }}`}, f: db, want: `u-1/p"1`},
 		{name: "template with another path", sec: state.Secret{Name: "db", Path: "database/creds/app", TemplateFile: "t", Template: `{{ .Data.username }}:{{ with secret "secret/data/app" }}{{ .Data.data.api_key }}{{ end }}`}, f: db, lookup: lookup, want: "u-1:k-1"},
