@@ -93,18 +93,46 @@ func envKey(k string) string {
 	return k
 }
 
-// refusedEnvPrefixes and refusedEnvNames are variables that make a shell
-// or the dynamic loader, or an interpreter, run or load other code, or
-// change how a shell splits and parses what follows: a field of a secret
-// must not set one when the file is sourced or loaded as an environment.
+// refusedEnvPrefixes and refusedEnvNames are variables that make a shell,
+// the dynamic loader, an interpreter or runtime, or a common tool the app
+// may start, run or load other code, or that change how a shell splits and
+// parses what follows: a field of a secret must not set one when the file
+// is sourced or loaded as an environment. README and docs/troubleshooting.md
+// list them.
 var (
-	refusedEnvPrefixes = []string{"LD_", "DYLD_", "BASH_FUNC_"}
-	refusedEnvNames    = map[string]bool{
+	refusedEnvPrefixes = []string{
+		"LD_", "DYLD_", "BASH_FUNC_", // loader, exported bash functions
+		"CORECLR_PROFILER",                  // .NET profiler library and its id
+		"LUA_INIT", "LUA_PATH", "LUA_CPATH", // with or without a _5_4 version suffix
+	}
+	refusedEnvNames = map[string]bool{
+		// Shells.
 		"PATH": true, "ENV": true, "BASH_ENV": true, "IFS": true, "SHELLOPTS": true, "BASHOPTS": true,
-		"PS1": true, "PS2": true, "PS3": true, "PS4": true, "PROMPT_COMMAND": true, "CDPATH": true, "GLOBIGNORE": true,
+		"PS0": true, "PS1": true, "PS2": true, "PS3": true, "PS4": true, "PROMPT_COMMAND": true,
+		"CDPATH": true, "GLOBIGNORE": true, "ZDOTDIR": true,
+		// C library and OpenSSL, which load modules named by these.
 		"GCONV_PATH": true, "HOSTALIASES": true, "LOCPATH": true, "NLSPATH": true,
-		"PYTHONPATH": true, "PYTHONHOME": true, "PYTHONSTARTUP": true, "PERL5LIB": true, "PERL5OPT": true, "PERLLIB": true,
-		"RUBYOPT": true, "RUBYLIB": true, "NODE_OPTIONS": true, "NODE_PATH": true, "JAVA_TOOL_OPTIONS": true, "_JAVA_OPTIONS": true,
+		"OPENSSL_CONF": true, "OPENSSL_ENGINES": true, "OPENSSL_MODULES": true,
+		// Python.
+		"PYTHONPATH": true, "PYTHONHOME": true, "PYTHONSTARTUP": true, "PYTHONWARNINGS": true,
+		"PYTHONBREAKPOINT": true, "PYTHONUSERBASE": true, "PYTHONPLATLIBDIR": true,
+		// Perl, Ruby, Node.js, PHP, R.
+		"PERL5LIB": true, "PERL5OPT": true, "PERLLIB": true, "PERL5DB": true,
+		"RUBYOPT": true, "RUBYLIB": true,
+		"NODE_OPTIONS": true, "NODE_PATH": true, "NODE_REPL_EXTERNAL_MODULE": true,
+		"PHPRC": true, "PHP_INI_SCAN_DIR": true,
+		"R_PROFILE": true, "R_PROFILE_USER": true,
+		// Java: the JVM reads the first three; JAVA_OPTS is what most
+		// images' start scripts pass to java.
+		"JAVA_TOOL_OPTIONS": true, "_JAVA_OPTIONS": true, "JDK_JAVA_OPTIONS": true, "CLASSPATH": true, "JAVA_OPTS": true,
+		// .NET.
+		"DOTNET_STARTUP_HOOKS": true, "DOTNET_ADDITIONAL_DEPS": true, "CORECLR_ENABLE_PROFILING": true,
+		// Commands that git, ssh, less and other tools run.
+		"EDITOR": true, "VISUAL": true, "PAGER": true, "BROWSER": true, "LESSOPEN": true, "LESSCLOSE": true,
+		"SSH_ASKPASS": true, "GIT_SSH": true, "GIT_SSH_COMMAND": true, "GIT_ASKPASS": true, "GIT_EDITOR": true,
+		"GIT_PAGER": true, "GIT_EXTERNAL_DIFF": true, "GIT_PROXY_COMMAND": true, "GIT_EXEC_PATH": true,
+		"GIT_TEMPLATE_DIR": true, "GIT_CONFIG_COUNT": true, "GIT_CONFIG_PARAMETERS": true,
+		"GIT_CONFIG_GLOBAL": true, "GIT_CONFIG_SYSTEM": true,
 	}
 )
 

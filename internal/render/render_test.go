@@ -590,6 +590,25 @@ func TestEnvRefusesDangerousNames(t *testing.T) {
 		{"prompt_command", "PROMPT_COMMAND"},
 		{"BASH_FUNC_x%%", "BASH_FUNC_X__"},
 		{"node.options", "NODE_OPTIONS"},
+		{"jdk_java_options", "JDK_JAVA_OPTIONS"},
+		{"_java_options", "_JAVA_OPTIONS"},
+		{"java-opts", "JAVA_OPTS"},
+		{"classpath", "CLASSPATH"},
+		{"dotnet_startup_hooks", "DOTNET_STARTUP_HOOKS"},
+		{"coreclr_profiler_path", "CORECLR_PROFILER_PATH"},
+		{"pythonwarnings", "PYTHONWARNINGS"},
+		{"pythonbreakpoint", "PYTHONBREAKPOINT"},
+		{"perl5db", "PERL5DB"},
+		{"perl5opt", "PERL5OPT"},
+		{"rubyopt", "RUBYOPT"},
+		{"lua_init", "LUA_INIT"},
+		{"lua_cpath_5_4", "LUA_CPATH_5_4"},
+		{"phprc", "PHPRC"},
+		{"openssl_conf", "OPENSSL_CONF"},
+		{"git_ssh_command", "GIT_SSH_COMMAND"},
+		{"git_config_count", "GIT_CONFIG_COUNT"},
+		{"editor", "EDITOR"},
+		{"ps0", "PS0"},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			t.Parallel()
@@ -607,9 +626,29 @@ func TestEnvRefusesDangerousNames(t *testing.T) {
 			}
 		})
 	}
-	for _, field := range []string{"path_prefix", "my_path", "environment", "ldap_url", "home"} {
+	for _, field := range []string{"path_prefix", "my_path", "environment", "ldap_url", "home", "git_token", "java_home", "lua_version", "openssl_version", "editor_id"} {
 		if _, err := Format(Env, map[string]any{field: "v"}); err != nil {
 			t.Errorf("field %q refused: %v", field, err)
+		}
+	}
+}
+
+// TestEnvRefusedNamesDocumented: every refused variable is in the table
+// of docs/troubleshooting.md that users land on when a field is refused.
+func TestEnvRefusedNamesDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/troubleshooting.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range refusedEnvNames {
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("%s is refused but not in docs/troubleshooting.md", name)
+		}
+	}
+	for _, p := range refusedEnvPrefixes {
+		if !strings.Contains(string(doc), "`"+p+"*`") {
+			t.Errorf("%s* is refused but not in docs/troubleshooting.md", p)
 		}
 	}
 }
