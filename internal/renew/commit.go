@@ -2,7 +2,6 @@ package renew
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -55,14 +54,10 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 	}
 	var changed []string
 	for _, ch := range changes {
-		failed, err := s.writeFiles(ch)
-		if err != nil {
+		if err := s.writeFiles(ch); err != nil {
 			s.log.Error("cannot write the secret file; the app keeps the current credential, trying again later", "secret", ch.g.names(), "err", err)
 			s.abandon(now, []*change{ch}, nil)
 			continue
-		}
-		if len(failed) > 0 {
-			s.split(now, ch.g, failed)
 		}
 		s.apply(now, ch)
 		if !ch.quiet {
@@ -95,64 +90,21 @@ func (s *sidecar) abandon(now time.Time, changes []*change, nt *newToken) {
 	}
 }
 
-// writeFiles writes every file of a change. A failure on the first file
-// leaves the group untouched (err); a failure on a later one is logged
-// and returned in failed (indexes into the group's secrets), and the rest
-// carries on: the files written before it may already be read with the
-// new credential, so it is kept, and split gives the files that kept the
-// old one a group of their own.
-func (s *sidecar) writeFiles(ch *change) (failed []int, err error) {
+// writeFiles writes every file of a change. Only a failure on the first
+// file leaves the group untouched; a later one is logged and the rest
+// carries on, since the app may already read the new credential.
+func (s *sidecar) writeFiles(ch *change) error {
 	for i, sec := range ch.g.secrets {
 		// Record on a copy: the state changes only in apply.
 		next := *sec
 		if err := secrets.WriteFile(&next, ch.contents[i]); err != nil {
 			if i == 0 {
-				return nil, err
+				return err
 			}
-			s.log.Error("cannot write the secret file; it keeps the credential it holds, which is replaced on its own, with backoff", "secret", sec.Name, "file", sec.File, "err", err)
-			failed = append(failed, i)
+			s.log.Error("cannot write the secret file", "secret", sec.Name, "file", sec.File, "err", err)
 		}
 	}
-	return failed, nil
-}
-
-// split moves the secrets at idx (their files could not be written) out
-// of g into a group of their own, which keeps g's current lease, the one
-// their files still hold, while apply moves g to the new one. The lease
-// stays alive as long as a group names it (apply retires only a lease no
-// group names), its expiry counts on /readyz, and the new group replaces
-// it like any credential due for replacement, after the backoff of a
-// failed write and before the lease ends. The groups stay apart from then
-// on, each with its own lease, as state.json records them.
-func (s *sidecar) split(now time.Time, g *group, idx []int) {
-	ng := &group{
-		path: g.path, kind: g.kind, owner: g.owner, expiry: g.expiry, late: g.late, ld: g.ld,
-		renewable: g.renewable, capped: g.capped, gone: g.gone, vaultGone: g.vaultGone, ident: g.ident,
-		act: actRotate,
-	}
-	var keep []*state.Secret
-	for i, sec := range g.secrets {
-		if slices.Contains(idx, i) {
-			ng.secrets = append(ng.secrets, sec)
-		} else {
-			keep = append(keep, sec)
-		}
-	}
-	g.secrets = keep
-	ng.next = s.retryAt(now, &ng.retry, s.expiry(ng), true, ng.gone)
-	s.groups = slices.Insert(s.groups, slices.Index(s.groups, g)+1, ng)
-	s.log.Warn("the files of one lease now hold different credentials: those written hold the new one, the others keep the current lease until a credential of their own replaces it",
-		"secret", ng.names(), "lease_id", ng.leaseID(), "retry_in", until(now, ng.next), "lease_expires_in", lifeLeft(now, s.expiry(ng), ng.gone))
-}
-
-// leaseInUse reports whether a group's files hold the lease.
-func (s *sidecar) leaseInUse(leaseID string) bool {
-	for _, g := range s.groups {
-		if g.leaseID() == leaseID {
-			return true
-		}
-	}
-	return false
+	return nil
 }
 
 // apply records a written change in memory and schedules what follows:
@@ -190,7 +142,7 @@ func (s *sidecar) apply(now time.Time, ch *change) {
 	}
 	// A replaced lease stays in the state until it is revoked or Vault
 	// said it is gone: one that looks expired by the clock may be alive.
-	if !oldVaultGone && oldLease != "" && !s.leaseInUse(oldLease) {
+	if !oldVaultGone && oldLease != "" && oldLease != g.leaseID() {
 		s.retireLease(now, g.secrets[0].Name, oldLease, oldOwner, oldEnd)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/podlease/podlease/internal/secrets"
@@ -143,14 +142,10 @@ func pendingRecords(changes []*change) []state.Secret {
 // recoverPending finishes a commit that a crash interrupted, before
 // anything else runs: a pending credential whose file holds it (the file
 // is no longer the one state.json recorded: another inode) becomes the
-// secret's current one. It settles each lease, not each secret, since
-// several files may share one (several --secret on one path): the lease a
-// file held before is retired after the grace period once no file holds
-// it any more, and a pending lease that never reached any file is revoked
-// at once. Either way no lease is left that state.json does not name, no
-// lease a file holds is revoked, and the app keeps the credential its
-// file holds. Files of one lease that the crash left holding different
-// credentials keep them, as separate secrets from then on.
+// secret's current one and the lease it replaced is retired after the
+// grace period; a pending credential that never reached its file is
+// revoked at once. Either way no lease is left that state.json
+// does not name, and the app keeps the credential its file holds.
 func recoverPending(ctx context.Context, dir string, grace time.Duration, log *slog.Logger) (*state.State, error) {
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
 	defer cancel()
@@ -164,39 +159,21 @@ func recoverPending(ctx context.Context, dir string, grace time.Duration, log *s
 		return st, err
 	}
 	now := time.Now().UTC()
-	var replaced []state.Secret // the records the adopted credentials replaced
 	for _, p := range st.Pending {
 		cur := st.Lookup(p.Name)
 		// Only this process writes the file, by renaming a new one over
 		// it: a file with another inode was written by the interrupted
 		// commit, and holds the pending credential.
 		ino := state.Inode(p.File)
-		if cur == nil || ino == 0 || ino == cur.FileInode {
+		if cur != nil && ino != 0 && ino != cur.FileInode {
+			if cur.LeaseID != "" && cur.LeaseID != p.LeaseID {
+				st.Retiring = append(st.Retiring, state.Retiring{Secret: p.Name, LeaseID: cur.LeaseID, RevokeAt: revokeAfterGrace(now, endBy(cur.ExpiresAt, statePrecision), grace, 0)})
+			}
+			*cur = p
+			cur.FileInode = ino
+			log.Info("adopted a credential that an interrupted run wrote but did not record", "secret", p.Name, "lease_id", p.LeaseID)
 			continue
 		}
-		if cur.LeaseID != "" && cur.LeaseID != p.LeaseID {
-			replaced = append(replaced, *cur)
-		}
-		*cur = p
-		cur.FileInode = ino
-		log.Info("adopted a credential that an interrupted run wrote but did not record", "secret", p.Name, "lease_id", p.LeaseID)
-	}
-	held := func(leaseID string) bool {
-		return slices.ContainsFunc(st.Secrets, func(s state.Secret) bool { return s.LeaseID == leaseID })
-	}
-	settled := map[string]bool{}
-	for _, old := range replaced {
-		if settled[old.LeaseID] || held(old.LeaseID) {
-			continue
-		}
-		settled[old.LeaseID] = true
-		st.Retiring = append(st.Retiring, state.Retiring{Secret: old.Name, LeaseID: old.LeaseID, RevokeAt: revokeAfterGrace(now, endBy(old.ExpiresAt, statePrecision), grace, 0)})
-	}
-	for _, p := range st.Pending {
-		if settled[p.LeaseID] || held(p.LeaseID) {
-			continue
-		}
-		settled[p.LeaseID] = true
 		st.Retiring = append(st.Retiring, state.Retiring{Secret: p.Name, LeaseID: p.LeaseID, RevokeAt: now})
 		log.Info("revoking a credential that an interrupted run fetched but never wrote", "secret", p.Name, "lease_id", p.LeaseID)
 	}

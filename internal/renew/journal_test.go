@@ -3,12 +3,10 @@ package renew
 import (
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/podlease/podlease/internal/secrets"
@@ -127,52 +125,4 @@ func TestDamagedStateIsNotARevocation(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestRecoverPendingSharedLeaseHalfWritten: a crash between the two file
-// writes of one rotation of a shared lease (two --secret on one path).
-// Each file keeps the credential it holds, and neither lease is revoked
-// while a file holds it.
-func TestRecoverPendingSharedLeaseHalfWritten(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		v := newFakeVault()
-		f := newFixture(t, v, dbSpec, spec{name: "db2", path: "database/creds/app", format: "json"})
-		st := f.state()
-		oldLease := st.Secrets[0].LeaseID
-		const newLease = "database/creds/app/lease99"
-		for _, s := range st.Secrets {
-			p := s
-			p.LeaseID = newLease
-			st.Pending = append(st.Pending, p)
-		}
-		if err := state.Save(f.stateDir, st); err != nil {
-			t.Fatal(err)
-		}
-		// The interrupted commit replaced db's file, not db2's.
-		b, err := os.ReadFile(st.Secrets[0].File)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmp := st.Secrets[0].File + ".new"
-		if err := os.WriteFile(tmp, b, 0o440); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, st.Secrets[0].File); err != nil {
-			t.Fatal(err)
-		}
-
-		got, err := recoverPending(context.Background(), f.stateDir, 30*time.Second, newTestLogger(io.Discard))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Secrets[0].LeaseID != newLease || got.Secrets[1].LeaseID != oldLease {
-			t.Errorf("secrets: db=%s db2=%s; want db on the new lease, db2 on the old one", got.Secrets[0].LeaseID, got.Secrets[1].LeaseID)
-		}
-		if len(got.Retiring) != 0 {
-			t.Errorf("retiring = %+v; want none: each lease is held by a file", got.Retiring)
-		}
-		if len(got.Pending) != 0 {
-			t.Errorf("pending = %+v; want none", got.Pending)
-		}
-	})
 }

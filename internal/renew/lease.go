@@ -18,8 +18,9 @@ import (
 
 // group is one read of a Vault path and the files rendered from it: a
 // lease to renew and replace, or a secret without a lease to read again.
-// Most groups hold one secret; vault-init reads a path once even when
-// several --secret flags name it, so those files share one lease.
+// A state.json vault-init wrote gives every group one secret: vault-init
+// refuses a path named by two --secret flags, and a template may take
+// data from another --secret only if it has no lease.
 type group struct {
 	secrets []*state.Secret // the sidecar's records of the secrets, updated in apply
 	path    string
