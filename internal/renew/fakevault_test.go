@@ -224,7 +224,7 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	v.requests++
 	if t == nil || t.revoked || !now.Before(t.expiry) {
 		v.denied++
-		vaultError(w, 403, "permission denied")
+		vaultError(w, 403, invalidToken)
 		return
 	}
 	v.asked[path]++
@@ -446,6 +446,10 @@ func reply404(w http.ResponseWriter) {
 	w.WriteHeader(404)
 	_, _ = io.WriteString(w, `{"errors":[]}`)
 }
+
+// invalidToken is Vault's answer to a revoked, expired or unknown token; a
+// live token its policy refuses gets "permission denied" alone.
+const invalidToken = "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"
 
 func vaultError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")

@@ -72,7 +72,15 @@ func (s *sidecar) oldTokenStep(ctx context.Context, o *oldToken) error {
 	err := o.client.Auth().Token().RevokeSelfWithContext(actx, "")
 	cancel()
 	now = time.Now()
-	// Refused: the token is already gone.
+	if err != nil && classify(err) == failRefused && !vaultclient.TokenInvalid(err) {
+		// A live token whose policy lacks revoke-self: it and the
+		// leases issued under it end at its expiry, and stay listed
+		// for vault-revoke until then.
+		o.next = o.expiry
+		s.log.Warn("cannot revoke the old token: its policy does not allow auth/token/revoke-self (Vault's default policy does); it and the leases issued under it end at its expiry", "token_accessor", o.accessor, "expires_in", until(now, o.expiry))
+		return nil
+	}
+	// Refused as invalid: the token is already gone.
 	if err != nil && classify(err) != failRefused {
 		if ctx.Err() != nil {
 			return nil
@@ -102,7 +110,7 @@ func (s *sidecar) revokeOldTokens(ctx context.Context) {
 		if !o.owned {
 			continue
 		}
-		if err := o.client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil && vaultclient.StatusCode(err) != 403 {
+		if err := o.client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil && !vaultclient.TokenInvalid(err) {
 			s.log.Warn("could not revoke an old token; it and its leases expire at their TTL", "token_accessor", o.accessor, "err", vaultclient.Cause(err))
 			continue
 		}

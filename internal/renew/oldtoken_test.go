@@ -17,26 +17,30 @@ func reloginFixture(t *testing.T, args ...string) (*fakeVault, *fixture) {
 }
 
 // TestOldTokenRevocationFailures: a replaced token Vault will not revoke
-// is retried until it ends by itself; one Vault refuses is already gone.
+// is retried until it ends by itself; one Vault calls invalid is already
+// gone; one whose policy lacks revoke-self is left to end at its expiry,
+// not tried again.
 func TestOldTokenRevocationFailures(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		code     int
-		log      string
-		minTries int
+		name               string
+		code               int
+		msg                string
+		log                string
+		minTries, maxTries int // maxTries 0: no bound
 	}{
-		{"Vault keeps failing: retried until it expires", 503, "revoking the old token failed; retrying", 2},
-		{"refused: already gone", 403, "revoked the old token and the leases issued under it", 1},
+		{"Vault keeps failing: retried until it expires", 503, "no", "revoking the old token failed; retrying", 2, 0},
+		{"invalid: already gone", 403, invalidToken, "revoked the old token and the leases issued under it", 1, 1},
+		{"refused by its policy: left to its expiry", 403, "1 error occurred:\n\t* permission denied\n\n", "cannot revoke the old token: its policy does not allow auth/token/revoke-self", 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				v, f := reloginFixture(t)
 				time.Sleep(16 * time.Second)
-				v.answer("auth/token/revoke-self", tc.code, "no")
+				v.answer("auth/token/revoke-self", tc.code, tc.msg)
 				f.appLoop(8 * time.Second) // 24s: the old token ended at 20s
 				f.wantLog(tc.log)
-				if n := v.count("auth/token/revoke-self"); n < tc.minTries {
-					t.Errorf("%d revocations of the old token; want at least %d", n, tc.minTries)
+				if n := v.count("auth/token/revoke-self"); n < tc.minTries || tc.maxTries > 0 && n > tc.maxTries {
+					t.Errorf("%d revocations of the old token; want %d to %d", n, tc.minTries, tc.maxTries)
 				}
 				if r := f.state().Retiring; len(r) != 0 {
 					t.Errorf("state.json retiring = %+v once the old token ended; want none", r)

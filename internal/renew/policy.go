@@ -437,14 +437,18 @@ func leaseVerdict(err error) lookupVerdict {
 	return verdictUnknown
 }
 
-// tokenVerdict classifies the answer to lookup-self: a refused token is
-// gone (revoked or expired).
+// tokenVerdict classifies the answer to lookup-self: a token Vault calls
+// invalid is gone (revoked or expired); a plain "permission denied" is a
+// live token whose policy lacks lookup-self (an auth role with
+// token_no_default_policy).
 func tokenVerdict(err error) lookupVerdict {
 	switch {
 	case err == nil:
 		return verdictAlive
-	case classify(err) == failRefused:
+	case vaultclient.TokenInvalid(err):
 		return verdictGone
+	case classify(err) == failRefused:
+		return verdictForbidden
 	}
 	return verdictUnknown
 }

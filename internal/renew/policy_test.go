@@ -177,7 +177,8 @@ func TestLookupVerdicts(t *testing.T) {
 	}{
 		{"alive", nil, verdictAlive, verdictAlive},
 		{"lease revoked", vaultErr(400, "invalid lease"), verdictGone, verdictUnknown},
-		{"permission denied", vaultErr(403, "permission denied"), verdictForbidden, verdictGone},
+		{"permission denied", vaultErr(403, "permission denied"), verdictForbidden, verdictForbidden},
+		{"invalid token", vaultErr(403, invalidToken), verdictForbidden, verdictGone},
 		{"server error", vaultErr(500, "internal error"), verdictUnknown, verdictUnknown},
 		{"network", errors.New("dial tcp: connection refused"), verdictUnknown, verdictUnknown},
 	} {

@@ -332,6 +332,8 @@ func (s *sidecar) checkToken(ctx context.Context) error {
 		s.tokenLost(now, "Vault refused it when it was checked after a refused request ("+vaultclient.Cause(err)+")", true)
 	case verdictAlive:
 		s.log.Info("checked the token after a refused request: it is valid, so the policy refused the request", "token_accessor", t.info.Accessor)
+	case verdictForbidden:
+		s.log.Info("checked the token after a refused request: its policy does not allow auth/token/lookup-self either (Vault's default policy does), but Vault did not call it invalid, so it is taken as valid", "token_accessor", t.info.Accessor)
 	default:
 		s.metrics.tokenFailures.Add(1)
 		s.warnVault(err, "cannot check the token; the next refused request checks it again", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err))

@@ -195,6 +195,18 @@ func TestRevokedTokenIsNoticedWhenItsNextActionIsALogin(t *testing.T) {
 // When the token's next action is a login, each refusal costs a lookup of
 // the token, not a login and a re-issue of every credential.
 func TestRefusedLeaseRenewalWithALiveTokenDoesNotLogIn(t *testing.T) {
+	for _, tc := range []struct {
+		name, lookup string // lookup: what lookup-self answers, "" as usual
+		log          string
+	}{
+		{"lookup-self allowed", "", "checked the token after a refused request: it is valid"},
+		{"lookup-self refused by the policy too", "1 error occurred:\n\t* permission denied\n\n", "its policy does not allow auth/token/lookup-self either"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { refusedLeaseRenewalWithALiveToken(t, tc.lookup, tc.log) })
+	}
+}
+
+func refusedLeaseRenewalWithALiveToken(t *testing.T, lookup, log string) {
 	synctest.Test(t, func(t *testing.T) {
 		v, f := newDBFixture(t, func(v *fakeVault) {
 			v.tokenTTL, v.tokenMax = 300*time.Second, 400*time.Second
@@ -205,6 +217,9 @@ func TestRefusedLeaseRenewalWithALiveTokenDoesNotLogIn(t *testing.T) {
 		v.mu.Lock()
 		v.denyLeaseRenew = true
 		v.mu.Unlock()
+		if lookup != "" {
+			v.answer("auth/token/lookup-self", 403, lookup)
+		}
 		lookups := v.count("auth/token/lookup-self")
 		time.Sleep(295*time.Second - f.elapsed())
 		if logins, _, _, _ := v.counts(); logins != 1 {
@@ -217,7 +232,7 @@ func TestRefusedLeaseRenewalWithALiveTokenDoesNotLogIn(t *testing.T) {
 		if code, _ := f.get("/readyz"); !v.aliveUser(user) || code != 200 {
 			t.Errorf("file credential alive=%v, /readyz %d", v.aliveUser(user), code)
 		}
-		f.wantLog("checked the token after a refused request: it is valid")
+		f.wantLog(log)
 		f.stop()
 	})
 }

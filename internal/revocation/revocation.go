@@ -448,18 +448,6 @@ func leaseGone(err error) bool {
 	return strings.Contains(msg, "invalid lease") || strings.Contains(msg, "lease not found")
 }
 
-// tokenDead reports whether Vault refused the token itself. Since Vault
-// 1.17 a revoked or expired token gets 403 with "invalid token" beside
-// "permission denied"; a plain "permission denied" means the token lives
-// and its policy does not allow the request, which must not be taken for
-// a revocation.
-func tokenDead(err error) bool {
-	switch vaultclient.StatusCode(err) {
-	case 401:
-		return true
-	case 400, 403:
-		msg := strings.ToLower(vaultclient.Cause(err))
-		return strings.Contains(msg, "bad token") || strings.Contains(msg, "invalid token")
-	}
-	return false
-}
+// tokenDead reports whether Vault refused the token itself (revoked or
+// expired), not what its policy allows.
+func tokenDead(err error) bool { return vaultclient.TokenInvalid(err) }

@@ -271,6 +271,22 @@ func says(err error, words ...string) bool {
 	return false
 }
 
+// TokenInvalid reports whether Vault refused the request's token itself
+// (revoked, expired or unknown), not what the token asked for. Since
+// Vault 1.17 such a refusal is a 403 that says "invalid token" beside
+// "permission denied"; a plain "permission denied" is the policy's
+// answer to a live token, and must not be taken for a dead one.
+func TokenInvalid(err error) bool {
+	switch StatusCode(err) {
+	case 401:
+		return true
+	case 400, 403:
+		msg := strings.ToLower(Cause(err))
+		return strings.Contains(msg, "invalid token") || strings.Contains(msg, "bad token")
+	}
+	return false
+}
+
 // StatusCode returns the HTTP status of a Vault error response, or 0.
 func StatusCode(err error) int {
 	var re *api.ResponseError
