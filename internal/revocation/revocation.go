@@ -118,18 +118,23 @@ func revokeDir(ctx context.Context, dir, secretsDir string, known *state.State, 
 	r := &revoker{st: st, log: log, leases: leasesOf(st)}
 	err = nil
 	if client == nil {
-		client, err = clientFor(ctx, dir, st, log)
+		var token string
+		token, err = state.ReadToken(dir)
+		// Without a token file a later run cannot do better. Any other
+		// failure may be this run's own (a VAULT_CACERT or
+		// VAULT_CLIENT_CERT naming a file not mounted here), so the
+		// token file stays for a run that can.
+		r.noToken = errors.Is(err, os.ErrNotExist)
+		if err == nil {
+			client, err = clientFor(ctx, st, token, log)
+		}
 	}
 	if err == nil {
 		r.client = client
 		r.revokeAll(ctx)
 	}
 	if err != nil {
-		// Nothing could be revoked. Without a token file a later run
-		// cannot do better; otherwise the cause may be this run's own
-		// (a VAULT_CACERT naming a file not mounted here), so the token
-		// file stays for a run that can.
-		r.noToken = errors.Is(err, os.ErrNotExist)
+		// Nothing could be revoked.
 		if what := describe(r.leases, st.Token.Owned, st.Token.Accessor); what != "" {
 			err = fmt.Errorf("%w: cannot revoke %s", err, what)
 		}
@@ -173,12 +178,8 @@ func mergeKnown(known, disk *state.State) *state.State {
 	return &st
 }
 
-// clientFor is a client for st's Vault holding the token in dir.
-func clientFor(ctx context.Context, dir string, st *state.State, log *slog.Logger) (*api.Client, error) {
-	token, err := state.ReadToken(dir)
-	if err != nil {
-		return nil, err
-	}
+// clientFor is a client for st's Vault holding token.
+func clientFor(ctx context.Context, st *state.State, token string, log *slog.Logger) (*api.Client, error) {
 	client, err := vaultclient.New(st.VaultAddr, st.Namespace, requestTimeout(ctx), log)
 	if err != nil {
 		return nil, err

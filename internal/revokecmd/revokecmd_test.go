@@ -503,8 +503,18 @@ func TestUsage(t *testing.T) {
 // the sidecar's --revoke-on-exit, finishes the work. It uses t.Setenv, so
 // it does not run in parallel.
 func TestAfterARunWithoutAClient(t *testing.T) {
-	for _, next := range []string{"vault-revoke", "vault-renew --revoke-on-exit"} {
-		t.Run(next, func(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "not-mounted")
+	for _, tc := range []struct {
+		next string
+		env  []string // variable, value
+	}{
+		{"vault-revoke", []string{"VAULT_CACERT", missing + ".pem"}},
+		{"vault-renew --revoke-on-exit", []string{"VAULT_CACERT", missing + ".pem"}},
+		{"vault-revoke", []string{"VAULT_CAPATH", missing + ".d"}},
+		{"vault-revoke", []string{"VAULT_CLIENT_CERT", missing + ".crt", "VAULT_CLIENT_KEY", missing + ".key"}},
+	} {
+		next := tc.next
+		t.Run(tc.env[0]+" then "+next, func(t *testing.T) {
 			f := &fakeVault{}
 			p := newPod(t, startVault(t, f), true)
 			f.token = p.token
@@ -512,7 +522,9 @@ func TestAfterARunWithoutAClient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Setenv("VAULT_CACERT", filepath.Join(t.TempDir(), "not-mounted.pem"))
+			for i := 0; i < len(tc.env); i += 2 {
+				t.Setenv(tc.env[i], tc.env[i+1])
+			}
 			code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir)
 			if code != 1 || !strings.Contains(stderr, "VAULT_") || !strings.Contains(stderr, "running vault-revoke again can finish") {
 				t.Errorf("exit %d, want 1 with an error naming the VAULT_* settings and saying a second run can finish; stderr:\n%s", code, stderr)
@@ -520,7 +532,9 @@ func TestAfterARunWithoutAClient(t *testing.T) {
 			if !exists(p.tokenFile) {
 				t.Fatal("the token file was removed by a run that revoked nothing")
 			}
-			t.Setenv("VAULT_CACERT", "")
+			for i := 0; i < len(tc.env); i += 2 {
+				t.Setenv(tc.env[i], "")
+			}
 
 			if next == "vault-revoke" {
 				if code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir); code != 0 {
