@@ -91,7 +91,8 @@ func TestTLS(t *testing.T) {
 		{name: "wrong CA", addr: addr, env: []string{"VAULT_CACERT=" + other.pemFile}, code: 1, mentions: []string{"certificate is not signed by a trusted CA", "set VAULT_CACERT"}},
 		{name: "wrong VAULT_TLS_SERVER_NAME", addr: addr, env: []string{"VAULT_CACERT=" + ca.pemFile, "VAULT_TLS_SERVER_NAME=wrong.test"}, code: 1, mentions: []string{"does not match", "not wrong.test", "VAULT_TLS_SERVER_NAME"}},
 		{name: "https to a plain-HTTP Vault", addr: strings.Replace(bed.VaultAddr, "http://", "https://", 1), env: []string{"VAULT_CACERT=" + ca.pemFile}, code: 1, mentions: []string{"answers plain HTTP", "use http://"}},
-		{name: "missing VAULT_CACERT file", addr: addr, env: []string{"VAULT_CACERT=" + filepath.Join(dir, "nope.pem")}, code: 1, mentions: []string{"VAULT_* environment", "nope.pem"}},
+		// A usage error: found before anything is written or Vault is asked.
+		{name: "missing VAULT_CACERT file", addr: addr, env: []string{"VAULT_CACERT=" + filepath.Join(dir, "nope.pem")}, code: 2, mentions: []string{"VAULT_CACERT=", "nope.pem"}},
 	}
 	var clean atomic.Int32
 	concurrently(t, cases, func(c tlsCase) string { return c.name }, func(t *testing.T, c tlsCase) {

@@ -322,8 +322,10 @@ func clientSettingsError(err error, getenv func(string) string) string {
 			// A certificate's bytes are not worth quoting, nor matching.
 		case v == "VAULT_HTTP_PROXY" || v == "VAULT_PROXY_ADDR":
 			if strings.Contains(msg, value) {
-				msg = strings.ReplaceAll(msg, value, "$"+v)
-				shown = append(shown, v)
+				// The URL parser quotes the value, and besides it
+				// the part it stumbled on, which may be a piece of
+				// a password: none of its words are kept.
+				return v + " is not a valid URL (its value is not shown: a proxy URL may hold a password)"
 			}
 		case strings.Contains(msg, value):
 			shown = append(shown, fmt.Sprintf("%s=%s", v, value))

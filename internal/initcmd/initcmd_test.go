@@ -666,6 +666,8 @@ func TestRunBadClientVariable(t *testing.T) {
 		{name: "missing CA file", variable: "VAULT_CACERT", value: "/nonexistent/ca.pem", want: "VAULT_CACERT=/nonexistent/ca.pem"},
 		{name: "skip verify not a boolean", variable: "VAULT_SKIP_VERIFY", value: "maybe", want: "VAULT_SKIP_VERIFY"},
 		{name: "proxy with a password", variable: "VAULT_HTTP_PROXY", value: "http://u:proxy-pw-must-not-show@proxy:%zz", want: "VAULT_HTTP_PROXY", hidden: "proxy-pw-must-not-show"},
+		// The URL parser quotes the escape it stumbled on by itself.
+		{name: "proxy with a bad escape in its password", variable: "VAULT_HTTP_PROXY", value: "http://u:hunter%zz2@proxy:3128", want: "VAULT_HTTP_PROXY", hidden: "%zz"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(tc.variable, tc.value)
@@ -678,7 +680,7 @@ func TestRunBadClientVariable(t *testing.T) {
 				t.Errorf("stderr does not contain %q and the usage hint:\n%s", tc.want, r.stderr)
 			}
 			if tc.hidden != "" && strings.Contains(r.stderr, tc.hidden) {
-				t.Errorf("stderr shows the proxy's password")
+				t.Errorf("stderr shows (a piece of) the proxy's password:\n%s", strings.ReplaceAll(r.stderr, tc.hidden, "[hidden]"))
 			}
 			if _, err := os.Stat(d.secrets); !os.IsNotExist(err) {
 				t.Error("the secrets dir was created")

@@ -71,9 +71,9 @@ func kvMount(ctx context.Context, c *api.Client, log *slog.Logger, p string) (mo
 	return mount, typ == "kv" && version == "2"
 }
 
-// Resolve returns the path to read for p: on a KV v2 mount a short path
+// resolve returns the path to read for p: on a KV v2 mount a short path
 // gains its data/ segment; anything else is read as given.
-func Resolve(ctx context.Context, c *api.Client, log *slog.Logger, p string) string {
+func resolve(ctx context.Context, c *api.Client, log *slog.Logger, p string) string {
 	if explicit(p) {
 		return p
 	}
@@ -84,16 +84,16 @@ func Resolve(ctx context.Context, c *api.Client, log *slog.Logger, p string) str
 	return kv2DataPath(p, mount, c.Namespace())
 }
 
-// Fetch reads the secret at p as given with --secret: Resolve, then Read.
+// Fetch reads the secret at p as given with --secret: resolve, then Read.
 // A credentials-shaped path that holds nothing may be a KV v2 secret in a
 // folder named creds (Vault answers "Invalid path for a versioned K/V
 // secrets engine"): Fetch then asks which mount holds it and, on a KV v2
 // mount, reads it with data/. f.Path is the path that was read; the
 // error of a read that finds nothing names the path as given.
 func Fetch(ctx context.Context, c *api.Client, log *slog.Logger, p string) (*Fetched, error) {
-	rp := Resolve(ctx, c, log, p)
+	rp := resolve(ctx, c, log, p)
 	f, err := Read(ctx, c, log, rp)
-	if err == nil || !NotFound(err) || !credsShaped(p) {
+	if err == nil || !notFound(err) || !credsShaped(p) {
 		return f, err
 	}
 	mount, v2 := kvMount(ctx, c, log, p)

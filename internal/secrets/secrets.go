@@ -76,8 +76,8 @@ func (e *ReadError) Error() string {
 
 func (e *ReadError) Unwrap() error { return e.Err }
 
-// NotFound reports a read that found no secret at its path.
-func NotFound(err error) bool { return vaultclient.StatusCode(err) == 404 }
+// notFound reports a read that found no secret at its path.
+func notFound(err error) bool { return vaultclient.StatusCode(err) == 404 }
 
 // vaultSaid is what Vault said with a 404: its errors, or the warnings of
 // an answer that held no secret.
