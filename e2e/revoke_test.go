@@ -49,6 +49,32 @@ func initForRevoke(t *testing.T, dbRole string, ttl time.Duration, extra ...stri
 	return p
 }
 
+// appReads is a policy that allows reading what initForRevoke reads, and
+// nothing else.
+const appReads = `
+path "database/creds/*" { capabilities = ["read"] }
+path "secret/data/app"  { capabilities = ["read"] }
+`
+
+// readOnlyRole creates policy from hcl and a kubernetes auth role bound
+// to it; with noDefault, its tokens do not get Vault's default policy
+// (token_no_default_policy), which allows revoke-self and lookup-self.
+func readOnlyRole(t *testing.T, role, policy, hcl string, noDefault bool) {
+	t.Helper()
+	if err := bed.Root().Sys().PutPolicy(policy, hcl); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.CreateK8sRole(role, time.Hour, 24*time.Hour, policy); err != nil {
+		t.Fatal(err)
+	}
+	if !noDefault {
+		return
+	}
+	if _, err := bed.Root().Logical().Write("auth/kubernetes/role/"+role, map[string]any{"token_no_default_policy": true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (p *revokedPod) revoke(args ...string) result {
 	p.t.Helper()
 	return run(p.t, "vault-revoke", append([]string{"--state-dir", p.stateDir, "--secrets-dir", p.secretsDir}, args...), p.env...)
@@ -122,17 +148,8 @@ func TestRevokeEndsThePodsCredentials(t *testing.T) {
 // still ends every lease, through revoke-self, and says so once.
 func TestRevokeWithoutLeasePermission(t *testing.T) {
 	t.Parallel()
-	const policy, role = "app-norevoke", "norevoke"
-	hcl := `
-path "database/creds/*" { capabilities = ["read"] }
-path "secret/data/app"  { capabilities = ["read"] }
-`
-	if err := bed.Root().Sys().PutPolicy(policy, hcl); err != nil {
-		t.Fatal(err)
-	}
-	if err := bed.CreateK8sRole(role, time.Hour, 24*time.Hour, policy); err != nil {
-		t.Fatal(err)
-	}
+	const role = "norevoke"
+	readOnlyRole(t, role, "app-norevoke", appReads, false)
 	p := initForRevoke(t, "revkself", time.Hour, "--role", role)
 
 	r := p.revoke()
@@ -327,19 +344,7 @@ func TestRevokeWhereItsOwnEnvironmentIsWrong(t *testing.T) {
 func TestRevokeWithoutRevokeSelf(t *testing.T) {
 	t.Parallel()
 	const policy, role = "app-noself", "noself"
-	hcl := `
-path "database/creds/*" { capabilities = ["read"] }
-path "secret/data/app"  { capabilities = ["read"] }
-`
-	if err := bed.Root().Sys().PutPolicy(policy, hcl); err != nil {
-		t.Fatal(err)
-	}
-	if err := bed.CreateK8sRole(role, time.Hour, 24*time.Hour, policy); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bed.Root().Logical().Write("auth/kubernetes/role/"+role, map[string]any{"token_no_default_policy": true}); err != nil {
-		t.Fatal(err)
-	}
+	readOnlyRole(t, role, policy, appReads, true)
 	p := initForRevoke(t, "revknos", time.Hour, "--role", role)
 
 	r := p.revoke()
@@ -349,7 +354,7 @@ path "secret/data/app"  { capabilities = ["read"] }
 	if users := dbUsers(t, p.role); len(users) == 0 {
 		t.Fatal("the database user is gone: then the run should have said so")
 	}
-	if err := bed.Root().Sys().PutPolicy(policy, hcl+`path "auth/token/revoke-self" { capabilities = ["update"] }`); err != nil {
+	if err := bed.Root().Sys().PutPolicy(policy, appReads+`path "auth/token/revoke-self" { capabilities = ["update"] }`); err != nil {
 		t.Fatal(err)
 	}
 	if again := p.revoke(); again.code != 0 {

@@ -79,6 +79,19 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, resp.body)
 }
 
+// newFake starts a fake Vault and returns it with a client for it.
+func newFake(t *testing.T) (*fake, *api.Client) {
+	t.Helper()
+	f := &fake{calls: map[string]int{}}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	c, err := vaultclient.New(srv.URL, "", 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, c
+}
+
 func (f *fake) count(path string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -87,13 +100,7 @@ func (f *fake) count(path string) int {
 
 func TestRead(t *testing.T) {
 	t.Parallel()
-	f := &fake{calls: map[string]int{}}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	c, err := vaultclient.New(srv.URL, "", 5*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, c := newFake(t)
 	log := slog.New(slog.DiscardHandler)
 	for _, tc := range []struct {
 		path       string
@@ -156,13 +163,7 @@ func TestRead(t *testing.T) {
 // is then read with data/.
 func TestFetch(t *testing.T) {
 	t.Parallel()
-	f := &fake{calls: map[string]int{}}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	c, err := vaultclient.New(srv.URL, "", 5*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, c := newFake(t)
 	log := slog.New(slog.DiscardHandler)
 	for _, tc := range []struct {
 		path, wantPath, wantErr string
