@@ -250,7 +250,13 @@ func TestRevokeVaultUnreachable(t *testing.T) {
 // tries again until its timeout, and succeeds once the database does.
 func TestRevokeRetriesWhatTheDatabaseFailed(t *testing.T) {
 	t.Parallel()
-	const role, block = "revkdbf", "podlease_block_revkdbf"
+	// The table lives in a schema of its own: one in public, owned by
+	// the superuser, would make every other role's statements on "ALL
+	// TABLES IN SCHEMA public" fail (permission denied) while it exists,
+	// and so every creation and revocation of the tests running beside
+	// this one (Vault then retries an expired lease's revocation only
+	// 20 s later).
+	const role, schema, block = "revkdbf", "podlease_block", "revkdbf"
 	p := initForRevoke(t, role, time.Hour)
 	ctx := context.Background()
 	su, err := bed.PGSuperuser(ctx)
@@ -258,10 +264,13 @@ func TestRevokeRetriesWhatTheDatabaseFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer su.Close(ctx)
-	if _, err := su.Exec(ctx, "CREATE TABLE "+block+" ()"); err != nil {
+	if _, err := su.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = su.Exec(context.Background(), "DROP TABLE IF EXISTS "+block) })
+	if _, err := su.Exec(ctx, "CREATE TABLE "+schema+"."+block+" ()"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = su.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
 	// Vault's database engine splits statements at semicolons, so the
 	// condition is one statement: a division by zero while the table is
 	// there. Revocation reads the role's statements when it runs.
@@ -272,7 +281,7 @@ func TestRevokeRetriesWhatTheDatabaseFailed(t *testing.T) {
 			`GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`,
 		},
 		"revocation_statements": []string{
-			`SELECT 1 / (1 - (SELECT count(*) FROM pg_tables WHERE tablename = '` + block + `'))::int;`,
+			`SELECT 1 / (1 - (SELECT count(*) FROM pg_tables WHERE schemaname = '` + schema + `' AND tablename = '` + block + `'))::int;`,
 			`REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM "{{name}}";`,
 			`DROP ROLE IF EXISTS "{{name}}";`,
 		},
@@ -287,7 +296,7 @@ func TestRevokeRetriesWhatTheDatabaseFailed(t *testing.T) {
 	if users := dbUsers(t, p.role); len(users) != 1 {
 		t.Errorf("database users while the database fails the revocation: %v; want the pod's one", users)
 	}
-	if _, err := su.Exec(ctx, "DROP TABLE "+block); err != nil {
+	if _, err := su.Exec(ctx, "DROP TABLE "+schema+"."+block); err != nil {
 		t.Fatal(err)
 	}
 	r := <-done
