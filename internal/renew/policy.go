@@ -316,17 +316,28 @@ func requestBudget(now, expiry time.Time) time.Duration {
 	return min(maxAttempt, max(left-max(attemptReserve, left/10), left/2))
 }
 
+// slowLogin is how long a Kubernetes login may take on a busy cluster:
+// Vault asks the API server for a TokenReview, which one under load
+// answers in a second or two.
+const slowLogin = 2500 * time.Millisecond
+
 // loginTimeout is how long a login may wait for Vault's answer while the
 // token it replaces ends at expiry (zero: no end, or the token is already
-// dead): the same budget as a renewal (requestBudget), not the third of
-// the time left that other requests get (attemptTimeout). A login is not
-// sent again beside a slow one, since every answer is a new token, and
-// one the client gave up on while Vault finished it leaves a live token
-// that nobody holds: a Kubernetes login takes a TokenReview, which a busy
-// API server answers in seconds, and a third of the 5s left before the
-// old token ends would cut every such login short.
+// dead): half the time left, or a third (attemptTimeout), or slowLogin,
+// whichever is most, and never more than a renewal may wait
+// (requestBudget). A login is not sent again beside a slow one, since
+// every answer is a new token, and one the client gave up on while Vault
+// finished it leaves a live token that nobody holds; so a login gets
+// slowLogin when there is time for it. But a login that hangs must leave
+// the rest of the time for one more login and the re-issue of every
+// credential before the old token ends, or all of them end with it: with
+// 5s left, it waits 2.5s.
 func loginTimeout(now, expiry time.Time) time.Duration {
-	return requestBudget(now, expiry)
+	left := expiry.Sub(now)
+	if expiry.IsZero() || left <= 0 {
+		return maxAttempt
+	}
+	return min(requestBudget(now, expiry), max(attemptTimeout(now, expiry), left/2, slowLogin))
 }
 
 // fetchDeadline is until when a read that replaces a credential ending at

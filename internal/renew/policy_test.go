@@ -345,20 +345,21 @@ func TestAttemptTimeoutRequestBudgetLoginTimeoutAndFetchDeadline(t *testing.T) {
 		expiry       time.Time
 		attempt      time.Duration
 		budget       time.Duration
+		login        time.Duration
 		fetchUntil   time.Time
 		fetchUntilOK bool
 	}{
-		{"no end", time.Time{}, maxAttempt, maxAttempt, now.Add(fetchTimeout), true},
-		{"far end", now.Add(time.Hour), maxAttempt, maxAttempt, now.Add(fetchTimeout), true},
-		{"30 s left: a third", now.Add(30 * time.Second), maxAttempt, maxAttempt, now.Add(fetchTimeout), true},
-		{"10 s left: a third, read until the end", now.Add(10 * time.Second), 10 * time.Second / 3, 9 * time.Second, now.Add(10 * time.Second), true},
-		{"5 s left (the margin's floor): a third", now.Add(5 * time.Second), 5 * time.Second / 3, 4500 * time.Millisecond, now.Add(5 * time.Second), true},
-		{"3 s left: attemptMin; read for minFetch", now.Add(3 * time.Second), attemptMin, 2500 * time.Millisecond, now.Add(minFetch), true},
-		{"2 s left: all but the reserve", now.Add(2 * time.Second), 1500 * time.Millisecond, 1500 * time.Millisecond, now.Add(minFetch), true},
-		{"1.5 s left: all but the reserve", now.Add(1500 * time.Millisecond), time.Second, time.Second, now.Add(minFetch), true},
-		{"0.8 s left: half of it", now.Add(800 * time.Millisecond), 400 * time.Millisecond, 400 * time.Millisecond, now.Add(minFetch), true},
-		{"0.1 s left: half of it", now.Add(100 * time.Millisecond), 50 * time.Millisecond, 50 * time.Millisecond, now.Add(minFetch), true},
-		{"ended", now.Add(-time.Second), maxAttempt, maxAttempt, now.Add(fetchTimeout), true},
+		{"no end", time.Time{}, maxAttempt, maxAttempt, maxAttempt, now.Add(fetchTimeout), true},
+		{"far end", now.Add(time.Hour), maxAttempt, maxAttempt, maxAttempt, now.Add(fetchTimeout), true},
+		{"30 s left: a third", now.Add(30 * time.Second), maxAttempt, maxAttempt, maxAttempt, now.Add(fetchTimeout), true},
+		{"10 s left: a third, a login half, read until the end", now.Add(10 * time.Second), 10 * time.Second / 3, 9 * time.Second, 5 * time.Second, now.Add(10 * time.Second), true},
+		{"5 s left (the margin's floor): a third, a login half", now.Add(5 * time.Second), 5 * time.Second / 3, 4500 * time.Millisecond, 2500 * time.Millisecond, now.Add(5 * time.Second), true},
+		{"3 s left: attemptMin, a login slowLogin; read for minFetch", now.Add(3 * time.Second), attemptMin, 2500 * time.Millisecond, slowLogin, now.Add(minFetch), true},
+		{"2 s left: all but the reserve", now.Add(2 * time.Second), 1500 * time.Millisecond, 1500 * time.Millisecond, 1500 * time.Millisecond, now.Add(minFetch), true},
+		{"1.5 s left: all but the reserve", now.Add(1500 * time.Millisecond), time.Second, time.Second, time.Second, now.Add(minFetch), true},
+		{"0.8 s left: half of it", now.Add(800 * time.Millisecond), 400 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond, now.Add(minFetch), true},
+		{"0.1 s left: half of it", now.Add(100 * time.Millisecond), 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, now.Add(minFetch), true},
+		{"ended", now.Add(-time.Second), maxAttempt, maxAttempt, maxAttempt, now.Add(fetchTimeout), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := attemptTimeout(now, tc.expiry); got != tc.attempt {
@@ -367,8 +368,8 @@ func TestAttemptTimeoutRequestBudgetLoginTimeoutAndFetchDeadline(t *testing.T) {
 			if got := requestBudget(now, tc.expiry); got != tc.budget {
 				t.Errorf("requestBudget = %s; want %s", got, tc.budget)
 			}
-			if got := loginTimeout(now, tc.expiry); got != tc.budget {
-				t.Errorf("loginTimeout = %s; want %s, as a renewal", got, tc.budget)
+			if got := loginTimeout(now, tc.expiry); got != tc.login {
+				t.Errorf("loginTimeout = %s; want %s", got, tc.login)
 			}
 			if got := fetchDeadline(now, tc.expiry); !got.Equal(tc.fetchUntil) {
 				t.Errorf("fetchDeadline = %s; want %s", got.Sub(now), tc.fetchUntil.Sub(now))

@@ -116,7 +116,7 @@ func TestSlowLoginGetsThroughBeforeTheOldTokenEnds(t *testing.T) {
 			t.Errorf("%d tokens created by logins vault-renew gave up on", n)
 		}
 		if strings.Contains(f.logs.String(), "the token is no longer valid") {
-			t.Error("the token expired before a 2s login got through")
+			t.Errorf("the token expired before a 2s login got through\n%s", f.logs)
 		}
 		user, _ := f.creds("db")
 		if code, _ := f.get("/readyz"); !v.aliveUser(user) || code != 200 {
@@ -190,6 +190,37 @@ func TestTokenMaxTTLEqualToItsTTLIsWarnedAtStart(t *testing.T) {
 		f.start()
 		time.Sleep(time.Second)
 		f.wantLog("the token's max TTL is shorter than the leases it holds")
+		f.stop()
+	})
+}
+
+// TestHungLoginLeavesTimeForAnother: one login that never gets an answer
+// (a node frozen mid-request), 5s before a 15s token ends, is given up on
+// in time for a second login and the re-issue: the credential never dies
+// with the old token.
+func TestHungLoginLeavesTimeForAnother(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 15*time.Second, 15*time.Second })
+		v.mu.Lock()
+		v.latency = 400 * time.Millisecond
+		v.hang["auth/kubernetes/login"] = 1
+		v.mu.Unlock()
+		f.start()
+		for _, at := range []time.Duration{12, 14, 16, 18} {
+			time.Sleep(at*time.Second - f.elapsed())
+			if user, _ := f.creds("db"); !v.aliveUser(user) {
+				t.Errorf("at %s: the file's credential is dead", f.elapsed())
+			}
+		}
+		// Before 15s, /readyz may answer 503: a credential that ends with
+		// its token within the rotation window is in its final stretch.
+		if code, _ := f.get("/readyz"); code != 200 {
+			t.Errorf("at %s: /readyz %d after the new token's credential was written", f.elapsed(), code)
+		}
+		if strings.Contains(f.logs.String(), "the token is no longer valid") {
+			t.Errorf("the old token ended before a second login got through:\n%s", f.logs)
+		}
+		f.wantLog("login timed out")
 		f.stop()
 	})
 }
