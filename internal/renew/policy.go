@@ -399,9 +399,14 @@ func leaseRenewFailure(err error) failure {
 }
 
 // tokenRenewFailure is what to do after a failed token renewal: any 400
-// means Vault will not renew it ("token not renewable").
+// means Vault will not renew it ("token not renewable"), and so does a 403
+// that does not call the token invalid.
 func tokenRenewFailure(err error) failure {
 	switch f := classify(err); {
+	case f == failRefused && !vaultclient.TokenInvalid(err):
+		// A live token whose policy lacks renew-self (an auth role
+		// with token_no_default_policy): it lives to its expiry.
+		return failNotRenewable
 	case f == failRefused || f == failRetry:
 		return f
 	case vaultclient.StatusCode(err) == 400:

@@ -388,7 +388,8 @@ func TestFailures(t *testing.T) {
 		err                       error
 		classify, lease, tok, rev failure
 	}{
-		{"permission denied", vaultErr(403, "permission denied"), failRefused, failRefused, failRefused, failRefused},
+		{"permission denied", vaultErr(403, "permission denied"), failRefused, failRefused, failNotRenewable, failRefused},
+		{"invalid token", vaultErr(403, invalidToken), failRefused, failRefused, failRefused, failRefused},
 		{"unauthorized", vaultErr(401, "unauthorized"), failRefused, failRefused, failRefused, failRefused},
 		{"not renewable", vaultErr(400, "lease is not renewable"), failNotRenewable, failNotRenewable, failNotRenewable, failGone},
 		{"invalid lease", vaultErr(400, "invalid lease"), failGone, failGone, failNotRenewable, failGone},

@@ -161,7 +161,7 @@ func (s *sidecar) lookupToken(ctx context.Context) error {
 			return nil
 		}
 		s.metrics.tokenFailures.Add(1)
-		if classify(err) == failRefused {
+		if vaultclient.TokenInvalid(err) {
 			s.tokenLost(now, "Vault refused it ("+vaultclient.Cause(err)+")", true)
 			return nil
 		}

@@ -87,8 +87,11 @@ func TestTokenFailures(t *testing.T) {
 	}{
 		{name: "Vault fails at start: renewed on the schedule from state.json", path: "auth/token/renew-self", code: 503, msg: "unavailable", healAt: time.Second,
 			log: "token renewal failed; retrying"},
-		{name: "refused at start: logs in, even with --exit-on-failure", path: "auth/token/renew-self", code: 403, msg: "permission denied", healAt: time.Second,
+		{name: "refused at start: logs in, even with --exit-on-failure", path: "auth/token/renew-self", code: 403, msg: invalidToken, healAt: time.Second,
 			args: []string{"--exit-on-failure"}, log: "the token is no longer valid: Vault refused to renew it", logins: 1},
+		// A token whose policy lacks renew-self lives to its expiry.
+		{name: "renewal refused by the policy: logs in before it expires", path: "auth/token/renew-self", code: 403, msg: "1 error occurred:\n\t* permission denied\n\n",
+			args: []string{"--exit-on-failure"}, log: "Vault will not renew the token; logging in again before it expires", logins: 2},
 		{name: "renewal fails: retried", path: "auth/token/renew-self", code: 503, msg: "unavailable", healAt: 20 * time.Second,
 			log: "token renewal failed; retrying"},
 		{name: "not renewable: logs in before it expires", path: "auth/token/renew-self", code: 400, msg: "token not renewable",
