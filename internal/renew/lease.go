@@ -75,11 +75,13 @@ func (s *sidecar) groupStep(ctx context.Context, g *group) error {
 			return nil // no more work: the loop exits
 		}
 	}
-	if g.kind == state.KindLeased && g.owner == s.tok.id && s.tokenDead(now) {
+	if g.kind == state.KindLeased && (g.owner == s.tok.id || g.owner == earlierToken) && s.tokenDead(now) {
 		// Issued under a token that has ended: any request with it is
 		// refused, and the login that replaces it re-issues this
 		// credential. Wait for that, just after the token's next try,
-		// which comes at once if the token's end is not noticed yet.
+		// which comes at once if the token's end is not noticed yet. A
+		// lease of the token before it (a restart came before its
+		// re-issue) waits too: no request can replace it before then.
 		if !s.tok.lost {
 			s.tok.next = earliest(s.tok.next, now)
 		}

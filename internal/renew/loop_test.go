@@ -65,24 +65,43 @@ func listed(st *state.State, lease string) bool {
 // (its re-issue under the new token had failed so far) issues a new
 // credential at once: the old token, which only the previous run held,
 // ends with that lease.
+// TestRestartBeforeAReissueIssuesUnderTheCurrentToken: a sidecar that
+// restarts after a login whose re-issue failed finds a lease issued
+// under the token before the one in the token file; it issues a new
+// credential at once, and, when the current token is dead too, after the
+// login that replaces it.
 func TestRestartBeforeAReissueIssuesUnderTheCurrentToken(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
-		f.start()
-		time.Sleep(14 * time.Second)
-		// The login at 15s works, the re-issue is refused.
-		v.answer("database/creds/app", 400, "plugin error")
-		time.Sleep(2 * time.Second)
-		v.answer("database/creds/app", 0, "")
-		f.stop() // the container restarts before the retry
-		f.exited = false
-		f.start()
-		time.Sleep(10 * time.Second) // 26s: the old token ended at 20s
-		f.wantLog("lease issued under an earlier token than the one in the token file")
-		user, _ := f.creds("db")
-		if code, _ := f.get("/readyz"); !v.aliveUser(user) || code != 200 {
-			t.Errorf("at %s: file credential alive=%v, /readyz %d; want a credential of the current token", f.elapsed(), v.aliveUser(user), code)
-		}
-		f.stop()
-	})
+	for _, tc := range []struct {
+		name      string
+		tokenDead bool
+	}{{"current token alive", false}, {"current token revoked", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = 10*time.Second, 20*time.Second })
+				v.mu.Lock()
+				v.latency = 50 * time.Millisecond // lets the login and the read interleave
+				v.mu.Unlock()
+				f.start()
+				time.Sleep(14 * time.Second)
+				v.answer("database/creds/app", 400, "plugin error")
+				time.Sleep(2 * time.Second)
+				v.answer("database/creds/app", 0, "")
+				f.stop()
+				if tc.tokenDead {
+					v.revokeToken(f.state().Token.Accessor)
+				}
+				f.exited = false
+				f.start()
+				for _, at := range []time.Duration{23, 30, 40} {
+					time.Sleep(at*time.Second - f.elapsed())
+					user, _ := f.creds("db")
+					if code, _ := f.get("/readyz"); !v.aliveUser(user) || code != 200 {
+						t.Errorf("at %s: file credential alive=%v, /readyz %d; want a credential of the current token", f.elapsed(), v.aliveUser(user), code)
+					}
+				}
+				f.wantLog("lease issued under an earlier token than the one in the token file")
+				f.stop()
+			})
+		})
+	}
 }

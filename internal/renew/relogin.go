@@ -82,14 +82,15 @@ func (s *sidecar) relogin(ctx context.Context) error {
 	}
 
 	// Re-issue under the new token everything that lives and dies with
-	// the old one, before the old one dies.
+	// the old one, before the old one dies, and any lease of the token
+	// before it that a restart left to be re-issued.
 	var changes []*change
 	deadline := t.expiry
 	if t.lost {
 		deadline = time.Time{}
 	}
 	for _, g := range s.groups {
-		if g.kind != state.KindLeased || g.owner != t.id {
+		if g.kind != state.KindLeased || g.owner != t.id && g.owner != earlierToken {
 			continue
 		}
 		ch, err := s.fetch(ctx, nc, nt.id, g, deadline)
