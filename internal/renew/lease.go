@@ -187,11 +187,13 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 		s.markLost(g, lossRevoked)
 		g.act, g.next = actRotate, now
 	case failRefused:
-		s.warnVault(err, "permission denied renewing the lease: checking the token now; if the token is fine, the policy must allow update on sys/leases/renew. Until then the credential is replaced before it expires",
+		if s.tokenRefused(now, err) {
+			return // the lease went with the token; the login re-issues it
+		}
+		s.warnVault(err, "permission denied renewing the lease: the policy must allow update on sys/leases/renew. Until then the credential is replaced before it expires",
 			"secret", g.names(), "lease_id", g.leaseID(), "expires_in", until(now, g.expiry), "err", vaultclient.Cause(err))
 		g.capped = true
 		s.schedule(now, g)
-		s.checkTokenSoon(now)
 	default:
 		g.next = s.retryAt(now, &g.retry, g.expiry, f != failRetry, false)
 		s.warnVault(err, "lease renewal failed; retrying with the same lease", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err),
@@ -215,7 +217,7 @@ func (s *sidecar) rotate(ctx context.Context, g *group) error {
 		s.warnVault(err, "could not issue a new credential; retrying", "secret", g.names(), "path", g.path, "err", err.Error(),
 			"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", lifeLeft(now, latest(deadline, g.expiry), g.gone))
 		if f == failRefused {
-			s.checkTokenSoon(now)
+			s.tokenRefused(now, err)
 		}
 		return nil
 	}

@@ -197,7 +197,6 @@ func (s *sidecar) due() (time.Time, func(context.Context) error) {
 			at, step = t, f
 		}
 	}
-	consider(s.tok.check, s.checkToken)
 	for _, g := range s.groups {
 		consider(g.next, func(ctx context.Context) error { return s.groupStep(ctx, g) })
 	}

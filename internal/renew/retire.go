@@ -89,10 +89,10 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 		s.log.Info("the replaced lease is already gone", "secret", r.r.Secret, "lease_id", r.r.LeaseID)
 		s.dropRetiring(r)
 	case failRefused:
-		// A dead token is refused too: check it, as after any refusal.
-		s.warnVault(err, "permission denied revoking the replaced lease: checking the token now; if the token is fine, the policy must allow update on sys/leases/revoke. The lease stays listed until it expires, or until vault-revoke revokes the token",
-			"secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
-		s.checkTokenSoon(now)
+		if !s.tokenRefused(now, err) {
+			s.warnVault(err, "permission denied revoking the replaced lease: the policy must allow update on sys/leases/revoke. The lease stays listed until it expires, or until vault-revoke revokes the token",
+				"secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err))
+		}
 		s.park(r)
 	default:
 		deadline := r.expiry

@@ -147,11 +147,11 @@ func TestParkedLeasesOfUnknownExpiryAreBounded(t *testing.T) {
 	})
 }
 
-// TestRefusedRevocationOfAReplacedLeaseChecksTheToken: Vault refuses
-// every request of a token revoked by hand, the revocation of a replaced
-// lease too: the token is checked at once and replaced, rather than the
-// policy blamed until the next renewal.
-func TestRefusedRevocationOfAReplacedLeaseChecksTheToken(t *testing.T) {
+// TestRefusedRevocationOfAReplacedLeaseNoticesADeadToken: Vault refuses
+// every request of a token revoked by hand as "invalid token", the
+// revocation of a replaced lease too: the token is replaced at once,
+// rather than the policy blamed until the next renewal.
+func TestRefusedRevocationOfAReplacedLeaseNoticesADeadToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v, f := rotatingFixture(t, "--grace", "3s")
 		acc := f.state().Token.Accessor
@@ -166,4 +166,27 @@ func TestRefusedRevocationOfAReplacedLeaseChecksTheToken(t *testing.T) {
 		}
 		f.stop()
 	})
+}
+
+// TestPolicyWithoutLeaseRevokeCostsNoTokenRequest: a policy without
+// sys/leases/revoke refuses the revocation of every replaced lease with a
+// plain "permission denied"; that costs no request on the token: as many
+// token renewals in 10 minutes of rotations as with the revocations
+// allowed.
+func TestPolicyWithoutLeaseRevokeCostsNoTokenRequest(t *testing.T) {
+	renewals := map[bool]int{}
+	for _, refused := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			v, f := rotatingFixture(t, "--grace", "3s")
+			if refused {
+				v.answer("sys/leases/revoke", 403, "1 error occurred:\n\t* permission denied\n\n")
+			}
+			time.Sleep(10 * time.Minute)
+			renewals[refused] = v.count("auth/token/renew-self") + v.count("auth/token/lookup-self")
+			f.stop()
+		})
+	}
+	if renewals[true] != renewals[false] {
+		t.Errorf("token requests in 10 minutes: %d with revocations refused, %d allowed; want the same", renewals[true], renewals[false])
+	}
 }

@@ -32,9 +32,6 @@ type tokenItem struct {
 	act    tokenAction
 	next   time.Time
 	retry  retry
-	// check is when to look the token up, apart from its schedule: a
-	// refused request may mean that it was revoked (zero: no check due).
-	check time.Time
 }
 
 type tokenAction int
@@ -289,56 +286,19 @@ func (s *sidecar) scheduleToken(now time.Time) {
 	}
 }
 
-// checkTokenSoon has the token checked now, for when a 403 may mean that
-// it was revoked: a renewal due is pulled forward, since it tells; when
-// the next action is a login (or nothing, for a token that never
-// expires), a lookup of the token tells instead (checkToken). Pulling the
-// login forward would not do: a policy without sys/leases/renew refuses
-// every lease renewal with a live token, and would cost a login and a
-// re-issue of every credential each lease cycle.
-func (s *sidecar) checkTokenSoon(now time.Time) {
-	t := s.tok
-	switch {
-	case t.lost || t.act == tokStart:
-		// Known dead already, or the request at start is about to tell.
-	case t.act == tokRenew:
-		t.next = earliest(t.next, now)
-	case t.act == tokLogin && !t.next.After(now):
-		// The login is due anyway.
-	case t.check.IsZero():
-		t.check = now
+// tokenRefused handles a 403 to a request made with the current token:
+// Vault calls a revoked or expired token "invalid token" (since 1.17), and
+// the token is then lost at once (it reports true); a plain "permission
+// denied" is the policy refusing a live token, and costs no request to
+// tell. Without it, a token revoked by hand would go unnoticed until its
+// next renewal, or its next login when the max TTL is known.
+func (s *sidecar) tokenRefused(now time.Time, err error) bool {
+	if s.tok.lost || !vaultclient.TokenInvalid(err) {
+		return false
 	}
-}
-
-// checkToken looks the token up (lookup-self) after a refused request: a
-// token Vault refuses is dead, and handled as any dead token is (log in
-// again, re-issue every credential); a live one keeps its schedule.
-func (s *sidecar) checkToken(ctx context.Context) error {
-	t := s.tok
-	t.check = time.Time{}
-	if t.lost {
-		return nil
-	}
-	actx, cancel := attempt(ctx, t.expiry)
-	_, err := t.client.Auth().Token().LookupSelfWithContext(actx)
-	cancel()
-	if ctx.Err() != nil {
-		return nil
-	}
-	now := time.Now()
-	switch tokenVerdict(err) {
-	case verdictGone:
-		s.metrics.tokenFailures.Add(1)
-		s.tokenLost(now, "Vault refused it when it was checked after a refused request ("+vaultclient.Cause(err)+")", true)
-	case verdictAlive:
-		s.log.Info("checked the token after a refused request: it is valid, so the policy refused the request", "token_accessor", t.info.Accessor)
-	case verdictForbidden:
-		s.log.Info("checked the token after a refused request: its policy does not allow auth/token/lookup-self either (Vault's default policy does), but Vault did not call it invalid, so it is taken as valid", "token_accessor", t.info.Accessor)
-	default:
-		s.metrics.tokenFailures.Add(1)
-		s.warnVault(err, "cannot check the token; the next refused request checks it again", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err))
-	}
-	return nil
+	s.metrics.tokenFailures.Add(1)
+	s.tokenLost(now, "Vault refused a request made with it ("+vaultclient.Cause(err)+")", true)
+	return true
 }
 
 // warnShortToken warns once when the token's hard expiry comes before a
