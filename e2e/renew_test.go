@@ -180,13 +180,13 @@ func renewReplacedLeaseLivesToItsEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the replaced lease's expire_time: %v", err)
 	}
-	st, err = state.Load(p.stateDir)
-	if err != nil {
-		t.Fatal(err)
+	// The file is written before state.json lists the replaced lease
+	// (the new one is journaled as pending until then): wait for it.
+	retiring := func() bool {
+		st, err = state.Load(p.stateDir)
+		return err == nil && len(st.Retiring) == 1 && st.Retiring[0].LeaseID == oldLease
 	}
-	if len(st.Retiring) != 1 || st.Retiring[0].LeaseID != oldLease {
-		t.Fatalf("state.json retiring = %+v; want the replaced lease", st.Retiring)
-	}
+	waitUntil(t, 5*time.Second, "state.json to list the replaced lease", retiring)
 	// The planned revocation, to the millisecond: at the end Vault
 	// counts, not before it.
 	if at := st.Retiring[0].RevokeAt; at.Before(end) {
