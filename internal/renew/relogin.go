@@ -82,18 +82,14 @@ func (s *sidecar) relogin(ctx context.Context) error {
 	}
 
 	// Re-issue under the new token everything that lives and dies with
-	// the old one, before the old one dies, and any lease of the token
-	// before it that a restart left to be re-issued.
+	// the old one, before the old one dies (end), and any lease of the
+	// token before it that a restart left to be re-issued.
 	var changes []*change
-	deadline := t.expiry
-	if t.lost {
-		deadline = time.Time{}
-	}
 	for _, g := range s.groups {
 		if g.kind != state.KindLeased || g.owner != t.id && g.owner != earlierToken {
 			continue
 		}
-		ch, err := s.fetch(ctx, nc, nt.id, g, deadline)
+		ch, err := s.fetch(ctx, nc, nt.id, g, end)
 		if err != nil {
 			if ctx.Err() != nil {
 				s.discard(changes, nt)
@@ -103,14 +99,14 @@ func (s *sidecar) relogin(ctx context.Context) error {
 			g.act = actRotate
 			// Retried before the credential ends: with its lease, or with
 			// the old token, whichever comes first (as rotate does).
-			end := s.expiry(g)
-			if end.IsZero() || !deadline.IsZero() && deadline.Before(end) {
-				end = deadline
+			credEnd := s.expiry(g)
+			if credEnd.IsZero() || !end.IsZero() && end.Before(credEnd) {
+				credEnd = end
 			}
 			now := time.Now()
-			g.next = s.retryAt(now, &g.retry, end, !vaultclient.Transient(err), g.gone)
+			g.next = s.retryAt(now, &g.retry, credEnd, !vaultclient.Transient(err), g.gone)
 			s.warnVault(err, "could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(),
-				"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", lifeLeft(now, end, g.gone))
+				"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", lifeLeft(now, credEnd, g.gone))
 			continue
 		}
 		changes = append(changes, ch)

@@ -275,7 +275,7 @@ func (r *revoker) fallback(ctx context.Context, rest []lease) {
 			return err
 		})
 		switch {
-		case tokenDead(err):
+		case vaultclient.TokenInvalid(err):
 			r.tokenRevoked = true
 			r.log.Info("the token is no longer valid (expired or revoked): Vault revoked its leases with it", "token_accessor", acc)
 		case gaveUp(err):
@@ -315,7 +315,7 @@ func (r *revoker) revokeToken(ctx context.Context) {
 	case err == nil:
 		r.tokenRevoked = true
 		r.log.Info("revoked the token", "token_accessor", acc)
-	case tokenDead(err):
+	case vaultclient.TokenInvalid(err):
 		r.tokenRevoked = true
 		r.log.Info("the token was already invalid (expired or revoked): Vault revoked its leases with it", "token_accessor", acc, "vault_said", vaultclient.Cause(err))
 	case gaveUp(err):
@@ -448,7 +448,3 @@ func leaseGone(err error) bool {
 	msg := strings.ToLower(vaultclient.Cause(err))
 	return strings.Contains(msg, "invalid lease") || strings.Contains(msg, "lease not found")
 }
-
-// tokenDead reports whether Vault refused the token itself (revoked or
-// expired), not what its policy allows.
-func tokenDead(err error) bool { return vaultclient.TokenInvalid(err) }
