@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // handler serves /healthz, /readyz and /metrics.
@@ -28,6 +30,22 @@ func handler(st *status, m *metrics) http.Handler {
 	return mux
 }
 
+// The listener answers the kubelet's probes and a metrics scraper: a
+// handful of small GET requests. It listens on the pod's address, where
+// any pod the network lets in can reach it, so what one client can make
+// it hold is bounded: at most maxConns connections at once (a further one
+// waits in the kernel's backlog until one ends), each with headers of at
+// most maxHeaderBytes, which must come within headerTimeout, and kept
+// idle for at most idleTimeout. That is under a MiB in all, where
+// net/http's defaults (no connection limit, 1 MiB of headers each) let a
+// few dozen slow clients take the sidecar past its memory limit.
+const (
+	maxConns       = 32
+	maxHeaderBytes = 8 << 10
+	headerTimeout  = 2 * time.Second
+	idleTimeout    = 10 * time.Second
+)
+
 // serveHTTP listens on addr and serves h until close is called.
 func serveHTTP(addr string, h http.Handler, log *slog.Logger) (closeFn func(), err error) {
 	ln, err := net.Listen("tcp", addr)
@@ -36,16 +54,17 @@ func serveHTTP(addr string, h http.Handler, log *slog.Logger) (closeFn func(), e
 	}
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		if err := srv.Serve(netutil.LimitListener(ln, maxConns)); err != nil && err != http.ErrServerClosed {
 			log.Error("HTTP server stopped", "err", err)
 		}
 	}()
