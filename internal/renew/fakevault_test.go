@@ -164,6 +164,9 @@ func (v *fakeVault) RoundTrip(req *http.Request) (*http.Response, error) {
 		<-req.Context().Done()
 		return nil, req.Context().Err()
 	}
+	if err := req.Context().Err(); err != nil {
+		return nil, err // as a real transport: nothing is sent
+	}
 	if down || req.URL.Host == "active.test" && activeDown {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	}

@@ -104,13 +104,21 @@ func (s *sidecar) dropOldToken(o *oldToken) int {
 }
 
 // revokeOldTokens revokes every replaced token still held, for when the
-// pod is ending: nobody else knows these tokens.
+// pod is ending: nobody else knows these tokens. Each request may take at
+// most half of the time left, so that one that gets no answer leaves time
+// for the others.
 func (s *sidecar) revokeOldTokens(ctx context.Context) {
 	for _, o := range slices.Clone(s.old) {
 		if !o.owned {
 			continue
 		}
-		if err := o.client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil && !vaultclient.TokenInvalid(err) {
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			rctx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+		}
+		err := o.client.Auth().Token().RevokeSelfWithContext(rctx, "")
+		cancel()
+		if err != nil && !vaultclient.TokenInvalid(err) {
 			s.log.Warn("could not revoke an old token; it and its leases expire at their TTL", "token_accessor", o.accessor, "err", vaultclient.Cause(err))
 			continue
 		}

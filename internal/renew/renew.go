@@ -182,6 +182,22 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 	return nil
 }
 
+// exitClient is the client --revoke-on-exit revokes with: the token's,
+// but opening a connection of its own for every request (a connection
+// that a hung node holds cannot hold the revocation too; a load balancer
+// may send the next one elsewhere), and cutting each request after a
+// third of --revoke-timeout, so that one that gets no answer leaves time
+// to send it again and to revoke the rest.
+func (s *sidecar) exitClient() *api.Client {
+	c, err := vaultclient.SingleUse(s.tok.client)
+	if err != nil {
+		return s.tok.client
+	}
+	c.SetToken(s.tok.token)
+	c.SetClientTimeout(max(s.cfg.RevokeTimeout/3, time.Second))
+	return c
+}
+
 // stopRevoked ends all work once vault-revoke ran: nothing is renewed,
 // replaced or issued again. Old tokens only vault-renew knows are revoked
 // so that nothing outlives the pod.
@@ -196,17 +212,19 @@ func (s *sidecar) stopRevoked() {
 
 // revokeAll is --revoke-on-exit: what vault-revoke does (revoke every
 // lease, retiring ones included, and the token; remove the files; mark the
-// state revoked), for the state and token in memory, after revoking the
-// old tokens only vault-renew knows.
+// state revoked), for the state and token in memory, then the old tokens
+// only vault-renew knows. The current token and leases come first: they
+// hold the credentials the app used last, and an old token's revocation
+// that gets no answer must not spend the time they need.
 func (s *sidecar) revokeAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
 	defer cancel()
-	s.revokeOldTokens(ctx)
 	// What the sidecar holds, whatever the disk says: state.json may be
 	// gone, renamed, corrupt, or behind the memory.
-	if err := revocation.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, s.stateInMemory(), s.tok.client, s.log); err != nil {
+	if err := revocation.RevokeKnown(ctx, s.dir, s.cfg.SecretsDir, s.stateInMemory(), s.exitClient(), s.log); err != nil {
 		s.log.Warn("--revoke-on-exit did not finish; what is left expires at its TTL", "err", err)
-		return
+	} else {
+		s.log.Info("revoked every credential on exit (--revoke-on-exit)")
 	}
-	s.log.Info("revoked every credential on exit (--revoke-on-exit)")
+	s.revokeOldTokens(ctx)
 }
