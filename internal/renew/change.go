@@ -32,10 +32,12 @@ type change struct {
 func (s *sidecar) fetch(ctx context.Context, client *api.Client, owner string, g *group, deadline time.Time) (*change, error) {
 	fctx, cancel := context.WithDeadline(ctx, fetchDeadline(time.Now(), deadline))
 	defer cancel()
+	// The caller logs how the read ended (see warnRetry), not each retry.
+	fctx = vaultclient.WithQuietRetries(fctx)
 	if g.gone {
 		// The app has no working credential: retry inside the read as
 		// often as between reads.
-		fctx = vaultclient.WithMaxInterval(fctx, lostRetryCap)
+		fctx = vaultclient.WithMaxInterval(fctx, g.retry.lostCap())
 	}
 	f, err := secrets.Read(fctx, client, s.log, g.path)
 	if err != nil {

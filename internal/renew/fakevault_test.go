@@ -69,6 +69,7 @@ type fakeVault struct {
 	requests                                     int            // every request with a token
 	asked                                        map[string]int // requests with a token, by path
 	denied                                       int            // requests refused for a dead token
+	refused                                      int            // requests refused while down
 }
 
 // answer is an error answer Vault gives.
@@ -168,6 +169,9 @@ func (v *fakeVault) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err // as a real transport: nothing is sent
 	}
 	if down || req.URL.Host == "active.test" && activeDown {
+		v.mu.Lock()
+		v.refused++
+		v.mu.Unlock()
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	}
 	rec := httptest.NewRecorder()
@@ -470,4 +474,11 @@ func (v *fakeVault) aliveUser(username string) bool {
 		}
 	}
 	return false
+}
+
+// requestsRefused counts the requests refused while v was down.
+func (v *fakeVault) requestsRefused() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.refused
 }

@@ -196,7 +196,7 @@ func (s *sidecar) leaseFailed(ctx context.Context, now time.Time, g *group, err 
 		s.schedule(now, g)
 	default:
 		g.next = s.retryAt(now, &g.retry, g.expiry, f != failRetry, false)
-		s.warnVault(err, "lease renewal failed; retrying with the same lease", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err),
+		s.warnRetry(&g.retry, now, err, "lease renewal failed; retrying with the same lease", "secret", g.names(), "lease_id", g.leaseID(), "err", vaultclient.Cause(err),
 			"attempt", g.retry.fails, "retry_in", until(now, g.next), "lease_expires_in", until(now, g.expiry))
 	}
 }
@@ -214,7 +214,7 @@ func (s *sidecar) rotate(ctx context.Context, g *group) error {
 		s.metrics.failed(g, opRotate)
 		f := classify(err)
 		g.next = s.retryAt(now, &g.retry, deadline, f != failRetry, g.gone)
-		s.warnVault(err, "could not issue a new credential; retrying", "secret", g.names(), "path", g.path, "err", err.Error(),
+		s.warnRetry(&g.retry, now, err, "could not issue a new credential; retrying", "secret", g.names(), "path", g.path, "err", err.Error(),
 			"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", lifeLeft(now, latest(deadline, g.expiry), g.gone))
 		if f == failRefused {
 			s.tokenRefused(now, err)
@@ -238,7 +238,7 @@ func (s *sidecar) reread(ctx context.Context, g *group) error {
 		s.metrics.failed(g, opReread)
 		f := classify(err)
 		g.next = earliest(s.retryAt(now, &g.retry, time.Time{}, f != failRetry, false), now.Add(s.cfg.KVInterval))
-		s.warnVault(err, "could not re-read the secret; its file keeps the current content", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(now, g.next))
+		s.warnRetry(&g.retry, now, err, "could not re-read the secret; its file keeps the current content", "secret", g.names(), "path", g.path, "err", err.Error(), "retry_in", until(now, g.next))
 		return nil
 	}
 	g.retry.reset()

@@ -441,3 +441,53 @@ func TestLeaseRenewalFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestLongOutageIsQuietAndPatient: Vault refuses every connection for
+// 4h, so the 1h token and lease are lost. After the first failures each
+// credential logs a line a minute, and once the loss has lasted
+// lostPatience the attempts come at most every lostLongCap (±50%), not
+// every 2s: a fleet that lost its credentials together does not hammer a
+// Vault coming back. When Vault answers, a new credential is still in the
+// file within a wait.
+func TestLongOutageIsQuietAndPatient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, nil)
+		f.start("--log-level", "info") // the default
+		time.Sleep(time.Minute)
+		v.setDown(true)
+		time.Sleep(2 * time.Hour) // both are lost by now, and have been for long
+		lines, requests := strings.Count(f.logs.String(), "\n"), v.requestsRefused()
+		time.Sleep(2 * time.Hour)
+		lines, requests = strings.Count(f.logs.String(), "\n")-lines, v.requestsRefused()-requests
+		// Two credentials (the lease and the token) a line a minute each,
+		// and a few more where one phase gives way to the next.
+		if lines > 2*120+10 {
+			t.Errorf("%d log lines in the last 2h of a 4h outage; want about one a minute per credential\nthe last ones:\n%s", lines, lastLines(f.logs.String(), 10))
+		}
+		// At most one request every lostLongCap/2 per credential.
+		if max := 2 * int(2*time.Hour/(lostLongCap/2)); requests > max {
+			t.Errorf("%d requests in the last 2h of a 4h outage; want at most %d", requests, max)
+		}
+		if !strings.Contains(f.logs.String(), "failures_not_logged=") {
+			t.Errorf("no line says how many failures went unlogged\nthe last ones:\n%s", lastLines(f.logs.String(), 10))
+		}
+		v.setDown(false)
+		back := time.Now()
+		for {
+			if user, _ := f.creds("db"); v.aliveUser(user) {
+				break
+			}
+			if time.Since(back) > 2*lostLongCap {
+				t.Fatalf("no working credential %s after Vault came back\nthe last log lines:\n%s", 2*lostLongCap, lastLines(f.logs.String(), 20))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("%d log lines and %d requests in the last 2h of the outage; a working credential %s after Vault came back", lines, requests, time.Since(back))
+		f.stop()
+	})
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

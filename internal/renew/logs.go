@@ -46,6 +46,19 @@ func (s *sidecar) warnVault(err error, msg string, args ...any) {
 	s.log.Warn(msg, append(args, s.where(err)...)...)
 }
 
+// warnRetry is warnVault for a failure that r, the failing credential's
+// backoff, just counted, as often as r.loud allows.
+func (s *sidecar) warnRetry(r *retry, now time.Time, err error, msg string, args ...any) {
+	ok, unlogged := r.loud(now)
+	if !ok {
+		return
+	}
+	if unlogged > 0 {
+		args = append(args, "failures_not_logged", unlogged)
+	}
+	s.warnVault(err, msg, args...)
+}
+
 // until renders the time left before t for logs.
 func until(now, t time.Time) string {
 	if t.IsZero() {

@@ -221,7 +221,7 @@ func (s *sidecar) exitOnLoss(what string) {
 // retryAt schedules the next attempt of an item after a failure: the
 // backoff of r, shortened before deadline (see retryAt in policy.go).
 func (s *sidecar) retryAt(now time.Time, r *retry, deadline time.Time, permanent, lost bool) time.Time {
-	return retryAt(now, r.after(permanent, lost), deadline)
+	return retryAt(now, r.after(now, permanent, lost), deadline)
 }
 
 // attempt returns a context for one Vault request about a credential

@@ -64,8 +64,21 @@ const (
 	// lostRetryCap caps the backoff (±50% jitter: at most 3s between
 	// attempts) while the app has no working credential: nothing is left
 	// to save by waiting, and a new credential is due as soon as Vault
-	// answers again.
+	// answers again. That holds for lostPatience; a loss that lasts
+	// longer is an outage of Vault's (or of what its logins ask, such as
+	// the Kubernetes API), which every pod of a fleet is retrying: from
+	// then on the waits grow again up to lostLongCap, so that 10,000 pods
+	// send about 330 requests a second (each login a TokenReview) to a
+	// Vault coming back rather than 5,000.
 	lostRetryCap = 2 * time.Second
+	lostPatience = 2 * time.Minute
+	lostLongCap  = 30 * time.Second
+	// After the first logFirst failures of one credential in a row, its
+	// retries log a line at most every logRepeatEvery, saying how many
+	// failures went unlogged: a long outage costs a line a minute per
+	// credential, not one per attempt.
+	logFirst       = 3
+	logRepeatEvery = time.Minute
 	// tokenEndSlack is how close to its token's end a lease may expire and
 	// still count as ending with it: Vault's times are whole seconds.
 	tokenEndSlack = 2 * time.Second
@@ -237,31 +250,62 @@ func endBy(expiry time.Time, late time.Duration) time.Time {
 
 // retry is the backoff of one item between failed attempts.
 type retry struct {
-	b     *backoff.ExponentialBackOff
-	lost  bool // b is the backoff of a credential already lost
-	fails int
+	b         *backoff.ExponentialBackOff
+	lost      bool      // b is the backoff of a credential already lost
+	lostSince time.Time // when b became that
+	fails     int
+	logged    time.Time // when a failure's line was last logged
+	unlogged  int       // failures not logged since
 }
 
-func (r *retry) reset() { r.b, r.lost, r.fails = nil, false, 0 }
+func (r *retry) reset() { *r = retry{} }
 
 // after returns how long to wait before the next attempt. lost says the
 // credential is already gone: the waits start again from the shortest and
 // stay under lostRetryCap (with jitter), since the app waits for every
-// one of them.
-func (r *retry) after(permanent, lost bool) time.Duration {
+// one of them, until the loss has lasted lostPatience.
+func (r *retry) after(now time.Time, permanent, lost bool) time.Duration {
 	if r.b == nil || r.lost != lost {
-		r.b, r.lost = vaultclient.Backoff(), lost
+		// A new phase (renewing the credential, or replacing a lost one):
+		// its attempts are counted, and the first of them logged, anew.
+		*r = retry{b: vaultclient.Backoff(), lost: lost, lostSince: now}
 		if lost {
 			r.b.MaxInterval = lostRetryCap
 		}
 		r.b.Reset() // from InitialInterval
 	}
+	if lost && r.b.MaxInterval < lostLongCap && now.Sub(r.lostSince) >= lostPatience {
+		r.b.MaxInterval = lostLongCap
+	}
 	r.fails++
 	d := r.b.NextBackOff()
-	if permanent && d < permanentRetry {
+	if permanent {
 		d = permanentRetry + time.Duration(rand.Float64()*permanentJitter*float64(permanentRetry))
 	}
 	return d
+}
+
+// lostCap is the longest wait between attempts (before jitter) while the
+// credential r counts the failures of is lost: lostRetryCap, or more once
+// the loss has lasted lostPatience.
+func (r *retry) lostCap() time.Duration {
+	if r.b == nil || !r.lost {
+		return lostRetryCap
+	}
+	return r.b.MaxInterval
+}
+
+// loud reports whether the failure just counted is logged, and how many
+// before it were not since the last line: the first logFirst in a row,
+// then one every logRepeatEvery.
+func (r *retry) loud(now time.Time) (bool, int) {
+	if r.fails > logFirst && now.Sub(r.logged) < logRepeatEvery {
+		r.unlogged++
+		return false, 0
+	}
+	n := r.unlogged
+	r.logged, r.unlogged = now, 0
+	return true, n
 }
 
 // retryAt is when to try again after a wait of d: before a deadline (when

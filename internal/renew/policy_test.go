@@ -71,6 +71,28 @@ func TestEndsWithToken(t *testing.T) {
 	}
 }
 
+// TestRetryAfterALongLossGrows: a loss that lasts lostPatience is a
+// fleet-wide outage: the waits grow again, up to lostLongCap (±50%).
+func TestRetryAfterALongLossGrows(t *testing.T) {
+	var r retry
+	start := time.Unix(0, 0)
+	var longest time.Duration
+	for now := start; now.Sub(start) < lostPatience+10*time.Minute; {
+		w := r.after(now, false, true)
+		if now.Sub(start) < lostPatience && w > 3*time.Second {
+			t.Fatalf("wait %s %s into the loss; want at most 3s for %s", w, now.Sub(start), lostPatience)
+		}
+		if w > lostLongCap*3/2 {
+			t.Fatalf("wait %s %s into the loss; want at most %s", w, now.Sub(start), lostLongCap*3/2)
+		}
+		longest = max(longest, w)
+		now = now.Add(w)
+	}
+	if longest < lostLongCap/2 {
+		t.Errorf("longest wait %s in a loss of %s; want it to reach %s", longest, lostPatience+10*time.Minute, lostLongCap/2)
+	}
+}
+
 // TestRetryAfterLossIsShortAndBounded: once a credential is lost the waits
 // between attempts start again from the shortest and stay under
 // lostRetryCap plus its jitter; before that they grow to the usual 10s
@@ -92,8 +114,10 @@ func TestRetryAfterLossIsShortAndBounded(t *testing.T) {
 			var r retry
 			var waits []time.Duration
 			var longest time.Duration
+			now := time.Unix(0, 0)
 			for range 40 {
-				w := r.after(tc.permanent, tc.lost)
+				w := r.after(now, tc.permanent, tc.lost)
+				now = now.Add(w)
 				waits = append(waits, w)
 				longest = max(longest, w)
 				if w < tc.shortest || w > tc.longest {
@@ -114,10 +138,11 @@ func TestRetryAfterLossIsShortAndBounded(t *testing.T) {
 	// A credential lost after a long outage starts again from the shortest
 	// wait, not from where the renewal's backoff had grown to.
 	var r retry
+	now := time.Unix(0, 0)
 	for range 10 {
-		r.after(false, false)
+		now = now.Add(r.after(now, false, false))
 	}
-	if w := r.after(false, true); w > 375*time.Millisecond {
+	if w := r.after(now, false, true); w > 375*time.Millisecond {
 		t.Errorf("first wait after the loss %s; want the shortest (250ms ±50%%)", w)
 	}
 }

@@ -49,11 +49,11 @@ func (s *sidecar) relogin(ctx context.Context) error {
 		}
 		t.next = s.retryAt(now, &t.retry, deadline, !vaultclient.Transient(err), t.lost)
 		if timedOut {
-			s.warnVault(err, "login timed out: Vault did not answer in time; if it finishes the login anyway, that token is held by nobody and ends at its TTL; retrying",
+			s.warnRetry(&t.retry, now, err, "login timed out: Vault did not answer in time; if it finishes the login anyway, that token is held by nobody and ends at its TTL; retrying",
 				"timeout", budget, "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", lifeLeft(now, t.expiry, t.lost))
 			return nil
 		}
-		s.warnVault(err, "login failed; retrying", "err", err.Error(), "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", lifeLeft(now, t.expiry, t.lost))
+		s.warnRetry(&t.retry, now, err, "login failed; retrying", "err", err.Error(), "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", lifeLeft(now, t.expiry, t.lost))
 		return nil
 	}
 	s.metrics.logins.Add(1)
@@ -105,7 +105,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 			}
 			now := time.Now()
 			g.next = s.retryAt(now, &g.retry, credEnd, !vaultclient.Transient(err), g.gone)
-			s.warnVault(err, "could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(),
+			s.warnRetry(&g.retry, now, err, "could not re-issue a credential under the new token; retrying on its own", "secret", g.names(), "path", g.path, "err", err.Error(),
 				"attempt", g.retry.fails, "retry_in", until(now, g.next), "old_lease_expires_in", lifeLeft(now, credEnd, g.gone))
 			continue
 		}

@@ -235,7 +235,7 @@ func (s *sidecar) tokenFailed(ctx context.Context, now time.Time, err error) {
 			t.act = tokRenew
 		}
 		t.next = s.retryAt(now, &t.retry, t.expiry, f != failRetry, false)
-		s.warnVault(err, "token renewal failed; retrying", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err),
+		s.warnRetry(&t.retry, now, err, "token renewal failed; retrying", "token_accessor", t.info.Accessor, "err", vaultclient.Cause(err),
 			"attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", until(now, t.expiry))
 	}
 }

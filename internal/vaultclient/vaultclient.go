@@ -412,6 +412,15 @@ func WithMaxInterval(ctx context.Context, d time.Duration) context.Context {
 	return context.WithValue(ctx, maxIntervalKey{}, d)
 }
 
+type quietKey struct{}
+
+// WithQuietRetries makes Retry log each retry under ctx at debug level,
+// for a caller that logs the outcome itself and may retry for hours (a
+// sidecar in a Vault outage): its own line says how the attempts ended.
+func WithQuietRetries(ctx context.Context) context.Context {
+	return context.WithValue(ctx, quietKey{}, true)
+}
+
 // towardDeadline shrinks the waits of a backoff to half the time left
 // before a deadline (but not under the backoff's first wait), so that the
 // attempts go on until the deadline instead of one long wait spanning it:
@@ -465,7 +474,11 @@ func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.C
 		if node := Node(err); node != "" {
 			args = append(args, "vault_addr", node)
 		}
-		log.Warn("transient failure, retrying", args...)
+		level := slog.LevelWarn
+		if quiet, _ := ctx.Value(quietKey{}).(bool); quiet {
+			level = slog.LevelDebug
+		}
+		log.Log(context.Background(), level, "transient failure, retrying", args...)
 	})
 	if err == nil {
 		return nil

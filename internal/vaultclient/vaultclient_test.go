@@ -322,27 +322,43 @@ func TestRetryInterruptedInFlight(t *testing.T) {
 	}
 }
 
+// TestRetryLogsEachRetry: each retry is a warning, or under
+// WithQuietRetries a debug line.
 func TestRetryLogsEachRetry(t *testing.T) {
 	t.Parallel()
-	var buf bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&buf, nil))
-	var calls atomic.Int32
-	err := Retry(context.Background(), log, "read secret/data/app", func(context.Context) error {
-		if calls.Add(1) < 3 {
-			return vaultErr(500, "internal error")
+	for _, tc := range []struct {
+		name  string
+		ctx   context.Context
+		level slog.Level
+		lines int
+	}{
+		{"warnings", context.Background(), slog.LevelInfo, 2},
+		{"quiet", WithQuietRetries(context.Background()), slog.LevelInfo, 0},
+		{"quiet, at debug level", WithQuietRetries(context.Background()), slog.LevelDebug, 2},
+	} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level}))
+		var calls atomic.Int32
+		err := Retry(tc.ctx, log, "read secret/data/app", func(context.Context) error {
+			if calls.Add(1) < 3 {
+				return vaultErr(500, "internal error")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
-	if n := strings.Count(out, "transient failure, retrying"); n != 2 {
-		t.Errorf("%d retry lines, want 2:\n%s", n, out)
-	}
-	for _, want := range []string{`op="read secret/data/app"`, "attempt=1", "attempt=2", `err="internal error (HTTP 500)"`} {
-		if !strings.Contains(out, want) {
-			t.Errorf("log does not contain %s:\n%s", want, out)
+		out := buf.String()
+		if n := strings.Count(out, "transient failure, retrying"); n != tc.lines {
+			t.Errorf("%s: %d retry lines, want %d:\n%s", tc.name, n, tc.lines, out)
+		}
+		if tc.lines == 0 {
+			continue
+		}
+		for _, want := range []string{`op="read secret/data/app"`, "attempt=1", "attempt=2", `err="internal error (HTTP 500)"`} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: log does not contain %s:\n%s", tc.name, want, out)
+			}
 		}
 	}
 }
