@@ -44,10 +44,11 @@ var now = func() time.Time { return time.Now().UTC() }
 
 // dataFuncs returns the functions that work on data alone. The map is
 // built when a template is parsed, only when a --template is given, so a
-// start without templates pays nothing for it. done returns the channel
-// that closes when the current render ends.
-func dataFuncs(tmpl *template.Template, done func() <-chan struct{}) template.FuncMap {
+// start without templates pays nothing for it. cur returns the render
+// under way.
+func dataFuncs(tmpl *template.Template, cur func() *render) template.FuncMap {
 	return template.FuncMap{
+		"printf":                printf,
 		"base64Decode":          base64Decode,
 		"base64Encode":          base64Encode,
 		"base64URLDecode":       base64URLDecode,
@@ -60,14 +61,14 @@ func dataFuncs(tmpl *template.Template, done func() <-chan struct{}) template.Fu
 		"env":                   env,
 		"mustEnv":               mustEnv,
 		"envOrDefault":          envOrDefault,
-		"executeTemplate":       executeTemplate(tmpl),
+		"executeTemplate":       executeTemplate(tmpl, cur),
 		"explode":               explode,
 		"explodeMap":            explodeMap,
 		"mergeMap":              mergeMap,
 		"mergeMapWithOverride":  mergeMapWithOverride,
 		"in":                    in,
 		"indent":                indent,
-		"loop":                  loop(done),
+		"loop":                  loop(cur),
 		"join":                  join,
 		"trim":                  trim,
 		"trimPrefix":            trimPrefix,
@@ -233,8 +234,9 @@ func envOrDefault(name, def string) (string, error) {
 	return def, nil
 }
 
-// executeTemplate runs a {{ define }}d template of t, with an optional dot.
-func executeTemplate(t *template.Template) func(string, ...any) (string, error) {
+// executeTemplate runs a {{ define }}d template of t, with an optional
+// dot, within the bounds of the render under way.
+func executeTemplate(t *template.Template, cur func() *render) func(string, ...any) (string, error) {
 	return func(name string, data ...any) (string, error) {
 		var dot any
 		switch len(data) {
@@ -244,12 +246,32 @@ func executeTemplate(t *template.Template) func(string, ...any) (string, error) 
 		default:
 			return "", fmt.Errorf("executeTemplate: wrong number of arguments, expected 1 or 2, but got %d", len(data)+1)
 		}
-		var b bytes.Buffer
-		if err := t.ExecuteTemplate(&b, name, dot); err != nil {
+		b := cur().budget
+		if b.depth >= maxTemplateDepth {
+			b.err = errTooDeep
+			return "", b.err
+		}
+		b.depth++
+		defer func() { b.depth-- }()
+		var buf bytes.Buffer
+		if err := t.ExecuteTemplate(budgetWriter{&buf, b}, name, dot); err != nil {
+			if b.err != nil {
+				return "", b.err // not wrapped once per level
+			}
 			return "", err
 		}
-		return b.String(), nil
+		return buf.String(), nil
 	}
+}
+
+// printf is text/template's printf, refusing a width or precision that
+// would build a string over MaxOutput.
+func printf(format string, args ...any) (string, error) {
+	if err := checkWidths(format); err != nil {
+		return "", err
+	}
+	s := fmt.Sprintf(format, args...)
+	return s, fits("printf", len(s))
 }
 
 // KeyPair is a Consul KV entry, the input of explode. Consul's ls and tree,
@@ -337,6 +359,18 @@ func indent(n int, s string) (string, error) {
 	if n < 0 {
 		return "", fmt.Errorf("indent value must be a positive integer")
 	}
+	lines := 0
+	for i := 0; i < len(s); i++ {
+		if (i == 0 || s[i-1] == '\n') && s[i] != '\n' {
+			lines++
+		}
+	}
+	if lines > 0 && n > MaxOutput/lines {
+		return "", fits("indent", MaxOutput+1)
+	}
+	if err := fits("indent", len(s)+n*lines); err != nil {
+		return "", err
+	}
 	prefix := strings.Repeat(" ", n)
 	var b strings.Builder
 	lineStart := true
@@ -355,7 +389,7 @@ func indent(n int, s string) (string, error) {
 // consul-template's does, so a range over it takes one or two variables
 // alike. The feeding goroutine ends when the render ends (done), so a
 // range that stops early leaves nothing running in vault-renew.
-func loop(done func() <-chan struct{}) func(args ...any) (<-chan int64, error) {
+func loop(cur func() *render) func(args ...any) (<-chan int64, error) {
 	return func(args ...any) (<-chan int64, error) {
 		to64 := func(v any) (int64, error) {
 			rv := reflect.ValueOf(v)
@@ -386,10 +420,13 @@ func loop(done func() <-chan struct{}) func(args ...any) (<-chan int64, error) {
 		if err != nil {
 			return nil, err
 		}
-		ch, end := make(chan int64), done()
+		ch, end, bud := make(chan int64), cur().done, cur().budget
 		go func() {
 			defer close(ch)
 			for i := start; i < stop; i++ {
+				if bud.overdue() {
+					return // the render fails: Execute checks the budget
+				}
 				select {
 				case ch <- i:
 				case <-end:
@@ -401,7 +438,16 @@ func loop(done func() <-chan struct{}) func(args ...any) (<-chan int64, error) {
 	}
 }
 
-func join(sep string, a []string) (string, error) { return strings.Join(a, sep), nil }
+func join(sep string, a []string) (string, error) {
+	n := len(sep) * max(len(a)-1, 0)
+	for _, s := range a {
+		n += len(s)
+	}
+	if err := fits("join", n); err != nil {
+		return "", err
+	}
+	return strings.Join(a, sep), nil
+}
 
 func trim(cutset, s string) (string, error) { return strings.Trim(s, cutset), nil }
 
@@ -490,14 +536,44 @@ func parseYAMLValue(s string) (any, error) {
 	return v, nil
 }
 
-func replaceAll(from, to, s string) (string, error) { return strings.ReplaceAll(s, from, to), nil }
+func replaceAll(from, to, s string) (string, error) {
+	if n := strings.Count(s, from); n > 0 && len(to) > len(from) {
+		if n > MaxOutput/(len(to)-len(from)) {
+			return "", fits("replaceAll", MaxOutput+1)
+		}
+		if err := fits("replaceAll", len(s)+n*(len(to)-len(from))); err != nil {
+			return "", err
+		}
+	}
+	return strings.ReplaceAll(s, from, to), nil
+}
 
+// regexReplaceAll is regexp's ReplaceAllString, building the result match
+// by match so that it stops at MaxOutput: each $ in repl may bring in up
+// to all of s.
 func regexReplaceAll(re, repl, s string) (string, error) {
 	c, err := regexp.Compile(re)
 	if err != nil {
 		return "", regexErr("regexReplaceAll", err)
 	}
-	return c.ReplaceAllString(s, repl), nil
+	if err := fits("regexReplaceAll", len(repl)+strings.Count(repl, "$")*len(s)); err != nil {
+		return "", err
+	}
+	var out []byte
+	last := 0
+	for _, m := range c.FindAllStringSubmatchIndex(s, -1) {
+		out = append(out, s[last:m[0]]...)
+		out = c.ExpandString(out, repl, s, m)
+		last = m[1]
+		if err := fits("regexReplaceAll", len(out)); err != nil {
+			return "", err
+		}
+	}
+	out = append(out, s[last:]...)
+	if err := fits("regexReplaceAll", len(out)); err != nil {
+		return "", err
+	}
+	return string(out), nil
 }
 
 func regexMatch(re, s string) (bool, error) {

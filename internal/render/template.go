@@ -12,6 +12,7 @@ import (
 	"sync"
 	"text/template"
 	"text/template/parse"
+	"time"
 )
 
 // Secret is what a template sees of a secret: the fields of Vault's
@@ -45,11 +46,13 @@ type Template struct {
 }
 
 // render is the state of one Execute: what secret and secrets read, the
-// scratch pad, and done, which ends what the render started (loop).
+// scratch pad, done, which ends what the render started (loop), and what
+// is left of its bounds.
 type render struct {
 	lookup  Lookup
 	list    List
 	done    chan struct{}
+	budget  *budget
 	scratch Scratch
 	seen    []*Secret
 }
@@ -118,7 +121,7 @@ func SecretPath(p string) string { return strings.Trim(strings.TrimSpace(p), "/"
 // read it from t.run.
 func (t *Template) parse() error {
 	tmpl := template.New("").Option("missingkey=error")
-	funcs := dataFuncs(tmpl, func() <-chan struct{} { return t.run.done })
+	funcs := dataFuncs(tmpl, func() *render { return t.run })
 	funcs["scratch"] = func() *Scratch { return &t.run.scratch }
 	funcs["secret"] = func(args ...string) (any, error) {
 		if len(args) == 0 {
@@ -240,14 +243,20 @@ func checkCalls(tmpl *template.Template) ([]string, error) {
 func (t *Template) Execute(self *Secret, lookup Lookup, list List) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r := &render{lookup: lookup, list: list, done: make(chan struct{}), seen: []*Secret{self}}
+	r := &render{lookup: lookup, list: list, done: make(chan struct{}), budget: newBudget(time.Now()), seen: []*Secret{self}}
 	t.run = r
 	defer func() {
 		close(r.done)
 		t.run = nil
 	}()
 	var buf bytes.Buffer
-	if err := t.tmpl.Execute(&buf, self); err != nil {
+	err := t.tmpl.Execute(budgetWriter{&buf, r.budget}, self)
+	if berr := r.budget.result(); berr != nil {
+		// Also when Execute "succeeded": a loop cut short by the clock
+		// ends its range early.
+		return nil, fmt.Errorf("template %s: %w", t.name, berr)
+	}
+	if err != nil {
 		return nil, located(t.name, redact(cutValues(err), r.seen))
 	}
 	return buf.Bytes(), nil
