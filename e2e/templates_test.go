@@ -360,3 +360,35 @@ func TestTemplateTypoExits1(t *testing.T) {
 		t.Errorf("leases left after the failure: %v", left)
 	}
 }
+
+// TestRunawayTemplateFailsCleanly: a template that would never end (a
+// define calling itself, a loop over a count from the secret) makes
+// vault-init exit 1 naming the bound, as a typo does: no crash, no file,
+// no lease left.
+func TestRunawayTemplateFailsCleanly(t *testing.T) {
+	t.Parallel()
+	const role = "review-runaway"
+	if err := bed.CreateDBRole(role, time.Minute, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"recursion", `{{ define "a" }}{{ executeTemplate "a" }}{{ end }}{{ executeTemplate "a" }}`, "nested more than 100 deep"},
+		{"output", `{{ range loop 100000000000 }}{{ $.Data.username }}{{ end }}`, "writes more than 1048576 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPod(t)
+			tmpl := filepath.Join(p.dir, "db.tmpl")
+			if err := os.WriteFile(tmpl, []byte(tc.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := run(t, "vault-init", p.initArgs("--secret", "db=database/creds/"+role, "--template", "db="+tmpl, "--timeout", "20s"), p.env...)
+			if r.code != 1 || !strings.Contains(r.stderr, tc.want) || strings.Contains(r.stderr, "goroutine ") {
+				t.Errorf("exit %d; want 1 with %q and no goroutine dump:\n%.3000s", r.code, tc.want, r.stderr)
+			}
+			assertNothingLeft(t, p)
+		})
+	}
+	if left := leasesLeft(t, "database/creds/"+role, 5*time.Second); len(left) > 0 {
+		t.Errorf("leases left after the failures: %v", left)
+	}
+}
