@@ -254,7 +254,7 @@ func (t *Template) Execute(self *Secret, lookup Lookup, list List) ([]byte, erro
 	if berr := r.budget.result(); berr != nil {
 		// Also when Execute "succeeded": a loop cut short by the clock
 		// ends its range early.
-		return nil, fmt.Errorf("template %s: %w", t.name, berr)
+		return nil, fmt.Errorf("%s: %w", t.name, berr)
 	}
 	if err != nil {
 		return nil, located(t.name, redact(cutValues(err), r.seen))
