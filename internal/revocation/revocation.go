@@ -237,16 +237,28 @@ type revoker struct {
 	noToken      bool    // there is no token file to revoke with
 }
 
+// revokeAll revokes every lease, then the token. A lease whose revocation
+// Vault keeps failing in its secrets engine (the database refuses to drop
+// a user who owns objects, say) gets half the time left, not all of it:
+// the other leases and the token still go, and it is reported. Vault then
+// retries it itself, as the token's revocation leaves it to Vault.
 func (r *revoker) revokeAll(ctx context.Context) {
 	for i, l := range r.leases {
-		err := vaultclient.Retry(ctx, r.log, "revoke lease "+l.id, func(ctx context.Context) error {
+		lctx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			lctx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+		}
+		err := vaultclient.Retry(lctx, r.log, "revoke lease "+l.id, func(ctx context.Context) error {
 			return r.client.Sys().RevokeWithContext(ctx, l.id)
 		})
+		cancel()
 		switch {
 		case err == nil:
 			r.log.Info("revoked lease", "secret", l.secret, "lease_id", l.id)
 		case leaseGone(err):
 			r.log.Info("lease already gone", "secret", l.secret, "lease_id", l.id, "vault_said", vaultclient.Cause(err))
+		case engineFailed(err) && ctx.Err() == nil:
+			r.failed = append(r.failed, fmt.Errorf("revoke lease %s (secret %q): Vault's secrets engine kept failing to revoke it: %s", l.id, l.secret, vaultclient.Cause(err)))
 		case gaveUp(err):
 			r.left, r.tokenLeft, r.unreachable = r.leases[i:], r.st.Token.Owned, err
 			return
@@ -436,6 +448,14 @@ func describe(leases []lease, token bool, accessor string) string {
 func gaveUp(err error) bool {
 	var g *vaultclient.GaveUpError
 	return errors.As(err, &g)
+}
+
+// engineFailed reports whether retries gave up on a lease whose last
+// answer was Vault's secrets engine failing to revoke it: Vault answered,
+// so the token and the other leases can still be revoked.
+func engineFailed(err error) bool {
+	var g *vaultclient.GaveUpError
+	return errors.As(err, &g) && vaultclient.RevocationFailed(g.Last)
 }
 
 // leaseGone reports whether Vault says the lease no longer exists. Vault

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +35,8 @@ const (
 type answers struct {
 	leaseStatus  int
 	leaseError   string
-	leaseTimes   int // how many lease revocations get leaseStatus; 0: all
+	leaseTimes   int    // how many lease revocations get leaseStatus; 0: all
+	failLease    string // a lease whose revocation the secrets engine always fails
 	selfStatus   int
 	selfError    string // default: Vault's answer to a dead token
 	lookupStatus int
@@ -75,6 +77,10 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.leases = append(f.leases, body.LeaseID)
+		if body.LeaseID == f.failLease {
+			vaultError(w, 400, "failed to revoke entry: resp: (*logical.Response)(nil) err: ERROR: role \"v-app-x\" cannot be dropped because some objects depend on it (SQLSTATE 2BP01)")
+			return
+		}
 		if f.leaseStatus != 0 && (f.leaseTimes == 0 || len(f.leases) <= f.leaseTimes) {
 			vaultError(w, f.leaseStatus, f.leaseError)
 			return
@@ -635,5 +641,33 @@ func TestInterruptedInit(t *testing.T) {
 	}
 	if strings.Contains(stderr, token) {
 		t.Error("the token appears in the output")
+	}
+}
+
+// TestLeaseTheEngineCannotRevoke: Vault's database engine keeps failing
+// to revoke one lease (its user owns objects). The other lease and the
+// token are still revoked within --timeout, and the run exits 1 naming
+// the lease and the engine's error.
+func TestLeaseTheEngineCannotRevoke(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{answers: answers{failLease: leaseDB}}
+	p := newPod(t, startVault(t, f), true)
+	f.token = p.token
+	start := time.Now()
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--timeout", "4s")
+	if took := time.Since(start); took > 6*time.Second {
+		t.Errorf("took %s with --timeout 4s", took)
+	}
+	if code != 1 {
+		t.Errorf("exit %d, want 1:\n%s", code, stderr)
+	}
+	leases, self, _, _ := f.calls()
+	if !slices.Contains(leases, leaseOld) || self != 1 {
+		t.Errorf("revoked leases %v and the token %d times; want %s revoked after %s failed, and the token", leases, self, leaseOld, leaseDB)
+	}
+	for _, want := range []string{leaseDB, "secrets engine kept failing", "cannot be dropped because some objects depend on it", "the token is revoked"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
 	}
 }
