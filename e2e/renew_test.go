@@ -785,3 +785,35 @@ func TestRenewRecoversAfterLoss(t *testing.T) {
 		t.Errorf("a working credential %s after Vault came back; want under 5s", took)
 	}
 }
+
+// TestUseLimitedTokenRefused: a kubernetes role with token_num_uses. Such
+// a token dies, and Vault revokes its leases with it, after a few
+// requests, while the files still hold them: vault-init refuses it before
+// reading anything (checked against Vault 1.21's login answer, which
+// carries num_uses), gives it back, and exits 1 naming the setting.
+func TestUseLimitedTokenRefused(t *testing.T) {
+	t.Parallel()
+	const role = "hr-num-uses"
+	_, err := bed.Root().Logical().WriteWithContext(context.Background(), "auth/kubernetes/role/"+role, map[string]any{
+		"bound_service_account_names":      []string{testbed.ServiceAccount},
+		"bound_service_account_namespaces": []string{testbed.Namespace},
+		"audience":                         testbed.Audience,
+		"token_policies":                   []string{testbed.Policy},
+		"token_num_uses":                   3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.CreateDBRole(role, time.Hour, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	p := newPod(t)
+	r := run(t, "vault-init", p.initArgs("--role", role, "--secret", "db=database/creds/"+role), p.env...)
+	if r.code != 1 || !strings.Contains(r.stderr, "limited to 3 uses") || !strings.Contains(r.stderr, "token_num_uses") {
+		t.Errorf("exit %d; want 1 naming the use limit and token_num_uses:\n%s", r.code, r.stderr)
+	}
+	assertNothingLeft(t, p)
+	if left := leasesLeft(t, "database/creds/"+role, 5*time.Second); len(left) > 0 {
+		t.Errorf("leases issued: %v; want none", left)
+	}
+}

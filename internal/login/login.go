@@ -5,17 +5,18 @@
 package login
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 
 	"github.com/hashicorp/vault/api"
-	"github.com/hashicorp/vault/api/auth/approle"
-	"github.com/hashicorp/vault/api/auth/kubernetes"
 
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
@@ -81,36 +82,23 @@ func Login(ctx context.Context, c *api.Client, a state.Auth, getenv func(string)
 	if a.Role != "" {
 		where += fmt.Sprintf(" as role %q", a.Role)
 	}
+	var uses int // the new token's num_uses
 	switch a.Method {
-	case Kubernetes:
+	case Kubernetes, JWT:
 		var jwt string
 		if jwt, err = ReadJWT(a.JWTFile); err != nil {
 			return nil, err
 		}
-		var k *kubernetes.KubernetesAuth
-		k, err = kubernetes.NewKubernetesAuth(a.Role, kubernetes.WithServiceAccountToken(jwt), kubernetes.WithMountPath(a.Mount))
-		if err == nil {
-			secret, err = c.Auth().Login(ctx, k)
-		}
-	case JWT:
-		var jwt string
-		if jwt, err = ReadJWT(a.JWTFile); err != nil {
-			return nil, err
-		}
-		secret, err = c.Logical().WriteWithContext(ctx, "auth/"+a.Mount+"/login", map[string]any{"role": a.Role, "jwt": jwt})
+		secret, uses, err = loginAt(ctx, c, a.Mount, map[string]any{"role": a.Role, "jwt": jwt})
 	case AppRole:
-		var roleID string
+		var roleID, secretID string
 		if roleID, err = readSmallFile(a.RoleIDFile, "--role-id-file"); err != nil {
 			return nil, err
 		}
-		if _, err = readSmallFile(a.SecretIDFile, "--secret-id-file"); err != nil {
+		if secretID, err = readSmallFile(a.SecretIDFile, "--secret-id-file"); err != nil {
 			return nil, err
 		}
-		var r *approle.AppRoleAuth
-		r, err = approle.NewAppRoleAuth(roleID, &approle.SecretID{FromFile: a.SecretIDFile}, approle.WithMountPath(a.Mount))
-		if err == nil {
-			secret, err = c.Auth().Login(ctx, r)
-		}
+		secret, uses, err = loginAt(ctx, c, a.Mount, map[string]any{"role_id": roleID, "secret_id": secretID})
 	case Token:
 		tok := getenv("VAULT_TOKEN")
 		if a.TokenFile != "" {
@@ -122,6 +110,9 @@ func Login(ctx context.Context, c *api.Client, a state.Auth, getenv func(string)
 		secret, err = c.Auth().Token().LookupSelfWithContext(ctx)
 		where = "look up the token from " + tokenSource(a)
 		if err == nil {
+			if n, _ := secret.Data["num_uses"].(json.Number); n != "" && n != "0" {
+				return nil, fmt.Errorf("the token from %s is limited to %s more uses: every renewal spends one, and Vault revokes the token, with every lease it holds, at its last; give a token without a use limit (vault token create without -use-limit)", tokenSource(a), n)
+			}
 			return tokenResult(tok, secret, false)
 		}
 	default:
@@ -137,8 +128,52 @@ func Login(ctx context.Context, c *api.Client, a state.Auth, getenv func(string)
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
 		return nil, fmt.Errorf("%s: Vault returned no token", where)
 	}
+	if uses > 0 {
+		// Such a token would die with its leases a few requests in, while
+		// the files still hold them: refused, and given back at once.
+		c.SetToken(secret.Auth.ClientToken)
+		_ = c.Auth().Token().RevokeSelfWithContext(ctx, "")
+		return nil, &Error{Where: where, Err: fmt.Errorf("the token Vault issued is limited to %d uses", uses),
+			Hint: fmt.Sprintf("every renewal and read spends a use, and Vault revokes the token with every lease it holds at the last one: set token_num_uses to 0 on the role at auth/%s", a.Mount)}
+	}
 	return &Result{Token: secret.Auth.ClientToken, Info: InfoFromAuth(secret.Auth)}, nil
 }
+
+// loginAt sends a login to auth/MOUNT/login. It returns Vault's answer and
+// the new token's num_uses, which the answer's vault/api form leaves out.
+func loginAt(ctx context.Context, c *api.Client, mount string, body map[string]any) (*api.Secret, int, error) {
+	r := c.NewRequest(http.MethodPut, "/v1/auth/"+mount+"/login")
+	if err := r.SetJSONBody(body); err != nil {
+		return nil, 0, err
+	}
+	//lint:ignore SA1019 the only call that hands back the answer's body whole, and it keeps the client's timeout without cutting the body short
+	resp, err := c.RawRequestWithContext(ctx, r)
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxLoginAnswer))
+	if err != nil {
+		return nil, 0, err
+	}
+	secret, err := api.ParseSecret(bytes.NewReader(b))
+	if err != nil {
+		return nil, 0, fmt.Errorf("Vault's answer: %w", err)
+	}
+	var raw struct {
+		Auth struct {
+			NumUses int `json:"num_uses"`
+		} `json:"auth"`
+	}
+	_ = json.Unmarshal(b, &raw) // ParseSecret read it already
+	return secret, raw.Auth.NumUses, nil
+}
+
+// maxLoginAnswer bounds what a login's answer is read of: a token, its
+// policies and metadata.
+const maxLoginAnswer = 1 << 20
 
 // Error is a failed login. It is transient when Vault's error is.
 type Error struct {
@@ -180,6 +215,11 @@ func hint(a state.Auth, err error) string {
 		// error stays permanent: vault-init exits (the kubelet restarts
 		// it with backoff) and vault-renew retries it slowly.
 		return "the TokenReview API refused the token (its pod or service account is gone, or it expired), or Vault could not call that API (kubernetes_host, kubernetes_ca_cert, the reviewer's token, or an API server too slow to answer): Vault's own log says which at debug level, in its \"login unauthorized\" line"
+	case (code == 400 || code == 403 || code == 401) && a.Method == AppRole:
+		// Vault's user lockout (on by default for approle) answers 403
+		// to every login of a role id after a few failed ones, good
+		// secret id or not.
+		return "check --role-id-file and --secret-id-file: a secret id ends at its secret_id_ttl or secret_id_num_uses; after a few failed logins Vault locks the role id out for its lockout_duration (vault read sys/locked-users), valid secret id or not"
 	case code == 403 || code == 401:
 		return fmt.Sprintf("Vault refused the credential: check the role's bindings (service account, namespace, audience) at auth/%s", a.Mount)
 	case code == 0 && vaultclient.Transient(err):

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/podlease/podlease/internal/state"
 	"github.com/podlease/podlease/internal/vaultclient"
@@ -160,6 +163,7 @@ type fakeVault struct {
 	status    int    // for logins; 0: 200
 	errMsg    string // Vault's error message with status
 	unmounted bool   // no auth method answers a login without credentials with 400
+	numUses   int    // the issued or looked-up token's num_uses
 }
 
 const fakeToken = "hvs.FAKE-issued-token-do-not-log"
@@ -191,11 +195,15 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, `{"errors":["permission denied"]}`)
 			return
 		}
-		io.WriteString(w, `{"data":{"accessor":"acc-given","ttl":600,"renewable":true,"policies":["default","app"]}}`)
+		fmt.Fprintf(w, `{"data":{"accessor":"acc-given","ttl":600,"renewable":true,"policies":["default","app"],"num_uses":%d}}`, f.numUses)
+		return
+	}
+	if r.URL.Path == "/v1/auth/token/revoke-self" {
+		w.WriteHeader(204)
 		return
 	}
 	json.NewEncoder(w).Encode(map[string]any{"auth": map[string]any{
-		"client_token": fakeToken, "accessor": "acc-1", "lease_duration": 3600, "renewable": true, "policies": []string{"default", "web-db"},
+		"client_token": fakeToken, "accessor": "acc-1", "lease_duration": 3600, "renewable": true, "policies": []string{"default", "web-db"}, "num_uses": f.numUses,
 	}})
 }
 
@@ -442,4 +450,44 @@ func TestTokenType(t *testing.T) {
 			t.Errorf("tokenType(%q) = %q; want %q", accessor, got, want)
 		}
 	}
+}
+
+// TestLoginRefusesUseLimitedTokens: a token with num_uses dies, with its
+// leases, a few requests in: a login that gets one gives it back and
+// fails naming the setting; a given token with a use limit is refused.
+func TestLoginRefusesUseLimitedTokens(t *testing.T) {
+	t.Parallel()
+	jwtFile := writeFile(t, saToken+"\n")
+	f := &fakeVault{numUses: 2}
+	c := newClient(t, newFake(t, f))
+	_, err := Login(context.Background(), c, state.Auth{Method: Kubernetes, Mount: "kubernetes", Role: "web", JWTFile: jwtFile}, os.Getenv)
+	if err == nil || !strings.Contains(err.Error(), "limited to 2 uses") || !strings.Contains(err.Error(), "token_num_uses") {
+		t.Errorf("login with a use-limited token: %v", err)
+	} else if strings.Contains(err.Error(), fakeToken) {
+		t.Errorf("the error holds the token: %v", err)
+	}
+	if reqs, _ := f.seen(); !slices.Contains(reqs, "PUT /v1/auth/token/revoke-self") {
+		t.Errorf("the use-limited token was not given back: %v", reqs)
+	}
+
+	g := &fakeVault{numUses: 5}
+	c = newClient(t, newFake(t, g))
+	_, err = Login(context.Background(), c, state.Auth{Method: Token, Mount: "token"}, func(k string) string {
+		if k == "VAULT_TOKEN" {
+			return "hvs.given"
+		}
+		return ""
+	})
+	if err == nil || !strings.Contains(err.Error(), "limited to 5 more uses") {
+		t.Errorf("a given use-limited token: %v", err)
+	}
+}
+
+func newClient(t *testing.T, addr string) *api.Client {
+	t.Helper()
+	c, err := vaultclient.New(addr, "", 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

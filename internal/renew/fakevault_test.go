@@ -70,6 +70,7 @@ type fakeVault struct {
 	asked                                        map[string]int // requests with a token, by path
 	denied                                       int            // requests refused for a dead token
 	refused                                      int            // requests refused while down
+	loginTries                                   int            // logins asked, answered or refused
 }
 
 // answer is an error answer Vault gives.
@@ -217,6 +218,11 @@ func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if path == "auth/kubernetes/login" {
 		if str(body["jwt"]) == "" || str(body["role"]) == "" {
 			vaultError(w, 400, "missing jwt or role")
+			return
+		}
+		v.loginTries++
+		if a, ok := v.answers[path]; ok {
+			vaultError(w, a.code, a.msg)
 			return
 		}
 		if v.failLogin {

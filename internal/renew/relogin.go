@@ -44,10 +44,15 @@ func (s *sidecar) relogin(ctx context.Context) error {
 		}
 		s.metrics.tokenFailures.Add(1)
 		deadline := end
-		if !now.Before(deadline) {
+		permanent := !vaultclient.Transient(err)
+		if !now.Before(deadline) || permanent {
+			// A refused login is not retried more often near the end:
+			// that cannot fix what someone must change in Vault, and
+			// some methods (approle) lock the role out for everyone
+			// after a few failed logins.
 			deadline = time.Time{}
 		}
-		t.next = s.retryAt(now, &t.retry, deadline, !vaultclient.Transient(err), t.lost)
+		t.next = s.retryAt(now, &t.retry, deadline, permanent, t.lost)
 		if timedOut {
 			s.warnRetry(&t.retry, now, err, "login timed out: Vault did not answer in time; if it finishes the login anyway, that token is held by nobody and ends at its TTL; retrying",
 				"timeout", budget, "attempt", t.retry.fails, "retry_in", until(now, t.next), "token_expires_in", lifeLeft(now, t.expiry, t.lost))

@@ -224,3 +224,28 @@ func TestHungLoginLeavesTimeForAnother(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestRefusedLoginIsNotHurried: a login Vault refuses for good (a secret
+// id that ran out, a role that no longer binds) is retried every 30s or
+// so, also as the token's end nears: more tries cannot help, and some
+// auth methods lock a role out after a few failed logins.
+func TestRefusedLoginIsNotHurried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = time.Minute, 2*time.Minute })
+		v.answer("auth/kubernetes/login", 400, "invalid role or secret ID")
+		f.start()
+		time.Sleep(150 * time.Second) // the token ended at 2m
+		v.mu.Lock()
+		logins := v.loginTries
+		v.mu.Unlock()
+		if logins == 0 {
+			t.Fatal("no login tried")
+		}
+		// From the first try, up to a third of the TTL (40s) before the
+		// end, to 150s: 70s.
+		if logins > 4 {
+			t.Errorf("%d refused logins in 70s; want one every 30s or so\nlogs:\n%s", logins, f.logs)
+		}
+		f.stop()
+	})
+}
