@@ -414,10 +414,13 @@ func TestFaultsRenew(t *testing.T) {
 // the database is unreachable Vault cannot create the pod's user and
 // answers with an error; vault-init retries it as transient and starts the
 // pod once the database is back.
-func TestFaultsPostgres(t *testing.T) {
-	t.Parallel()
+// dbRoleBehindProxy creates database role role, whose leases last ttl,
+// on a connection of its own that reaches PostgreSQL through a TCP proxy
+// the test can cut; it returns the proxy and the role's lease prefix.
+func dbRoleBehindProxy(t *testing.T, role string, ttl time.Duration) (*testbed.Proxy, string) {
+	t.Helper()
 	ctx := context.Background()
-	const role, conn, admin = "fltpg", "pgproxy", "pgproxyadmin"
+	conn, admin := role+"conn", role+"admin"
 	proxy, err := testbed.NewProxy(bed.PGAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -447,7 +450,7 @@ func TestFaultsPostgres(t *testing.T) {
 		"db_name":               conn,
 		"creation_statements":   []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`},
 		"revocation_statements": []string{`DROP ROLE IF EXISTS "{{name}}";`},
-		"default_ttl":           3600, "max_ttl": 3600,
+		"default_ttl":           int(ttl.Seconds()), "max_ttl": 3600,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +459,59 @@ func TestFaultsPostgres(t *testing.T) {
 		_ = proxy.Restore()
 		revokePrefix(t, prefix)
 	})
+	return proxy, prefix
+}
 
+// TestRenewRidesOutADatabaseOutage: PostgreSQL unreachable from Vault
+// over a renewal of a 20 s lease. Vault answers "failed to renew entry"
+// (its database engine's error) and still holds the lease, which works to
+// its expiry: vault-renew retries the same lease, stays ready, and keeps
+// it once the database is back; it does not take the lease for gone.
+func TestRenewRidesOutADatabaseOutage(t *testing.T) {
+	t.Parallel()
+	const role = "fltpgrenew"
+	proxy, prefix := dbRoleBehindProxy(t, role, 20*time.Second)
+	p := newPod(t)
+	p.mustInit("--secret", "db=database/creds/"+role)
+	before, err := state.Load(p.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Now()
+	sc := startRenewSidecar(t, p)
+	// The renewal is due at about 14.5 s: the database is away from 11 s
+	// to 17 s, and the lease ends at 20 s.
+	time.Sleep(time.Until(issued.Add(11 * time.Second)))
+	proxy.Cut()
+	time.Sleep(time.Until(issued.Add(17 * time.Second)))
+	if err := proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(issued.Add(25 * time.Second)))
+	after, err := state.Load(p.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := sc.stderr.String()
+	if after.Secrets[0].LeaseID != before.Secrets[0].LeaseID || strings.Contains(logs, "no longer knows the lease") {
+		t.Errorf("the lease was given up for a database outage (lease %s, then %s):\n%s", before.Secrets[0].LeaseID, after.Secrets[0].LeaseID, logs)
+	}
+	if !strings.Contains(logs, "failed to renew entry") || !strings.Contains(logs, "retrying with the same lease") {
+		t.Errorf("no renewal met the outage, or it was not retried on the same lease:\n%s", logs)
+	}
+	user, pass := dbCreds(t, filepath.Join(p.secretsDir, "db"))
+	if err := pgLogin(user, pass); err != nil {
+		t.Errorf("the credential does not log in 25 s after it was issued (20 s lease): %v", err)
+	}
+	if n := len(leasesUnder(t, prefix)); n != 1 {
+		t.Errorf("%d leases, want 1", n)
+	}
+}
+
+func TestFaultsPostgres(t *testing.T) {
+	t.Parallel()
+	const role = "fltpg"
+	proxy, prefix := dbRoleBehindProxy(t, role, time.Hour)
 	proxy.Cut()
 	time.AfterFunc(3*time.Second, func() { _ = proxy.Restore() })
 	p := newPod(t)

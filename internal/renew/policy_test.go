@@ -428,6 +428,9 @@ func TestFailures(t *testing.T) {
 		{"400 leadership lost", vaultErr(400, "failed to persist lease entry: leadership lost while committing log"), failRetry, failRetry, failRetry, failRetry},
 		// The database failed the revocation: Vault keeps the lease.
 		{"400 revocation failed", vaultErr(400, "failed to revoke entry: resp: (*logical.Response)(nil) err: ERROR: tuple concurrently updated (SQLSTATE XX000)"), failRetry, failRetry, failRetry, failRetry},
+		// The database failed the renewal (unreachable, the role
+		// deleted): Vault keeps the lease, which works to its expiry.
+		{"400 renewal failed", vaultErr(400, "failed to renew entry: resp: (*logical.Response)(nil) err: could not find role with name: tmp"), failRetry, failRetry, failRetry, failRetry},
 		{"sealed", vaultErr(503, "Vault is sealed"), failRetry, failRetry, failRetry, failRetry},
 		{"rate limited", vaultErr(429, "rate limit"), failRetry, failRetry, failRetry, failRetry},
 		{"connection refused", refused, failRetry, failRetry, failRetry, failRetry},

@@ -206,7 +206,7 @@ func Transient(err error) bool {
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		return re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusPreconditionFailed ||
-			LeadershipChange(err) || RevocationFailed(err)
+			LeadershipChange(err) || RevocationFailed(err) || RenewalFailed(err)
 	}
 	if errors.Is(err, context.Canceled) {
 		return false
@@ -252,6 +252,13 @@ func LeadershipChange(err error) bool { return says(err, leadershipLost...) }
 // its lease's). Vault keeps the lease, so it is not gone, and another
 // try may work.
 func RevocationFailed(err error) bool { return says(err, "failed to revoke entry") }
+
+// RenewalFailed reports whether Vault answered a lease renewal with its
+// secrets engine's failure: "400 failed to renew entry: ..." (the
+// database unreachable, the role deleted). Vault still holds the lease,
+// which works until its expiry, so it is not gone, and another try may
+// work.
+func RenewalFailed(err error) bool { return says(err, "failed to renew entry") }
 
 // says reports whether err is a Vault error answer one of whose messages
 // holds one of words (lower case), whatever the message's case.

@@ -45,6 +45,7 @@ func TestTransient(t *testing.T) {
 		{"400 from a node that lost leadership", vaultErr(400, "failed to delete lease entry: node is not the leader"), true},
 		{"400 leadership lost mid-write", vaultErr(400, "failed to persist entry: leadership lost while committing log"), true},
 		{"500 no active node", vaultErr(500, "local node not active but active cluster node not found"), true},
+		{"400 the database failed a renewal", vaultErr(400, "failed to renew entry: resp: (*logical.Response)(nil) err: dial tcp 127.0.0.1:5432: connect: connection refused"), true},
 		{"400 the database failed a revocation", vaultErr(400, "failed to revoke entry: resp: (*logical.Response)(nil) err: ERROR: tuple concurrently updated (SQLSTATE XX000)"), true},
 		{"401", vaultErr(401), false},
 		{"403", vaultErr(403, "permission denied"), false},
