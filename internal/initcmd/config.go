@@ -280,7 +280,29 @@ func (c *Config) specs(ann *fromAnnotations) ([]*Spec, error) {
 			}
 		}
 	}
+	if err := checkStateSize(specs); err != nil {
+		return nil, err
+	}
 	return specs, nil
+}
+
+// checkStateSize refuses, before login, templates that would make
+// state.json larger than vault-renew and vault-revoke read: state.json
+// keeps each template's text, and while vault-renew swaps a credential in
+// it holds the new one's entry beside the old (so twice), plus a little
+// for everything else.
+func checkStateSize(specs []*Spec) error {
+	const perSecret, rest = 2 << 10, 16 << 10
+	n, total := rest, 0
+	for _, s := range specs {
+		size := perSecret + state.TextSize(s.Text)
+		n += 2 * size
+		total += size
+	}
+	if n > state.MaxFile {
+		return fmt.Errorf("--template: the templates take %d bytes in state.json, which must hold them twice and stay under %d bytes (what vault-renew and vault-revoke read): give fewer or smaller templates", total, state.MaxFile)
+	}
+	return nil
 }
 
 // clientVariables are the VAULT_* variables Vault's client reads for its

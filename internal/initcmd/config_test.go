@@ -1,6 +1,8 @@
 package initcmd
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -165,5 +167,34 @@ func TestValidateFlagBeatsVaultEnv(t *testing.T) {
 	}
 	if c.VaultAddr != "https://vault.example.com:8200" || c.Namespace != "ns-flag" {
 		t.Errorf("vault addr %q namespace %q, want the flags'", c.VaultAddr, c.Namespace)
+	}
+}
+
+// TestValidateStateSize: state.json keeps each template's text, and
+// vault-renew and vault-revoke read at most state.MaxFile: templates that
+// would not fit (twice, for a swap under way) are refused before login;
+// a large one that fits, of characters JSON could escape, is taken.
+func TestValidateStateSize(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	big := strings.Repeat("<&>", (1<<20-100)/3) // just under the 1 MiB a template may be
+	var templates, secrets []string
+	for i := range 3 {
+		f := filepath.Join(dir, fmt.Sprintf("t%d.tmpl", i))
+		if err := os.WriteFile(f, []byte(big), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, fmt.Sprintf("s%d=secret/data/s%d", i, i))
+		templates = append(templates, fmt.Sprintf("s%d=%s", i, f))
+	}
+	c := validConfig()
+	c.Secrets, c.Templates = secrets[:1], templates[:1]
+	if _, err := c.Validate(vaultEnv()); err != nil {
+		t.Errorf("one template of 1 MiB: %v", err)
+	}
+	c = validConfig()
+	c.Secrets, c.Templates = secrets, templates
+	if _, err := c.Validate(vaultEnv()); err == nil || !strings.HasPrefix(err.Error(), "--template: the templates take") {
+		t.Errorf("three templates of 1 MiB: %v; want them refused", err)
 	}
 }

@@ -226,15 +226,38 @@ func Decode(path string, b []byte) (*State, error) {
 	return &s, nil
 }
 
-// Save writes dir/state.json atomically with mode 0600.
+// Save writes dir/state.json atomically with mode 0600. A state larger
+// than the readers take (MaxFile) is refused, not written.
 func Save(dir string, s *State) error {
 	s.Version = Version
 	s.UpdatedAt = time.Now().UTC().Truncate(time.Second)
-	b, err := json.MarshalIndent(s, "", "  ")
+	b, err := encode(s)
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	return atomicfile.Write(filepath.Join(dir, FileName), append(b, '\n'), 0o600)
+	if len(b) > MaxFile {
+		return fmt.Errorf("state.json would be %d bytes, more than the %d vault-renew and vault-revoke read: give fewer or smaller templates", len(b), MaxFile)
+	}
+	return atomicfile.Write(filepath.Join(dir, FileName), b, 0o600)
+}
+
+// encode is state.json's text: indented, and without escaping <, > and &
+// (which would make a template's text up to six times longer).
+func encode(v any) ([]byte, error) {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	e.SetIndent("", "  ")
+	if err := e.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// TextSize is how many bytes text takes in state.json, quoted.
+func TextSize(text string) int {
+	b, _ := encode(text)
+	return len(b) - 1 // the encoder's newline
 }
 
 // ReadToken reads the token file.

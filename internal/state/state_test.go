@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -341,5 +342,40 @@ func TestUpgradeV1(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"version": 2`) || strings.Contains(string(b), "checksum") || strings.Contains(string(b), dbSum) {
 		t.Errorf("saved state still holds a version 1 checksum, or is not version 2:\n%s", b)
+	}
+}
+
+// TestSaveSize: a template's text is kept as it is (<, > and & not
+// escaped to six bytes each), and a state larger than the readers take is
+// refused, leaving the file that was there.
+func TestSaveSize(t *testing.T) {
+	t.Parallel()
+	st, err := Decode("fixture", fixture(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st.Secrets[0].Template = strings.Repeat("<&>", 1<<20/3)
+	if err := Save(dir, st); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 1<<20+16<<10 {
+		t.Errorf("state.json of a 1 MiB template of <&> is %d bytes", fi.Size())
+	}
+	if _, err := Load(dir); err != nil {
+		t.Errorf("read back: %v", err)
+	}
+	big := *st
+	big.Secrets = slices.Clone(st.Secrets)
+	big.Secrets[0].Template = strings.Repeat("x", MaxFile)
+	if err := Save(dir, &big); err == nil || !strings.Contains(err.Error(), "fewer or smaller templates") {
+		t.Errorf("a state over %d bytes: %v; want it refused", MaxFile, err)
+	}
+	if after, err := os.Stat(filepath.Join(dir, FileName)); err != nil || after.Size() != fi.Size() {
+		t.Errorf("the refused save changed state.json (%v)", err)
 	}
 }

@@ -20,9 +20,10 @@ import (
 // that) or by the process's uid, and then not writable by group or others
 // (vault-init makes it so). docs/state.md says why this is enough.
 
-// maxFile bounds what is read from the state dir: state.json of a pod with
-// many templated secrets is a few hundred KiB at most.
-const maxFile = 4 << 20
+// MaxFile bounds what is read from the state dir, and so what Save
+// writes: state.json of a pod with many templated secrets is a few
+// hundred KiB at most.
+const MaxFile = 4 << 20
 
 // errUntrusted marks a file or directory refused by the trust rules.
 var errUntrusted = errors.New("refusing to trust it")
@@ -121,12 +122,12 @@ func ReadFile(dir, name string) ([]byte, error) {
 	if err := fileTrust(path, fi, os.Getuid()); err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxFile+1))
+	b, err := io.ReadAll(io.LimitReader(f, MaxFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if len(b) > maxFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes: %w", path, maxFile, errUntrusted)
+	if len(b) > MaxFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", path, MaxFile, errUntrusted)
 	}
 	return b, nil
 }
