@@ -74,8 +74,15 @@ func New(addr, namespace string, requestTimeout time.Duration, log *slog.Logger)
 	} else {
 		c.SetNamespace(namespace)
 	}
+	c.SetWrappingLookupFunc(noWrapping)
 	return c, nil
 }
+
+// noWrapping keeps Vault's answers unwrapped whatever VAULT_WRAP_TTL says:
+// Vault's client would otherwise ask every request's answer wrapped (a
+// login's token, a lease's renewal, a credential), which podlease cannot
+// use, and each wrapped credential would be a lease nobody names.
+func noWrapping(operation, path string) string { return "" }
 
 // SingleUse returns a client like c (address, namespace and other
 // headers, TLS settings, timeouts, redirect hook; no token) that opens a
@@ -104,6 +111,7 @@ func SingleUse(c *api.Client) (*api.Client, error) {
 	}
 	nc.SetHeaders(c.Headers())
 	nc.ClearToken()
+	nc.SetWrappingLookupFunc(noWrapping)
 	return nc, nil
 }
 

@@ -639,12 +639,12 @@ func TestNode(t *testing.T) {
 // say in the environment of, say, an operator's shell running
 // vault-revoke. It uses t.Setenv, so it does not run in parallel.
 func TestNewTalksToTheAddressGiven(t *testing.T) {
-	type hit struct{ server, namespace string }
+	type hit struct{ server, namespace, wrap string }
 	hits := make(chan hit, 4)
 	serve := func(name string) *httptest.Server {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ns, set := r.Header[http.CanonicalHeaderKey("X-Vault-Namespace")]
-			hits <- hit{name, fmt.Sprint(ns, set)}
+			hits <- hit{name, fmt.Sprint(ns, set), r.Header.Get("X-Vault-Wrap-TTL")}
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, `{"data":{"ttl":60}}`)
 		}))
@@ -654,6 +654,7 @@ func TestNewTalksToTheAddressGiven(t *testing.T) {
 	vault, agent := serve("vault"), serve("agent")
 	t.Setenv("VAULT_AGENT_ADDR", agent.URL)
 	t.Setenv("VAULT_NAMESPACE", "team-from-env")
+	t.Setenv("VAULT_WRAP_TTL", "5m") // never asked: podlease cannot use wrapped answers
 	for _, tc := range []struct {
 		namespace, want string
 	}{
@@ -668,8 +669,8 @@ func TestNewTalksToTheAddressGiven(t *testing.T) {
 		if _, err := c.Auth().Token().LookupSelf(); err != nil {
 			t.Fatal(err)
 		}
-		if h := <-hits; h.server != "vault" || h.namespace != tc.want {
-			t.Errorf("namespace %q: the request went to the %s with namespace header %s, want the vault given with %s", tc.namespace, h.server, h.namespace, tc.want)
+		if h := <-hits; h.server != "vault" || h.namespace != tc.want || h.wrap != "" {
+			t.Errorf("namespace %q: the request went to the %s with namespace header %s and wrap TTL %q, want the vault given with %s and none", tc.namespace, h.server, h.namespace, h.wrap, tc.want)
 		}
 	}
 }
