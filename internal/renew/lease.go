@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -249,7 +251,7 @@ func (s *sidecar) reread(ctx context.Context, g *group) error {
 		// First read since start: the file tells whether the data changed.
 		changed = false
 		for i, sec := range g.secrets {
-			if b, err := os.ReadFile(sec.File); err != nil || !bytes.Equal(b, ch.contents[i]) {
+			if !holds(sec.File, ch.contents[i]) {
 				changed = true
 			}
 		}
@@ -305,4 +307,22 @@ func (s *sidecar) expiry(g *group) time.Time {
 		e = earliest(e, o.expiry)
 	}
 	return e
+}
+
+// holds reports whether the file at path is a regular file holding
+// exactly want. The secrets dir is shared with the app: whatever is found
+// there (a symlink, a FIFO, a file larger than want) is read without
+// following, blocking or reading past want, and counts as different, so
+// the secret is written again.
+func holds(path string, want []byte) bool {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(len(want)) {
+		return false
+	}
+	b, err := io.ReadAll(io.LimitReader(f, int64(len(want))+1))
+	return err == nil && bytes.Equal(b, want)
 }

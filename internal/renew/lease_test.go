@@ -491,3 +491,37 @@ func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// TestHolds: what vault-renew finds in the shared secrets dir is read
+// without following a symlink, blocking on a FIFO or reading past what
+// the file should hold.
+func TestHolds(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	want := []byte(`{"password":"x"}`)
+	path := func(name string) string { return filepath.Join(dir, name) }
+	if err := os.WriteFile(path("same"), want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path("longer"), append(want, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(path("same"), path("link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path("fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, ok := range map[string]bool{"same": true, "longer": false, "link": false, "fifo": false, "missing": false} {
+		done := make(chan bool, 1)
+		go func() { done <- holds(path(name), want) }()
+		select {
+		case got := <-done:
+			if got != ok {
+				t.Errorf("holds(%s) = %v, want %v", name, got, ok)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("holds(%s) blocked", name)
+		}
+	}
+}
