@@ -50,7 +50,15 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 	// the rename and the final save must not leave a credential in a file
 	// whose lease state.json does not name (recoverPending finishes it).
 	if s.pending = pendingRecords(changes); len(s.pending) > 0 {
-		s.writeState(disk)
+		if err := s.writeState(disk); err != nil {
+			// Unjournaled, a credential in a file would be named nowhere
+			// on disk if vault-renew died now: dropped instead (a new
+			// token, already in its file, stays).
+			s.pending = nil
+			s.log.Error("cannot record the new credentials in state.json before writing their files; revoking them, the app keeps the current ones, trying again later", "err", err)
+			s.abandon(now, changes, nil)
+			return nil
+		}
 	}
 	var changed []string
 	for _, ch := range changes {
@@ -67,7 +75,7 @@ func (s *sidecar) commit(ctx context.Context, changes []*change, nt *newToken) e
 		}
 	}
 	s.pending = nil
-	s.writeState(disk)
+	_ = s.writeState(disk) // logged; saved again at the next change
 	for _, name := range changed {
 		s.notify.send(name)
 	}

@@ -1,6 +1,7 @@
 package renew
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -255,6 +256,51 @@ func TestRevokedDuringReloginWithBatchTokensRevokesEachLease(t *testing.T) {
 			t.Error("the lease issued under the new batch token is alive after vault-revoke ran")
 		}
 		f.wantLog("revoked an unused lease")
+		f.stop()
+	})
+}
+
+// TestUnsavableStateRevokesTheNewLeaseAndRetries: state.json cannot be
+// written (here a directory in its place; on a full volume the same): the
+// new credential is not put in the file, where after a crash no state
+// would name it, but revoked, and the replacement is tried again once
+// state.json can be saved.
+func TestUnsavableStateRevokesTheNewLeaseAndRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := rotatingFixture(t)
+		file := filepath.Join(f.secretsDir, "db")
+		content, _ := os.ReadFile(file)
+		time.Sleep(14 * time.Second)
+		stateFile := filepath.Join(f.stateDir, state.FileName)
+		saved, _ := os.ReadFile(stateFile)
+		if err := os.Remove(stateFile); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(stateFile, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second) // 16s: the replacement at 15s failed
+		f.wantLog("cannot record the new credentials in state.json")
+		if v.alive("database/creds/app/lease3") {
+			t.Error("the credential that could not be recorded is still alive")
+		}
+		if now, _ := os.ReadFile(file); !bytes.Equal(now, content) {
+			t.Error("the file holds a credential state.json does not name")
+		}
+		if err := os.RemoveAll(stateFile); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(stateFile, saved, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * time.Second) // the retry comes before the 20s max TTL
+		user, _ := f.creds("db")
+		if !v.aliveUser(user) {
+			t.Errorf("no working credential in the file after the retry\nlogs:\n%s", f.logs)
+		}
+		if got := f.state().Secrets[0].LeaseID; !v.alive(got) {
+			t.Errorf("state.json names lease %s, which is not alive", got)
+		}
 		f.stop()
 	})
 }

@@ -82,15 +82,16 @@ func (s *sidecar) loadForWrite() (*state.State, error) {
 // writeState saves state.json: what is on disk (nil: what was loaded),
 // with the token, secrets, retiring and pending leases replaced by the
 // ones in memory.
-func (s *sidecar) writeState(disk *state.State) {
+func (s *sidecar) writeState(disk *state.State) error {
 	merged := s.stateInMemory()
 	if disk != nil {
 		d := *disk
 		s.overlay(&d)
 		merged = &d
 	}
-	if err := state.Save(s.dir, merged); err != nil {
-		s.log.Error("cannot save state.json; the state in memory is saved again at the next change", "err", err)
+	saveErr := state.Save(s.dir, merged)
+	if saveErr != nil {
+		s.log.Error("cannot save state.json; the state in memory is saved again at the next change", "err", saveErr)
 	}
 	// A token file that vanished is written again too, for a later
 	// vault-revoke to find.
@@ -100,6 +101,7 @@ func (s *sidecar) writeState(disk *state.State) {
 			s.log.Error("cannot write the token file", "err", err)
 		}
 	}
+	return saveErr
 }
 
 // save writes state.json after a renewal.
@@ -116,7 +118,7 @@ func (s *sidecar) save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.writeState(disk)
+	_ = s.writeState(disk) // logged; saved again at the next change
 	return nil
 }
 
