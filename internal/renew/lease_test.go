@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/podlease/podlease/internal/state"
 )
 
 func TestRenewsAtFractionAndKeepsTheSameLease(t *testing.T) {
@@ -524,4 +526,32 @@ func TestHolds(t *testing.T) {
 			t.Fatalf("holds(%s) blocked", name)
 		}
 	}
+}
+
+// TestClockSetBackBeforeStart: state.json's times are wall-clock times;
+// set back 30 min between vault-init and vault-renew, they put the 1h
+// lease's end 30 min too late, where scheduling by them would let it
+// expire unrenewed. An expiry further away than the lease's TTL is
+// impossible, so the lease is renewed at once and keeps working.
+func TestClockSetBackBeforeStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, nil) // leases of 1h
+		st := f.state()
+		lease := st.Secrets[0].LeaseID
+		st.Secrets[0].ExpiresAt = st.Secrets[0].ExpiresAt.Add(30 * time.Minute)
+		if err := state.Save(f.stateDir, st); err != nil {
+			t.Fatal(err)
+		}
+		f.start()
+		time.Sleep(time.Second)
+		f.wantLog("the clock was set back")
+		if _, _, renewals, _ := v.counts(); renewals != 1 {
+			t.Errorf("%d lease renewals at start; want 1", renewals)
+		}
+		time.Sleep(61 * time.Minute) // Vault would have ended it at 60m
+		if !v.alive(lease) {
+			t.Errorf("the lease expired in Vault\n%s", f.logs)
+		}
+		f.stop()
+	})
 }

@@ -115,6 +115,15 @@ func newSidecar(cfg *Config, st *state.State, tok *tokenItem, getenv func(string
 				g.gone, g.act, g.next = true, actRotate, now
 				continue
 			}
+			if g.ld > 0 && g.renewable && g.expiry.Sub(now) > g.ld+statePrecision {
+				// No lease outlives its TTL from now: the wall clock was
+				// set back since state.json was written, and its expiry
+				// is that much too late. A renewal gives the real one.
+				log.Warn("the lease's expiry in state.json is further away than its TTL: the clock was set back since it was written; renewing the lease now to learn its real expiry",
+					"secret", g.names(), "lease_id", g.leaseID(), "expires_at", g.expiry, "ttl", g.ld)
+				g.act, g.next = actRenew, now
+				continue
+			}
 			if g.owner == earlierToken {
 				log.Warn("lease issued under an earlier token than the one in the token file (a restart came before its re-issue under the new token): it ends with that token, which only the previous run held; issuing a new credential",
 					"secret", g.names(), "lease_id", g.leaseID(), "lease_issued_at", sec.IssuedAt, "token_issued_at", st.Token.IssuedAt)
