@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -815,5 +816,26 @@ func TestUseLimitedTokenRefused(t *testing.T) {
 	assertNothingLeft(t, p)
 	if left := leasesLeft(t, "database/creds/"+role, 5*time.Second); len(left) > 0 {
 		t.Errorf("leases issued: %v; want none", left)
+	}
+}
+
+// TestRenewIgnoresSIGHUP: SIGHUP's default action would end the sidecar
+// on the spot, without --revoke-on-exit; it is ignored, and SIGTERM still
+// revokes.
+func TestRenewIgnoresSIGHUP(t *testing.T) {
+	t.Parallel()
+	p := newPod(t)
+	p.mustInit("--secret", "db=database/creds/"+testbed.DBRole)
+	sc := startRenewSidecar(t, p, "--revoke-on-exit")
+	if err := syscall.Kill(sc.pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if code, _ := httpGet(t, sc.url+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d after SIGHUP; want the sidecar running and ready\n%s", code, sc.stderr.String())
+	}
+	sc.mustExitPromptly(t)
+	if !strings.Contains(sc.stderr.String(), "revoked every credential on exit") {
+		t.Errorf("no revocation on SIGTERM after a SIGHUP:\n%s", sc.stderr.String())
 	}
 }
