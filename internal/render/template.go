@@ -351,5 +351,13 @@ func redact(err error, secrets []*Secret) error {
 	for _, f := range forms {
 		pairs = append(pairs, f, "[redacted]")
 	}
-	return errors.New(strings.NewReplacer(pairs...).Replace(err.Error()))
+	// The location and the action are the template's own text: a short
+	// value ("1", a KV version) must not garble its line and column.
+	msg := err.Error()
+	loc := location.FindString(msg)
+	return errors.New(loc + strings.NewReplacer(pairs...).Replace(msg[len(loc):]))
 }
+
+// location is how text/template starts an execution error: the template,
+// line and column, and the action.
+var location = regexp.MustCompile(`^template: [^:\s]*:\d+(:\d+)?: (executing "[^"]*" at <[^>]*>: )?`)

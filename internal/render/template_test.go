@@ -102,3 +102,25 @@ func TestParseTemplateErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorLocationSurvivesRedaction: a value of one character (a KV v2
+// version "1") is redacted from an error, but never from the template's
+// location and action, which are the template's own text.
+func TestErrorLocationSurvivesRedaction(t *testing.T) {
+	t.Parallel()
+	kv := &Secret{Data: map[string]any{
+		"data":     map[string]any{"api_key": "k-1"},
+		"metadata": map[string]any{"version": json.Number("1")},
+	}}
+	tmpl, err := ParseTemplate("typo.tmpl", "line one\n     {{ .Data.data.nope }}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tmpl.Execute(kv, nil, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "typo.tmpl:2:13: at <.Data.data.nope>: ") {
+		t.Errorf("error %v; want it to start with typo.tmpl:2:13: at <.Data.data.nope>", err)
+	}
+	if err != nil && strings.Contains(err.Error(), "k-1") {
+		t.Errorf("the error holds a value: %v", err)
+	}
+}
