@@ -30,7 +30,7 @@ type change struct {
 // until fetchDeadline. A credential that cannot be rendered is revoked at
 // once.
 func (s *sidecar) fetch(ctx context.Context, client *api.Client, owner string, g *group, deadline time.Time) (*change, error) {
-	fctx, cancel := context.WithDeadline(ctx, fetchDeadline(time.Now(), deadline))
+	fctx, cancel := finishing(ctx, fetchDeadline(time.Now(), deadline))
 	defer cancel()
 	// The caller logs how the read ended (see warnRetry), not each retry.
 	fctx = vaultclient.WithQuietRetries(fctx)

@@ -19,7 +19,23 @@ const (
 	fetchTimeout   = 20 * time.Second // a read, with vaultclient's retries inside
 	rereadTimeout  = 5 * time.Second  // a re-read of data without a lease
 	cleanupTimeout = 5 * time.Second  // revocations on the way out
+	// stopGrace is how long a read or login already sent when SIGTERM
+	// comes may still wait for its answer: once Vault issued a credential
+	// or a token, only its answer lets vault-renew revoke it.
+	stopGrace = 2 * time.Second
 )
+
+// finishing returns a context for a request that issues something (a
+// read of a leased secret, a login) with deadline: cancelling ctx (SIGTERM)
+// leaves it stopGrace more to be answered.
+func finishing(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
+	return rctx, func() {
+		stop()
+		cancel()
+	}
+}
 
 // errRevoked stops all work: vault-revoke ran (state.json has revoked_at).
 // A step returns it when it finds that out; it is the only error a step

@@ -33,7 +33,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 	}
 	sent := time.Now()
 	budget := loginTimeout(sent, end)
-	actx, cancel := context.WithTimeout(ctx, budget)
+	actx, cancel := finishing(ctx, sent.Add(budget))
 	res, err := login.Login(actx, t.client, s.base.Auth, s.getenv)
 	timedOut := errors.Is(actx.Err(), context.DeadlineExceeded)
 	cancel()
@@ -81,6 +81,10 @@ func (s *sidecar) relogin(ctx context.Context) error {
 	nc := t.client.WithNamespace(t.client.Namespace())
 	nc.SetToken(res.Token)
 	nt := &newToken{token: res.Token, id: tokenID(info.Accessor, res.Token), info: info, client: nc, at: sent}
+	if ctx.Err() != nil {
+		s.discard(nil, nt) // SIGTERM came while the login was under way
+		return nil
+	}
 	if info.Batch() {
 		s.log.Info("the new token is a batch token: it cannot be renewed or revoked; every leased credential is issued again under each new token before the old one ends, and replaced leases are revoked one by one",
 			"token_id", nt.id, "token_ttl", time.Duration(info.TTL)*time.Second)
@@ -93,6 +97,10 @@ func (s *sidecar) relogin(ctx context.Context) error {
 	for _, g := range s.groups {
 		if g.kind != state.KindLeased || g.owner != t.id && g.owner != earlierToken {
 			continue
+		}
+		if ctx.Err() != nil {
+			s.discard(changes, nt) // SIGTERM: nothing more is issued
+			return nil
 		}
 		ch, err := s.fetch(ctx, nc, nt.id, g, end)
 		if err != nil {

@@ -207,3 +207,36 @@ func TestRevokeOnExitWithoutAReadableState(t *testing.T) {
 		})
 	}
 }
+
+// TestSIGTERMDuringARead: SIGTERM with --revoke-on-exit while a
+// rotation's read is under way, after Vault issued the credential. Under
+// a batch token, which cannot be revoked, the lease can only be revoked
+// one by one, so the answer must not be thrown away: the read gets a
+// moment more, and no lease outlives the pod.
+func TestSIGTERMDuringARead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) {
+			v.batch = true
+			v.tokenTTL, v.tokenMax = 2*time.Hour, 2*time.Hour
+			v.leaseTTL, v.leaseMax = 10*time.Minute, 10*time.Minute
+		})
+		f.start("--revoke-on-exit")
+		v.mu.Lock()
+		v.latency = time.Second // every answer comes a second after Vault acted
+		v.mu.Unlock()
+		for {
+			if _, issued, _, _ := v.counts(); issued == 2 {
+				break // the rotation's credential: its answer is on the way
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		f.stop()
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		for id := range v.leases {
+			if v.lease(id, time.Now()) != nil {
+				t.Errorf("lease %s outlived the pod\n%s", id, f.logs)
+			}
+		}
+	})
+}
