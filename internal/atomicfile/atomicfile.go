@@ -47,6 +47,26 @@ func Write(path string, data []byte, perm os.FileMode) (err error) {
 	return syncDir(dir)
 }
 
+// RemoveStale removes the temporary files Write may have left for path
+// when the process writing it was killed (".NAME.tmp-*" beside it), and
+// returns their names. Only a process that alone writes path may call it.
+func RemoveStale(path string) []string {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	// The pattern is Write's; a base name with glob metacharacters would
+	// only match less.
+	matches, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
+	var removed []string
+	for _, m := range matches {
+		if os.Remove(m) == nil {
+			removed = append(removed, m)
+		}
+	}
+	return removed
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

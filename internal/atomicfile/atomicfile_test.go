@@ -216,3 +216,26 @@ func TestReaderSeesOldOrNew(t *testing.T) {
 	close(done)
 	wg.Wait()
 }
+
+func TestRemoveStale(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "db")
+	for _, name := range []string{"db", ".db.tmp-123", ".db.tmp-456", ".dbx.tmp-1", ".other.tmp-9"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed := RemoveStale(path)
+	if len(removed) != 2 {
+		t.Errorf("removed %v; want the two temporary files of db", removed)
+	}
+	left, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range left {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, " ") != ".dbx.tmp-1 .other.tmp-9 db" {
+		t.Errorf("left %v; want db and the other files' temporary files", names)
+	}
+}

@@ -81,20 +81,16 @@ func revokePending(ctx context.Context, client *api.Client, dir string, log *slo
 // them ".NAME.tmp-RANDOM"): a secret file's copy must not linger in the
 // directory the app reads.
 func removeStaleTemps(c *Config, specs []*Spec, log *slog.Logger) {
-	var patterns []string
+	var paths []string
 	for _, sp := range specs {
-		patterns = append(patterns, filepath.Join(c.SecretsDir, "."+sp.Name+".tmp-*"))
+		paths = append(paths, filepath.Join(c.SecretsDir, sp.Name))
 	}
 	for _, n := range []string{state.TokenName, state.FileName, pendingName} {
-		patterns = append(patterns, filepath.Join(c.StateDir, "."+n+".tmp-*"))
+		paths = append(paths, filepath.Join(c.StateDir, n))
 	}
-	for _, p := range patterns {
-		// Names are [A-Za-z0-9._-]: no glob metacharacters.
-		matches, _ := filepath.Glob(p)
-		for _, m := range matches {
-			if err := os.Remove(m); err == nil {
-				log.Info("removed a temporary file left by an interrupted earlier run", "file", m)
-			}
+	for _, p := range paths {
+		for _, m := range atomicfile.RemoveStale(p) {
+			log.Info("removed a temporary file left by an interrupted earlier run", "file", m)
 		}
 	}
 }

@@ -35,6 +35,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/podlease/podlease/internal/atomicfile"
 	"github.com/podlease/podlease/internal/cli"
 	"github.com/podlease/podlease/internal/revocation"
 	"github.com/podlease/podlease/internal/state"
@@ -100,6 +101,14 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 	}
 	if err := st.CheckSecretsDir(c.SecretsDir); err != nil {
 		return err
+	}
+	// A sidecar killed while writing a secret file left a copy of a
+	// credential beside it, in the directory the app reads; only this
+	// one sidecar writes there now.
+	for _, sec := range st.Secrets {
+		for _, m := range atomicfile.RemoveStale(sec.File) {
+			log.Info("removed a temporary file left by an interrupted earlier run", "file", m)
+		}
 	}
 	names := make([]string, len(st.Secrets))
 	for i, s := range st.Secrets {

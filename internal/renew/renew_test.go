@@ -240,3 +240,23 @@ func TestSIGTERMDuringARead(t *testing.T) {
 		}
 	})
 }
+
+// TestStartRemovesStaleTemporaryFiles: a sidecar killed while writing a
+// secret file left ".db.tmp-*", a credential's copy, in the directory
+// the app reads; the next one removes it at start.
+func TestStartRemovesStaleTemporaryFiles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, f := newDBFixture(t, nil)
+		stale := filepath.Join(f.secretsDir, ".db.tmp-12345")
+		if err := os.WriteFile(stale, []byte(`{"password":"left"}`), 0o440); err != nil {
+			t.Fatal(err)
+		}
+		f.start()
+		time.Sleep(time.Second)
+		if _, err := os.Stat(stale); !os.IsNotExist(err) {
+			t.Errorf("the stale temporary file is still there (%v)", err)
+		}
+		f.wantLog("removed a temporary file left by an interrupted earlier run")
+		f.stop()
+	})
+}
