@@ -639,3 +639,32 @@ func TestInitInterrupted(t *testing.T) {
 	}
 	assertNothingLeft(t, p)
 }
+
+// TestInitWithATokenThatNeverExpires: a given token with no TTL (a root
+// token) is not a token that "expires before this lease".
+func TestInitWithATokenThatNeverExpires(t *testing.T) {
+	t.Parallel()
+	s, err := bed.Root().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"root"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := s.Auth.ClientToken
+	noteSecret(tok)
+	t.Cleanup(func() { _ = bed.Root().Auth().Token().RevokeTree(tok) })
+	if s.Auth.LeaseDuration != 0 {
+		t.Fatalf("the token has a TTL of %ds; want none", s.Auth.LeaseDuration)
+	}
+	p := newPod(t)
+	file := filepath.Join(p.dir, "token")
+	if err := os.WriteFile(file, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "vault-init", []string{"--auth-method", "token", "--token-file", file, "--secrets-dir", p.secretsDir, "--state-dir", p.stateDir,
+		"--secret", "db=database/creds/" + testbed.DBRole}, p.env...)
+	if r.code != 0 || strings.Contains(r.stderr, "expires before this lease") {
+		t.Errorf("exit %d; want 0 and no warning that the token expires first:\n%s", r.code, r.stderr)
+	}
+	if rr := p.revoke(); rr.code != 0 {
+		t.Errorf("vault-revoke exit %d:\n%s", rr.code, rr.stderr)
+	}
+}

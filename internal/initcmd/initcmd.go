@@ -127,7 +127,8 @@ func run(ctx context.Context, c *Config, specs []*Spec, getenv func(string) stri
 	}
 	removePending(c.StateDir, log)
 	for _, s := range st.Secrets {
-		if s.Kind == state.KindLeased && s.LeaseDuration > res.Info.TTL && !res.Info.Renewable {
+		// A TTL of 0 is a token that never expires (a root token, say).
+		if s.Kind == state.KindLeased && res.Info.TTL > 0 && s.LeaseDuration > res.Info.TTL && !res.Info.Renewable {
 			log.Warn("the token expires before this lease and cannot be renewed: Vault will revoke the lease with it", "secret", s.Name, "lease_ttl", time.Duration(s.LeaseDuration)*time.Second, "token_ttl", time.Duration(res.Info.TTL)*time.Second)
 		}
 	}
