@@ -311,7 +311,7 @@ func (s *sidecar) warnShortToken(now time.Time) {
 	for _, g := range s.groups {
 		if g.kind == state.KindLeased && g.owner == s.tok.id && g.expiry.After(s.tok.hard) {
 			s.warnedShortToken = true
-			s.log.Warn("the token's max TTL is shorter than the leases it holds: Vault revokes leases with their token, so vault-renew logs in again and issues new credentials before each token ends; raise token_max_ttl of the auth role above the secrets' max TTL to keep one credential per pod",
+			s.log.Warn("the token's max TTL is shorter than the leases it holds: Vault revokes leases with their token, so vault-renew logs in again and issues new credentials before each token ends; raise the auth role's token_max_ttl (and token_explicit_max_ttl, if set; the auth mount's max_lease_ttl caps both) above the secrets' max TTL to keep one credential per pod",
 				"secret", g.names(), "lease_expires_in", until(now, g.expiry), "token_expires_in", until(now, s.tok.hard),
 				"method", s.base.Auth.Method, "mount", s.base.Auth.Mount, "role", s.base.Auth.Role)
 			return
