@@ -166,7 +166,7 @@ func (s *sidecar) discard(changes []*change, nt *newToken) {
 	}
 	if nt != nil {
 		// Revoking the new token revokes every lease issued under it.
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		ctx, cancel := s.cleanupContext()
 		defer cancel()
 		if err := nt.client.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
 			s.log.Warn("could not revoke the unused new token; it and its leases expire at their TTL", "token_accessor", nt.info.Accessor, "err", vaultclient.Cause(err))
@@ -185,11 +185,24 @@ func (s *sidecar) revokeLease(client *api.Client, leaseID, secret string) {
 	if leaseID == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	ctx, cancel := s.cleanupContext()
 	defer cancel()
 	if err := client.Sys().RevokeWithContext(ctx, leaseID); err != nil {
 		s.log.Warn("could not revoke an unused lease; it expires at its TTL", "secret", secret, "lease_id", leaseID, "err", vaultclient.Cause(err))
 		return
 	}
 	s.log.Info("revoked an unused lease", "secret", secret, "lease_id", leaseID)
+}
+
+// cleanupContext bounds a revocation of credentials fetched but never
+// used: cleanupTimeout, and once SIGTERM came, a third of what is left of
+// --revoke-timeout, so that what --revoke-on-exit revokes afterwards (the
+// credentials the app used) keeps the rest.
+func (s *sidecar) cleanupContext() (context.Context, context.CancelFunc) {
+	now := time.Now()
+	d := now.Add(cleanupTimeout)
+	if stopBy := s.stopBy.Load(); stopBy != 0 {
+		d = earliest(d, now.Add(time.Unix(0, stopBy).Sub(now)/3))
+	}
+	return context.WithDeadline(context.Background(), d)
 }

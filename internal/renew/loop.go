@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -53,6 +54,9 @@ func (e *lostError) Error() string {
 // sidecar is vault-renew's running state. Only the loop goroutine touches
 // it; the HTTP handlers read the snapshot in status.
 type sidecar struct {
+	// stopBy is when --revoke-timeout ends, counted from SIGTERM (Unix
+	// nanoseconds; 0: no SIGTERM yet).
+	stopBy atomic.Int64
 	cfg    *Config
 	dir    string
 	log    *slog.Logger

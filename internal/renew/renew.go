@@ -155,6 +155,7 @@ func serve(ctx context.Context, c *Config, getenv func(string) string, log *slog
 	n := newNotifier(c, log, d.notifyClient, d.procRoot)
 	s := newSidecar(c, st, initialToken(st.Token, token, client, time.Now()), getenv, log, n)
 	s.status, s.metrics, s.hedge, s.settle = stat, m, hedge, d.settle
+	defer context.AfterFunc(ctx, func() { s.stopBy.Store(time.Now().Add(c.RevokeTimeout).UnixNano()) })()
 	if d.watch {
 		wake, stopWatch := watchState(c.StateDir, log)
 		defer stopWatch()
@@ -226,7 +227,13 @@ func (s *sidecar) stopRevoked() {
 // hold the credentials the app used last, and an old token's revocation
 // that gets no answer must not spend the time they need.
 func (s *sidecar) revokeAll() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
+	// --revoke-timeout counts from SIGTERM: a read or login that was under
+	// way, and the revocation of what it issued, came out of it.
+	deadline := time.Now().Add(s.cfg.RevokeTimeout)
+	if stopBy := s.stopBy.Load(); stopBy != 0 {
+		deadline = latest(time.Unix(0, stopBy), time.Now().Add(s.cfg.RevokeTimeout/3))
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	// What the sidecar holds, whatever the disk says: state.json may be
 	// gone, renamed, corrupt, or behind the memory.

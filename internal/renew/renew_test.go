@@ -260,3 +260,29 @@ func TestStartRemovesStaleTemporaryFiles(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestShutdownWithinRevokeTimeout: SIGTERM while a re-login's re-issue
+// waits on a Vault that answers nothing but logins: the read's grace, the
+// revocation of the unused new token and --revoke-on-exit all come out
+// of --revoke-timeout (10s) counted from SIGTERM.
+func TestShutdownWithinRevokeTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = time.Hour, 90*time.Minute })
+		f.start("--revoke-on-exit")
+		time.Sleep(69 * time.Minute)
+		v.mu.Lock()
+		for _, p := range []string{"database/creds/app", "auth/token/revoke-self", "sys/leases/revoke"} {
+			v.hang[p] = 1000
+		}
+		v.mu.Unlock()
+		for logins, _, _, _ := v.counts(); logins < 2; logins, _, _, _ = v.counts() {
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(time.Second) // the re-issue's read is waiting
+		began := time.Now()
+		f.stop()
+		if took := time.Since(began); took > 10*time.Second {
+			t.Errorf("exit took %s after SIGTERM; --revoke-timeout is 10s\n%s", took, f.logs)
+		}
+	})
+}
