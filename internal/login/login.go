@@ -160,7 +160,7 @@ func loginAt(ctx context.Context, c *api.Client, mount string, body map[string]a
 	}
 	secret, err := api.ParseSecret(bytes.NewReader(b))
 	if err != nil {
-		return nil, 0, fmt.Errorf("Vault's answer: %w", err)
+		return nil, 0, fmt.Errorf("read the login's answer: %w", err)
 	}
 	var raw struct {
 		Auth struct {
