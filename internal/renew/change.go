@@ -30,14 +30,19 @@ type change struct {
 // until fetchDeadline. A credential that cannot be rendered is revoked at
 // once.
 func (s *sidecar) fetch(ctx context.Context, client *api.Client, owner string, g *group, deadline time.Time) (*change, error) {
-	fctx, cancel := finishing(ctx, fetchDeadline(time.Now(), deadline))
+	fctx, cancel := s.finishing(ctx, fetchDeadline(time.Now(), deadline))
 	defer cancel()
 	// The caller logs how the read ended (see warnRetry), not each retry.
 	fctx = vaultclient.WithQuietRetries(fctx)
-	if g.gone {
+	switch {
+	case g.gone && g.retry.lostCap() > lostRetryCap:
+		// Lost for long: the pace between reads is the fleet's (see
+		// lostPatience), and a read retrying inside would undo it.
+		fctx = vaultclient.WithOneAttempt(fctx)
+	case g.gone:
 		// The app has no working credential: retry inside the read as
 		// often as between reads.
-		fctx = vaultclient.WithMaxInterval(fctx, g.retry.lostCap())
+		fctx = vaultclient.WithMaxInterval(fctx, lostRetryCap)
 	}
 	f, err := secrets.Read(fctx, client, s.log, g.path)
 	if err != nil {

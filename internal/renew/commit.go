@@ -202,7 +202,9 @@ func (s *sidecar) cleanupContext() (context.Context, context.CancelFunc) {
 	now := time.Now()
 	d := now.Add(cleanupTimeout)
 	if stopBy := s.stopBy.Load(); stopBy != 0 {
-		d = earliest(d, now.Add(time.Unix(0, stopBy).Sub(now)/3))
+		// At least a sixth of the timeout: what was fetched must be
+		// asked to go, even late.
+		d = earliest(d, latest(now.Add(time.Unix(0, stopBy).Sub(now)/3), now.Add(s.cfg.RevokeTimeout/6)))
 	}
 	return context.WithDeadline(context.Background(), d)
 }

@@ -555,3 +555,60 @@ func TestClockSetBackBeforeStart(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestLongLossReadsArePaced: the lease is lost while the token lives
+// (renewals and reads refused: the database engine down). Once the loss
+// has lasted lostPatience, a read is one request, and reads come at most
+// every lostLongCap/2: a read retrying inside itself would undo the pace
+// between reads.
+func TestLongLossReadsArePaced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) {
+			v.tokenTTL, v.tokenMax = 24*time.Hour, 48*time.Hour
+			v.leaseTTL, v.leaseMax = 5*time.Minute, 24*time.Hour
+		})
+		f.start()
+		time.Sleep(time.Minute)
+		v.answer("sys/leases/renew", 503, "database plugin unavailable")
+		v.setFailCreds(true)
+		time.Sleep(time.Hour)
+		v.mu.Lock()
+		before := v.asked["database/creds/app"]
+		v.mu.Unlock()
+		time.Sleep(time.Hour)
+		v.mu.Lock()
+		reads := v.asked["database/creds/app"] - before
+		v.mu.Unlock()
+		if most := int(time.Hour / (lostLongCap / 2)); reads > most || reads == 0 {
+			t.Errorf("%d reads in the second hour of a lost lease; want 1 to %d", reads, most)
+		}
+		v.setFailCreds(false)
+		v.answer("sys/leases/renew", 0, "")
+		f.stop()
+	})
+}
+
+// TestRetiringRetriesAreThrottled: a replaced lease whose revocation
+// fails through an outage logs its first three failures, then a line a
+// minute, as every other retried credential does.
+func TestRetiringRetriesAreThrottled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v, f := newDBFixture(t, func(v *fakeVault) {
+			v.tokenTTL, v.tokenMax = 24*time.Hour, 48*time.Hour
+			v.leaseTTL, v.leaseMax = time.Hour, 2*time.Hour
+		})
+		f.start("--log-level", "info")
+		for _, issued, _, _ := v.counts(); issued < 2; _, issued, _, _ = v.counts() {
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		v.setDown(true) // before the grace ends: the revocation fails
+		time.Sleep(15 * time.Minute)
+		n := strings.Count(f.logs.String(), "revoking the replaced lease failed; retrying")
+		if n == 0 || n > 3+15 {
+			t.Errorf("%d lines for one replaced lease in a 15 min outage; want the first three, then one a minute", n)
+		}
+		v.setDown(false)
+		f.stop()
+	})
+}

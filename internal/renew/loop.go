@@ -28,10 +28,16 @@ const (
 
 // finishing returns a context for a request that issues something (a
 // read of a leased secret, a login) with deadline: cancelling ctx (SIGTERM)
-// leaves it stopGrace more to be answered.
-func finishing(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+// leaves a request already sent stopGrace more to be answered, at most a
+// third of --revoke-timeout, which counts from SIGTERM. A request not yet
+// sent when SIGTERM came is not sent.
+func (s *sidecar) finishing(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	if ctx.Err() != nil {
+		return ctx, func() {}
+	}
+	grace := min(stopGrace, s.cfg.RevokeTimeout/3)
 	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
 	return rctx, func() {
 		stop()
 		cancel()
@@ -194,6 +200,11 @@ func (s *sidecar) loop(ctx context.Context) error {
 		}
 		if err := s.checkRevoked(); err != nil {
 			return err
+		}
+		if ctx.Err() != nil {
+			// SIGTERM, also one that came as the timer fired: no new
+			// work, nothing issued that would need revoking.
+			return nil
 		}
 		s.worked = true
 		if err := step(ctx); err != nil {

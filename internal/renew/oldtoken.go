@@ -86,7 +86,7 @@ func (s *sidecar) oldTokenStep(ctx context.Context, o *oldToken) error {
 			return nil
 		}
 		o.next = s.retryAt(now, &o.retry, o.expiry, classify(err) != failRetry, false)
-		s.log.Warn("revoking the old token failed; retrying", "token_accessor", o.accessor, "err", vaultclient.Cause(err), "retry_in", until(now, o.next))
+		s.warnRetry(&o.retry, now, err, "revoking the old token failed; retrying", "token_accessor", o.accessor, "err", vaultclient.Cause(err), "retry_in", until(now, o.next))
 		return nil
 	}
 	n := s.dropOldToken(o)

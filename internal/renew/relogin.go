@@ -33,7 +33,7 @@ func (s *sidecar) relogin(ctx context.Context) error {
 	}
 	sent := time.Now()
 	budget := loginTimeout(sent, end)
-	actx, cancel := finishing(ctx, sent.Add(budget))
+	actx, cancel := s.finishing(ctx, sent.Add(budget))
 	res, err := login.Login(actx, t.client, s.base.Auth, s.getenv)
 	timedOut := errors.Is(actx.Err(), context.DeadlineExceeded)
 	cancel()

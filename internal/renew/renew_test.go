@@ -3,7 +3,9 @@ package renew
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +15,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/podlease/podlease/internal/cli"
 	"github.com/podlease/podlease/internal/state"
@@ -262,27 +266,144 @@ func TestStartRemovesStaleTemporaryFiles(t *testing.T) {
 }
 
 // TestShutdownWithinRevokeTimeout: SIGTERM while a re-login's re-issue
-// waits on a Vault that answers nothing but logins: the read's grace, the
-// revocation of the unused new token and --revoke-on-exit all come out
-// of --revoke-timeout (10s) counted from SIGTERM.
+// waits on a read that gets no answer: the read's grace, the revocation
+// of the unused new token and --revoke-on-exit all come out of
+// --revoke-timeout (10s) counted from SIGTERM; and when Vault answers
+// revocations, every token is revoked, the new one too.
 func TestShutdownWithinRevokeTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hung  []string // paths that get no answer
+		clean bool     // every token revoked
+	}{
+		{"only the read hangs", []string{"database/creds/app"}, true},
+		{"revocations hang too", []string{"database/creds/app", "auth/token/revoke-self", "sys/leases/revoke"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = time.Hour, 90*time.Minute })
+				f.start("--revoke-on-exit")
+				time.Sleep(69 * time.Minute)
+				v.mu.Lock()
+				for _, p := range tc.hung {
+					v.hang[p] = 1000
+				}
+				v.mu.Unlock()
+				for logins, _, _, _ := v.counts(); logins < 2; logins, _, _, _ = v.counts() {
+					time.Sleep(100 * time.Millisecond)
+				}
+				time.Sleep(time.Second) // the re-issue's read is waiting
+				began := time.Now()
+				f.stop()
+				if took := time.Since(began); took > 10*time.Second {
+					t.Errorf("exit took %s after SIGTERM; --revoke-timeout is 10s\n%s", took, f.logs)
+				}
+				if alive := aliveTokens(v); tc.clean && len(alive) > 0 {
+					t.Errorf("tokens alive after the pod ended: %v\n%s", alive, f.logs)
+				}
+			})
+		})
+	}
+}
+
+// aliveTokens lists the accessors of the tokens v still honours.
+func aliveTokens(v *fakeVault) []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var alive []string
+	for _, tk := range v.tokens {
+		if !tk.revoked && time.Now().Before(tk.expiry) {
+			alive = append(alive, tk.accessor)
+		}
+	}
+	return alive
+}
+
+// TestShortRevokeTimeoutRevokesALoginUnderWay: with --revoke-timeout 1s,
+// SIGTERM while a re-login's answer is on its way. The login may wait a
+// third of the timeout for its answer: one that comes in time is revoked
+// (with every other token), one that comes later is given up, and either
+// way the sidecar exits within the timeout.
+func TestShortRevokeTimeoutRevokesALoginUnderWay(t *testing.T) {
+	for _, tc := range []struct {
+		latency time.Duration // of the login's answer
+		clean   bool          // every token revoked
+	}{{200 * time.Millisecond, true}, {1500 * time.Millisecond, false}} {
+		t.Run(tc.latency.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = time.Hour, 90*time.Minute })
+				f.start("--revoke-on-exit", "--revoke-timeout", "1s")
+				time.Sleep(69 * time.Minute)
+				v.mu.Lock()
+				v.latency = tc.latency
+				v.mu.Unlock()
+				for logins, _, _, _ := v.counts(); logins < 2; logins, _, _, _ = v.counts() {
+					time.Sleep(10 * time.Millisecond)
+				}
+				v.mu.Lock()
+				v.latency = 0 // only the login's answer is slow
+				v.mu.Unlock()
+				began := time.Now()
+				f.stop()
+				took := time.Since(began)
+				if alive := aliveTokens(v); tc.clean && len(alive) > 0 {
+					t.Errorf("tokens alive after the pod ended: %v (exit took %s)\n%s", alive, took, f.logs)
+				}
+				if took > time.Second {
+					t.Errorf("exit took %s after SIGTERM; --revoke-timeout is 1s", took)
+				}
+			})
+		})
+	}
+}
+
+// TestNoLoginAfterSIGTERM: SIGTERM after the loop's timer chose a
+// re-login but before the step ran (here the loop waits on the state
+// lock to save; in production select may also pick the timer over SIGTERM
+// when both are ready): no login is sent, so no token is created to be
+// revoked again.
+func TestNoLoginAfterSIGTERM(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		v, f := newDBFixture(t, func(v *fakeVault) { v.tokenTTL, v.tokenMax = time.Hour, 90*time.Minute })
-		f.start("--revoke-on-exit")
-		time.Sleep(69 * time.Minute)
-		v.mu.Lock()
-		for _, p := range []string{"database/creds/app", "auth/token/revoke-self", "sys/leases/revoke"} {
-			v.hang[p] = 1000
+		var stopped, late atomic.Bool
+		f.startWith(deps{newClient: func(addr, ns string, timeout time.Duration, log *slog.Logger) (*api.Client, error) {
+			c, err := v.newClient(addr, ns, timeout, log)
+			if err != nil {
+				return nil, err
+			}
+			cfg := c.CloneConfig()
+			cfg.HttpClient.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if strings.HasSuffix(r.URL.Path, "/login") && stopped.Load() {
+					late.Store(true)
+				}
+				return v.RoundTrip(r)
+			})
+			nc, err := api.NewClient(cfg)
+			if err != nil {
+				return nil, err
+			}
+			nc.ClearToken()
+			return nc, nil
+		}})
+		// The re-login comes due just before 70 min.
+		time.Sleep(70*time.Minute - 300*time.Millisecond)
+		if logins, _, _, _ := v.counts(); logins != 1 {
+			t.Fatalf("%d logins before the re-login was due", logins)
 		}
-		v.mu.Unlock()
-		for logins, _, _, _ := v.counts(); logins < 2; logins, _, _, _ = v.counts() {
-			time.Sleep(100 * time.Millisecond)
+		if err := os.Remove(filepath.Join(f.stateDir, state.FileName)); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(time.Second) // the re-issue's read is waiting
-		began := time.Now()
-		f.stop()
-		if took := time.Since(began); took > 10*time.Second {
-			t.Errorf("exit took %s after SIGTERM; --revoke-timeout is 10s\n%s", took, f.logs)
+		unlock, err := state.Lock(context.Background(), f.stateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // due now: the loop waits on the lock to save
+		f.cancel()
+		stopped.Store(true)
+		unlock()
+		f.wait()
+		if late.Load() {
+			t.Errorf("a login was sent after SIGTERM\n%s", f.logs)
 		}
 	})
 }

@@ -102,7 +102,7 @@ func (s *sidecar) retireStep(ctx context.Context, r *retiring) error {
 		switch {
 		case now.Before(deadline):
 			r.next = s.retryAt(now, &r.retry, deadline, f != failRetry, false)
-			s.log.Warn("revoking the replaced lease failed; retrying", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err), "retry_in", until(now, r.next))
+			s.warnRetry(&r.retry, now, err, "revoking the replaced lease failed; retrying", "secret", r.r.Secret, "lease_id", r.r.LeaseID, "err", vaultclient.Cause(err), "retry_in", until(now, r.next))
 			return nil
 		case !r.expiry.IsZero():
 			// Past the latest Vault may end it: Vault has ended it, and

@@ -436,6 +436,15 @@ func WithQuietRetries(ctx context.Context) context.Context {
 	return context.WithValue(ctx, quietKey{}, true)
 }
 
+type oneAttemptKey struct{}
+
+// WithOneAttempt makes Retry under ctx try once and return that attempt's
+// error as it is: for a caller that paces its own attempts, such as a
+// sidecar retrying a lost credential at a fleet-friendly pace.
+func WithOneAttempt(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oneAttemptKey{}, true)
+}
+
 // towardDeadline shrinks the waits of a backoff to half the time left
 // before a deadline (but not under the backoff's first wait), so that the
 // attempts go on until the deadline instead of one long wait spanning it:
@@ -459,6 +468,9 @@ func (t towardDeadline) NextBackOff() time.Duration {
 // names the operation in logs ("read database/creds/app"). On ctx's end
 // it returns the last error seen, wrapped with the context's.
 func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.Context) error) error {
+	if once, _ := ctx.Value(oneAttemptKey{}).(bool); once {
+		return op(ctx)
+	}
 	var last error
 	attempt := 0
 	b := Backoff()

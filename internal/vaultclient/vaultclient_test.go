@@ -674,3 +674,18 @@ func TestNewTalksToTheAddressGiven(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryWithOneAttempt: under WithOneAttempt, Retry tries once and
+// hands back that attempt's error as it is.
+func TestRetryWithOneAttempt(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	want := vaultErr(503, "sealed")
+	err := Retry(WithOneAttempt(context.Background()), discard(), "read x", func(context.Context) error {
+		calls++
+		return want
+	})
+	if calls != 1 || err != want {
+		t.Errorf("%d calls, error %v; want one call and its error", calls, err)
+	}
+}
