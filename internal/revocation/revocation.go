@@ -241,17 +241,27 @@ type revoker struct {
 // Vault keeps failing in its secrets engine (the database refuses to drop
 // a user who owns objects, say) gets half the time left, not all of it:
 // the other leases and the token still go, and it is reported. Vault then
-// retries it itself, as the token's revocation leaves it to Vault.
+// retries it itself, as the token's revocation leaves it to Vault. Any
+// other failure (Vault unreachable, a failover) keeps being retried until
+// the deadline.
 func (r *revoker) revokeAll(ctx context.Context) {
 	for i, l := range r.leases {
-		lctx, cancel := ctx, context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); ok {
-			lctx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+		revoke := func(ctx context.Context) error {
+			return vaultclient.Retry(ctx, r.log, "revoke lease "+l.id, func(ctx context.Context) error {
+				return r.client.Sys().RevokeWithContext(ctx, l.id)
+			})
 		}
-		err := vaultclient.Retry(lctx, r.log, "revoke lease "+l.id, func(ctx context.Context) error {
-			return r.client.Sys().RevokeWithContext(ctx, l.id)
-		})
-		cancel()
+		var err error
+		if dl, ok := ctx.Deadline(); ok {
+			half, cancel := context.WithTimeout(ctx, time.Until(dl)/2)
+			err = revoke(half)
+			cancel()
+			if err != nil && gaveUp(err) && !engineFailed(err) && ctx.Err() == nil {
+				err = revoke(ctx)
+			}
+		} else {
+			err = revoke(ctx)
+		}
 		switch {
 		case err == nil:
 			r.log.Info("revoked lease", "secret", l.secret, "lease_id", l.id)

@@ -35,8 +35,9 @@ const (
 type answers struct {
 	leaseStatus  int
 	leaseError   string
-	leaseTimes   int    // how many lease revocations get leaseStatus; 0: all
-	failLease    string // a lease whose revocation the secrets engine always fails
+	leaseTimes   int           // how many lease revocations get leaseStatus; 0: all
+	failLease    string        // a lease whose revocation the secrets engine always fails
+	downFor      time.Duration // every request answers 503 until this long after the first
 	selfStatus   int
 	selfError    string // default: Vault's answer to a dead token
 	lookupStatus int
@@ -57,11 +58,19 @@ type fakeVault struct {
 	selfRevokes int
 	lookups     int
 	badTokens   int
+	first       time.Time
 }
 
 func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.first.IsZero() {
+		f.first = time.Now()
+	}
+	if time.Since(f.first) < f.downFor {
+		vaultError(w, 503, "Vault is sealed")
+		return
+	}
 	if r.Header.Get("X-Vault-Token") != f.token {
 		f.badTokens++
 		vaultError(w, 403, deadToken)
@@ -669,5 +678,23 @@ func TestLeaseTheEngineCannotRevoke(t *testing.T) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
+	}
+}
+
+// TestOutageLongerThanHalfTheTimeout: Vault is away for 3.5 s of a 7 s
+// --timeout. A lease is cut at half the time left only when Vault's
+// engine keeps failing it; through an outage the revocations go on until
+// the deadline, and everything is revoked once Vault is back.
+func TestOutageLongerThanHalfTheTimeout(t *testing.T) {
+	t.Parallel()
+	f := &fakeVault{answers: answers{downFor: 3500 * time.Millisecond}}
+	p := newPod(t, startVault(t, f), true)
+	f.token = p.token
+	code, stderr := run(t, nil, "--state-dir", p.stateDir, "--secrets-dir", p.secretsDir, "--timeout", "7s")
+	if code != 0 {
+		t.Errorf("exit %d, want 0:\n%s", code, stderr)
+	}
+	if leases, self, _, _ := f.calls(); !slices.Contains(leases, leaseDB) || !slices.Contains(leases, leaseOld) || self == 0 {
+		t.Errorf("revoked leases %v and the token %d times; want both leases and the token", leases, self)
 	}
 }
