@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write replaces path with data, created with exactly perm. A symlink at
@@ -55,12 +56,10 @@ func RemoveStale(path string) []string {
 	if dir == "" {
 		dir = "."
 	}
-	// The pattern is Write's; a base name with glob metacharacters would
-	// only match less.
-	matches, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
+	entries, _ := os.ReadDir(dir) // names, not a glob: dir may hold [ or *
 	var removed []string
-	for _, m := range matches {
-		if os.Remove(m) == nil {
+	for _, e := range entries {
+		if m := filepath.Join(dir, e.Name()); strings.HasPrefix(e.Name(), "."+base+".tmp-") && os.Remove(m) == nil {
 			removed = append(removed, m)
 		}
 	}

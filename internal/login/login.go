@@ -111,7 +111,8 @@ func Login(ctx context.Context, c *api.Client, a state.Auth, getenv func(string)
 		where = "look up the token from " + tokenSource(a)
 		if err == nil {
 			if n, _ := secret.Data["num_uses"].(json.Number); n != "" && n != "0" {
-				return nil, fmt.Errorf("the token from %s is limited to %s more uses: every renewal spends one, and Vault revokes the token, with every lease it holds, at its last; give a token without a use limit (vault token create without -use-limit)", tokenSource(a), n)
+				// Vault says -1 for a token whose last use the lookup spent.
+				return nil, fmt.Errorf("the token from %s is limited in uses (num_uses %s): every renewal spends one, and Vault revokes the token, with every lease it holds, at its last; give a token without a use limit (vault token create without -use-limit)", tokenSource(a), n)
 			}
 			return tokenResult(tok, secret, false)
 		}

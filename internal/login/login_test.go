@@ -478,7 +478,7 @@ func TestLoginRefusesUseLimitedTokens(t *testing.T) {
 		}
 		return ""
 	})
-	if err == nil || !strings.Contains(err.Error(), "limited to 5 more uses") {
+	if err == nil || !strings.Contains(err.Error(), "limited in uses (num_uses 5)") {
 		t.Errorf("a given use-limited token: %v", err)
 	}
 }
