@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -12,16 +13,22 @@ import (
 // A template is configuration, but what it renders may be steered by data
 // from Vault (a loop count, a string to indent or replace in), and a
 // template's own mistake (a define that calls itself) must not take the
-// process down. So one render is bounded: it writes at most MaxOutput
-// bytes in all (its output and that of every executeTemplate it runs),
-// finishes within MaxRenderTime, nests executeTemplate at most
-// maxTemplateDepth deep, and no function builds a string longer than
-// MaxOutput. Past a bound the render fails with an error that names it;
-// nothing half-rendered is written.
+// process down. So one render is bounded: its output, each string a
+// function returns and each executeTemplate's output are at most
+// MaxOutput bytes; those strings come to at most maxBuilt bytes in all
+// (what a render can hold at once, within the sidecar's memory); it
+// nests executeTemplate at most maxTemplateDepth deep; and it ends within
+// MaxRenderTime, not counting the time Vault takes to answer {{ secret }}
+// and {{ secrets }}. Past a bound the render fails with an error that
+// names it, and nothing half-rendered is written. A render that overruns
+// its time in text/template itself (a range over data whose body calls
+// nothing), where nothing can stop it, is abandoned: Execute returns,
+// and the template is not rendered again by this process.
 const (
 	// MaxOutput is far above any credential file, and small beside the
 	// sidecar's memory.
 	MaxOutput        = 1 << 20
+	maxBuilt         = 16 << 20
 	MaxRenderTime    = 10 * time.Second
 	maxTemplateDepth = 100
 )
@@ -29,15 +36,18 @@ const (
 var (
 	errTooDeep  = fmt.Errorf("executeTemplate: nested more than %d deep: does a template call itself?", maxTemplateDepth)
 	errTooLarge = fmt.Errorf("the template writes more than %d bytes (1 MiB), the most a secret file may hold: check for a loop, an indent or a replace that runs away", MaxOutput)
-	errTooSlow  = fmt.Errorf("rendering took longer than %s: check for a loop that runs away (a range over loop with a large count)", MaxRenderTime)
+	errTooBig   = fmt.Errorf("the template's functions built more than %d bytes (16 MiB) of strings: check for a loop that builds ever longer ones", maxBuilt)
+	errTooSlow  = fmt.Errorf("rendering took longer than %s: check for a loop that runs away (a range with a large count)", MaxRenderTime)
 )
 
-// budget is what is left of one render's bounds. written, depth and err
-// belong to the goroutine that executes the template; a loop's feeding
-// goroutine only reads deadline and sets slow.
+// budget is what is left of one render's bounds. written, built, depth
+// and err belong to the goroutine that executes the template; deadline
+// and slow are also read by a loop's feeding goroutine and by Execute's
+// watchdog.
 type budget struct {
-	deadline time.Time
+	deadline atomic.Int64 // Unix nanoseconds
 	written  int
+	built    int
 	depth    int
 	err      error
 	slow     atomic.Bool
@@ -46,50 +56,59 @@ type budget struct {
 // renderTime is MaxRenderTime; tests shorten it.
 var renderTime = MaxRenderTime
 
-func newBudget(now time.Time) *budget { return &budget{deadline: now.Add(renderTime)} }
-
-// spend counts n more bytes written; it returns the bound the render has
-// passed, if any.
-func (b *budget) spend(n int) error {
-	if b.err != nil {
-		return b.err
-	}
-	b.written += n
-	switch {
-	case b.written > MaxOutput:
-		b.err = errTooLarge
-	case b.slow.Load() || time.Now().After(b.deadline):
-		b.err = errTooSlow
-	}
-	return b.err
+func newBudget(now time.Time) *budget {
+	b := &budget{}
+	b.deadline.Store(now.Add(renderTime).UnixNano())
+	return b
 }
+
+// extend moves the deadline back by d: time spent waiting for Vault.
+func (b *budget) extend(d time.Duration) { b.deadline.Add(int64(d)) }
+
+func (b *budget) due() time.Time { return time.Unix(0, b.deadline.Load()) }
 
 // overdue reports, from any goroutine, whether the render ran out of
 // time, and records it.
 func (b *budget) overdue() bool {
-	if time.Now().After(b.deadline) {
+	if time.Now().After(b.due()) {
 		b.slow.Store(true)
 	}
 	return b.slow.Load()
 }
 
-// result is the bound passed, also one a loop's feeder saw (it can only
-// end the range early, which would leave the output short).
-func (b *budget) result() error {
-	if b.err == nil && b.slow.Load() {
+// check returns the bound the render has passed, if any.
+func (b *budget) check() error {
+	if b.err == nil && b.overdue() {
 		b.err = errTooSlow
 	}
 	return b.err
 }
 
-// budgetWriter writes into buf what b allows.
+// write counts n more bytes of output.
+func (b *budget) write(n int) error {
+	if b.written += n; b.written > MaxOutput && b.err == nil {
+		b.err = errTooLarge
+	}
+	return b.check()
+}
+
+// build counts n more bytes a function built.
+func (b *budget) build(n int) error {
+	if b.built += n; b.built > maxBuilt && b.err == nil {
+		b.err = errTooBig
+	}
+	return b.check()
+}
+
+// budgetWriter writes into buf what b allows: count is b.write for the
+// render's output, b.build for an executeTemplate's.
 type budgetWriter struct {
-	buf *bytes.Buffer
-	b   *budget
+	buf   *bytes.Buffer
+	count func(int) error
 }
 
 func (w budgetWriter) Write(p []byte) (int, error) {
-	if err := w.b.spend(len(p)); err != nil {
+	if err := w.count(len(p)); err != nil {
 		return 0, err
 	}
 	return w.buf.Write(p)
@@ -103,38 +122,118 @@ func fits(fn string, n int) error {
 	return nil
 }
 
-// checkWidths refuses a printf format whose width or precision would build
-// a string longer than MaxOutput, or is taken from an argument ('*'): fmt
-// builds the whole string before anything can look at its length.
-func checkWidths(format string) error {
+// charged wraps fn, template function name, so that every string or
+// []byte it returns is checked against MaxOutput and charged to the
+// render under way (cur) before the template sees it; past a bound the
+// call fails. A function whose arguments can add up to any length (print)
+// checks them first itself (argsFit): the result is built before it can
+// be checked.
+func charged(name string, fn any, cur func() *render) any {
+	v := reflect.ValueOf(fn)
+	t := v.Type()
+	hasErr := t.NumOut() == 2
+	return reflect.MakeFunc(t, func(args []reflect.Value) []reflect.Value {
+		var out []reflect.Value
+		if t.IsVariadic() {
+			out = v.CallSlice(args)
+		} else {
+			out = v.Call(args)
+		}
+		if hasErr && !out[1].IsNil() {
+			return out
+		}
+		n := 0
+		switch r := out[0]; {
+		case r.Kind() == reflect.String:
+			n = r.Len()
+		case r.Kind() == reflect.Slice && r.Type().Elem().Kind() == reflect.Uint8:
+			n = r.Len()
+		}
+		err := fits(name, n)
+		if err == nil {
+			err = cur().budget.build(n)
+		}
+		if err != nil {
+			if !hasErr {
+				panic(err) // text/template returns a function's panic as its error
+			}
+			out[1] = reflect.ValueOf(&err).Elem()
+		}
+		return out
+	}).Interface()
+}
+
+// checkPrintf refuses a printf whose result would be longer than
+// MaxOutput before fmt builds it (fmt builds the whole string first): the
+// widths and precisions of its verbs, and each verb's largest argument,
+// added up. A width or precision taken from an argument ('*') is refused.
+func checkPrintf(format string, args []any) error {
+	most := 0 // the longest argument, printed
+	for _, a := range args {
+		switch a := a.(type) {
+		case string:
+			most = max(most, len(a))
+		case []byte:
+			most = max(most, len(a))
+		default:
+			most = max(most, len(fmt.Sprint(a)))
+		}
+	}
+	total := len(format)
 	for i := 0; i < len(format); i++ {
 		if format[i] != '%' {
 			continue
 		}
-		for i++; i < len(format) && strings.IndexByte("+-# 0", format[i]) >= 0; i++ {
+		i++
+		if i < len(format) && format[i] == '%' {
+			continue
 		}
-		if i < len(format) && format[i] == '[' { // an argument index
-			for i < len(format) && format[i] != ']' {
-				i++
-			}
-			i++
+		for ; i < len(format) && strings.IndexByte("+-# 0", format[i]) >= 0; i++ {
 		}
 		for part := 0; part < 2 && i < len(format); part++ {
-			if format[i] == '*' {
+			if format[i] == '[' { // an argument index
+				for i < len(format) && format[i] != ']' {
+					i++
+				}
+				i++
+			}
+			if i < len(format) && format[i] == '*' {
 				return errors.New("printf: a width or precision taken from an argument ('*') is not supported")
 			}
 			n := 0
 			for ; i < len(format) && format[i] >= '0' && format[i] <= '9'; i++ {
-				n = min(n*10+int(format[i]-'0'), MaxOutput+1)
+				n = min(n*10+int(format[i]-'0'), maxBuilt+1)
 			}
-			if err := fits("printf", n); err != nil {
-				return err
-			}
+			total += n
 			if part == 0 && i < len(format) && format[i] == '.' {
 				i++
 				continue
 			}
 			break
+		}
+		total += most
+		if total > MaxOutput {
+			return fits("printf", total)
+		}
+	}
+	return nil
+}
+
+// argsFit refuses arguments that printed together would be longer than
+// MaxOutput, before fn builds the string.
+func argsFit(fn string, args []any) error {
+	n := 0
+	for _, a := range args {
+		switch a := a.(type) {
+		case string:
+			n += len(a)
+		case []byte:
+			n += len(a)
+		default:
+			n += len(fmt.Sprint(a))
+		}
+		if n > MaxOutput {
+			return fits(fn, n)
 		}
 	}
 	return nil

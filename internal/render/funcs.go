@@ -47,8 +47,15 @@ var now = func() time.Time { return time.Now().UTC() }
 // start without templates pays nothing for it. cur returns the render
 // under way.
 func dataFuncs(tmpl *template.Template, cur func() *render) template.FuncMap {
-	return template.FuncMap{
+	m := template.FuncMap{
+		// text/template's own, with the same output, so that what they
+		// build is charged to the render too.
 		"printf":                printf,
+		"print":                 checkedArgs("print", fmt.Sprint),
+		"println":               checkedArgs("println", fmt.Sprintln),
+		"html":                  checkedArgs("html", template.HTMLEscaper),
+		"js":                    checkedArgs("js", template.JSEscaper),
+		"urlquery":              checkedArgs("urlquery", template.URLQueryEscaper),
 		"base64Decode":          base64Decode,
 		"base64Encode":          base64Encode,
 		"base64URLDecode":       base64URLDecode,
@@ -105,6 +112,21 @@ func dataFuncs(tmpl *template.Template, cur func() *render) template.FuncMap {
 		"modulo":                modulo,
 		"minimum":               minimum,
 		"maximum":               maximum,
+	}
+	for name, fn := range m {
+		m[name] = charged(name, fn, cur)
+	}
+	return m
+}
+
+// checkedArgs is f, refusing arguments that would make a string longer
+// than MaxOutput before f builds it.
+func checkedArgs(name string, f func(...any) string) func(...any) (string, error) {
+	return func(a ...any) (string, error) {
+		if err := argsFit(name, a); err != nil {
+			return "", err
+		}
+		return f(a...), nil
 	}
 }
 
@@ -254,7 +276,14 @@ func executeTemplate(t *template.Template, cur func() *render) func(string, ...a
 		b.depth++
 		defer func() { b.depth-- }()
 		var buf bytes.Buffer
-		if err := t.ExecuteTemplate(budgetWriter{&buf, b}, name, dot); err != nil {
+		// Its output is its result, which charged counts once returned.
+		w := budgetWriter{&buf, func(n int) error {
+			if err := fits("executeTemplate", buf.Len()+n); err != nil {
+				return err
+			}
+			return b.check()
+		}}
+		if err := t.ExecuteTemplate(w, name, dot); err != nil {
 			if b.err != nil {
 				return "", b.err // not wrapped once per level
 			}
@@ -264,14 +293,13 @@ func executeTemplate(t *template.Template, cur func() *render) func(string, ...a
 	}
 }
 
-// printf is text/template's printf, refusing a width or precision that
-// would build a string over MaxOutput.
+// printf is text/template's printf, refusing a result that would be
+// longer than maxBuilt (see checkPrintf).
 func printf(format string, args ...any) (string, error) {
-	if err := checkWidths(format); err != nil {
+	if err := checkPrintf(format, args); err != nil {
 		return "", err
 	}
-	s := fmt.Sprintf(format, args...)
-	return s, fits("printf", len(s))
+	return fmt.Sprintf(format, args...), nil
 }
 
 // KeyPair is a Consul KV entry, the input of explode. Consul's ls and tree,
@@ -549,25 +577,32 @@ func replaceAll(from, to, s string) (string, error) {
 }
 
 // regexReplaceAll is regexp's ReplaceAllString, building the result match
-// by match so that it stops at MaxOutput: each $ in repl may bring in up
-// to all of s.
+// by match so that it stops at MaxOutput: before each expansion, each $ in
+// repl counts for the longest submatch of that match.
 func regexReplaceAll(re, repl, s string) (string, error) {
 	c, err := regexp.Compile(re)
 	if err != nil {
 		return "", regexErr("regexReplaceAll", err)
 	}
-	if err := fits("regexReplaceAll", len(repl)+strings.Count(repl, "$")*len(s)); err != nil {
-		return "", err
+	// The matches' indexes, two ints per group, at most one match per
+	// byte of s and one more.
+	if (c.NumSubexp()+1)*16*(len(s)+1) > maxBuilt {
+		return "", fmt.Errorf("regexReplaceAll: %d groups over %d bytes are too many to match", c.NumSubexp(), len(s))
 	}
+	dollars := strings.Count(repl, "$")
 	var out []byte
 	last := 0
 	for _, m := range c.FindAllStringSubmatchIndex(s, -1) {
+		longest := 0
+		for g := 0; g+1 < len(m); g += 2 {
+			longest = max(longest, m[g+1]-m[g])
+		}
+		if err := fits("regexReplaceAll", len(out)+m[0]-last+len(repl)+dollars*longest); err != nil {
+			return "", err
+		}
 		out = append(out, s[last:m[0]]...)
 		out = c.ExpandString(out, repl, s, m)
 		last = m[1]
-		if err := fits("regexReplaceAll", len(out)); err != nil {
-			return "", err
-		}
 	}
 	out = append(out, s[last:]...)
 	if err := fits("regexReplaceAll", len(out)); err != nil {

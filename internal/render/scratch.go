@@ -2,6 +2,7 @@ package render
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 )
 
@@ -57,10 +58,41 @@ func (s *Scratch) mapSet(k, mk string, v any, override bool) (string, error) {
 		// The key is not named: a template may build it from a secret.
 		return "", fmt.Errorf("the scratch key holds a value of type %T, not a map", s.values[k])
 	}
+	if holds(v, m, map[uintptr]bool{}) {
+		// Printed or encoded, a map inside itself never ends.
+		return "", fmt.Errorf("scratch.MapSet: the value holds the map it would be stored in")
+	}
 	if _, set := m[mk]; override || !set {
 		m[mk] = v
 	}
 	return "", nil
+}
+
+// holds reports whether v is m or holds it, through maps and lists.
+func holds(v any, m map[string]any, seen map[uintptr]bool) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		p := reflect.ValueOf(v).Pointer()
+		if p == reflect.ValueOf(m).Pointer() {
+			return true
+		}
+		if seen[p] {
+			return false
+		}
+		seen[p] = true
+		for _, e := range v {
+			if holds(e, m, seen) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if holds(e, m, seen) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // MapValues returns the values of the map at k, sorted by their keys, or

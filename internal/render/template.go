@@ -40,9 +40,10 @@ type Template struct {
 	text  string
 	paths []string
 
-	mu   sync.Mutex
-	tmpl *template.Template
-	run  *render // the render under way, under mu
+	mu        sync.Mutex
+	tmpl      *template.Template
+	run       *render // the render under way, under mu
+	abandoned bool    // a render overran its time and still runs
 }
 
 // render is the state of one Execute: what secret and secrets read, the
@@ -135,7 +136,9 @@ func (t *Template) parse() error {
 		if r.lookup == nil {
 			return nil, NotGiven(path)
 		}
+		start := time.Now()
 		s, err := r.lookup(path)
+		r.budget.extend(time.Since(start)) // Vault's time is not the template's
 		if s != nil {
 			r.seen = append(r.seen, s)
 		}
@@ -146,10 +149,14 @@ func (t *Template) parse() error {
 		if path == "" {
 			return nil, nil
 		}
-		if t.run.list == nil {
+		r := t.run
+		if r.list == nil {
 			return nil, fmt.Errorf("secrets %q: no lister", path)
 		}
-		return t.run.list(path)
+		start := time.Now()
+		keys, err := r.list(path)
+		r.budget.extend(time.Since(start))
+		return keys, err
 	}
 	var err error
 	t.tmpl, err = tmpl.Funcs(funcs).Parse(t.text)
@@ -243,15 +250,35 @@ func checkCalls(tmpl *template.Template) ([]string, error) {
 func (t *Template) Execute(self *Secret, lookup Lookup, list List) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.abandoned {
+		return nil, fmt.Errorf("%s: an earlier render of this template ran past %s and was abandoned; it is not rendered again until the process restarts", t.name, MaxRenderTime)
+	}
 	r := &render{lookup: lookup, list: list, done: make(chan struct{}), budget: newBudget(time.Now()), seen: []*Secret{self}}
 	t.run = r
-	defer func() {
-		close(r.done)
-		t.run = nil
-	}()
 	var buf bytes.Buffer
-	err := t.tmpl.Execute(budgetWriter{&buf, r.budget}, self)
-	if berr := r.budget.result(); berr != nil {
+	finished := make(chan error, 1)
+	go func() { finished <- t.tmpl.Execute(budgetWriter{&buf, r.budget.write}, self) }()
+	var err error
+	for waiting := true; waiting; {
+		select {
+		case err = <-finished:
+			waiting = false
+		case <-time.After(time.Until(r.budget.due()) + abandonAfter):
+			if time.Now().Before(r.budget.due().Add(abandonAfter)) {
+				continue // a lookup moved the deadline
+			}
+			// Spinning in text/template itself (a range over data
+			// whose body calls no function), where nothing can stop
+			// it: abandoned. It keeps t.run, and t is not run again.
+			t.abandoned = true
+			r.budget.slow.Store(true)
+			close(r.done)
+			return nil, fmt.Errorf("%s: %w", t.name, errTooSlow)
+		}
+	}
+	close(r.done)
+	t.run = nil
+	if berr := r.budget.check(); berr != nil {
 		// Also when Execute "succeeded": a loop cut short by the clock
 		// ends its range early.
 		return nil, fmt.Errorf("%s: %w", t.name, berr)
@@ -261,6 +288,11 @@ func (t *Template) Execute(self *Secret, lookup Lookup, list List) ([]byte, erro
 	}
 	return buf.Bytes(), nil
 }
+
+// abandonAfter is how long past its deadline Execute waits for a render
+// before it abandons it: one checks its clock at every loop turn, write
+// and function call.
+const abandonAfter = time.Second
 
 // valueEchoes are the execution errors of text/template (Go 1.26) that
 // print a value the template computed: a list index, slice bounds, the
