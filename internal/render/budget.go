@@ -100,8 +100,8 @@ func (b *budget) build(n int) error {
 	return b.check()
 }
 
-// budgetWriter writes into buf what b allows: count is b.write for the
-// render's output, b.build for an executeTemplate's.
+// budgetWriter writes into buf what count allows: the render's output
+// (budget.write), or an executeTemplate's (see executeTemplate).
 type budgetWriter struct {
 	buf   *bytes.Buffer
 	count func(int) error
@@ -170,14 +170,7 @@ func charged(name string, fn any, cur func() *render) any {
 func checkPrintf(format string, args []any) error {
 	most := 0 // the longest argument, printed
 	for _, a := range args {
-		switch a := a.(type) {
-		case string:
-			most = max(most, len(a))
-		case []byte:
-			most = max(most, len(a))
-		default:
-			most = max(most, len(fmt.Sprint(a)))
-		}
+		most = max(most, printedLen(a))
 	}
 	total := len(format)
 	for i := 0; i < len(format); i++ {
@@ -202,7 +195,7 @@ func checkPrintf(format string, args []any) error {
 			}
 			n := 0
 			for ; i < len(format) && format[i] >= '0' && format[i] <= '9'; i++ {
-				n = min(n*10+int(format[i]-'0'), maxBuilt+1)
+				n = min(n*10+int(format[i]-'0'), MaxOutput+1)
 			}
 			total += n
 			if part == 0 && i < len(format) && format[i] == '.' {
@@ -224,17 +217,21 @@ func checkPrintf(format string, args []any) error {
 func argsFit(fn string, args []any) error {
 	n := 0
 	for _, a := range args {
-		switch a := a.(type) {
-		case string:
-			n += len(a)
-		case []byte:
-			n += len(a)
-		default:
-			n += len(fmt.Sprint(a))
-		}
-		if n > MaxOutput {
+		if n += printedLen(a); n > MaxOutput {
 			return fits(fn, n)
 		}
 	}
 	return nil
+}
+
+// printedLen is how long a is printed: a string's or []byte's own length, any
+// other value's as fmt prints it.
+func printedLen(a any) int {
+	switch a := a.(type) {
+	case string:
+		return len(a)
+	case []byte:
+		return len(a)
+	}
+	return len(fmt.Sprint(a))
 }

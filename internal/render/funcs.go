@@ -294,7 +294,7 @@ func executeTemplate(t *template.Template, cur func() *render) func(string, ...a
 }
 
 // printf is text/template's printf, refusing a result that would be
-// longer than maxBuilt (see checkPrintf).
+// longer than MaxOutput (see checkPrintf).
 func printf(format string, args ...any) (string, error) {
 	if err := checkPrintf(format, args); err != nil {
 		return "", err

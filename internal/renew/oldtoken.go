@@ -112,10 +112,7 @@ func (s *sidecar) revokeOldTokens(ctx context.Context) {
 		if !o.owned {
 			continue
 		}
-		rctx, cancel := ctx, context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); ok {
-			rctx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
-		}
+		rctx, cancel := vaultclient.HalfTheTimeLeft(ctx)
 		err := o.client.Auth().Token().RevokeSelfWithContext(rctx, "")
 		cancel()
 		if err != nil && !vaultclient.TokenInvalid(err) {

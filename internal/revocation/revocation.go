@@ -251,15 +251,10 @@ func (r *revoker) revokeAll(ctx context.Context) {
 				return r.client.Sys().RevokeWithContext(ctx, l.id)
 			})
 		}
-		var err error
-		if dl, ok := ctx.Deadline(); ok {
-			half, cancel := context.WithTimeout(ctx, time.Until(dl)/2)
-			err = revoke(half)
-			cancel()
-			if err != nil && gaveUp(err) && !engineFailed(err) && ctx.Err() == nil {
-				err = revoke(ctx)
-			}
-		} else {
+		half, cancel := vaultclient.HalfTheTimeLeft(ctx)
+		err := revoke(half)
+		cancel()
+		if err != nil && gaveUp(err) && !engineFailed(err) && ctx.Err() == nil {
 			err = revoke(ctx)
 		}
 		switch {

@@ -436,6 +436,16 @@ func WithQuietRetries(ctx context.Context) context.Context {
 	return context.WithValue(ctx, quietKey{}, true)
 }
 
+// HalfTheTimeLeft is ctx cut at half the time left before its deadline,
+// for one of several steps that share it: one that gets no answer leaves
+// time for the others. Without a deadline it is ctx.
+func HalfTheTimeLeft(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok {
+		return context.WithTimeout(ctx, time.Until(dl)/2)
+	}
+	return ctx, func() {}
+}
+
 type oneAttemptKey struct{}
 
 // WithOneAttempt makes Retry under ctx try once and return that attempt's
