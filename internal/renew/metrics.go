@@ -92,7 +92,7 @@ func (m *metrics) write(w io.Writer, st *status, now time.Time) {
 			sample(name, secretLabel(n), float64(v[n].Load()))
 		}
 	}
-	revoked, tok, secs := st.get()
+	_, revoked, tok, secs := st.get()
 
 	family("podlease_secret_expiry_timestamp_seconds", "gauge", "Unix time at which the secret's current credential expires (leased) or Vault rotates it (static credentials); at most the scrape time once Vault said it is gone.")
 	for _, s := range secs {

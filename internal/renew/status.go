@@ -11,6 +11,7 @@ import (
 // status is what the loop publishes for the HTTP handlers.
 type status struct {
 	mu      sync.Mutex
+	loaded  bool // the loop published once: before, nothing is known
 	revoked bool
 	token   credStatus
 	secrets []credStatus
@@ -58,7 +59,7 @@ func (s *sidecar) publish() {
 	}
 	tok := credStatus{name: "token", leased: true, lost: s.tok.lost, expiry: s.tok.expiry, ttl: s.tok.ttl}
 	s.status.mu.Lock()
-	s.status.token, s.status.secrets = tok, secs
+	s.status.token, s.status.secrets, s.status.loaded = tok, secs, true
 	s.status.mu.Unlock()
 }
 
@@ -68,18 +69,23 @@ func (st *status) setRevoked() {
 	st.mu.Unlock()
 }
 
-func (st *status) get() (revoked bool, token credStatus, secrets []credStatus) {
+func (st *status) get() (loaded, revoked bool, token credStatus, secrets []credStatus) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.revoked, st.token, st.secrets
+	return st.loaded, st.revoked, st.token, st.secrets
 }
 
 // readiness returns "" when every credential is valid and not in its
 // final stretch, else why not.
 func (st *status) readiness(now time.Time) string {
-	revoked, tok, secs := st.get()
-	if revoked {
+	loaded, revoked, tok, secs := st.get()
+	switch {
+	case revoked:
 		return "credentials revoked by vault-revoke: the pod is ending"
+	case !loaded:
+		// The HTTP server answers from the start, before the state is
+		// read: a credential may already have expired.
+		return "starting: the state is not read yet"
 	}
 	var late []string
 	for _, c := range append(secs, tok) {

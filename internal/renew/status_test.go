@@ -68,3 +68,15 @@ func TestReadyzAndMetrics(t *testing.T) {
 		f.stop()
 	})
 }
+
+// TestNotReadyBeforeTheStateIsRead: the HTTP server answers from the
+// start; until the loop has published what state.json holds (a
+// credential may have expired while the sidecar was down), the pod is
+// not ready.
+func TestNotReadyBeforeTheStateIsRead(t *testing.T) {
+	t.Parallel()
+	st := &status{}
+	if why := st.readiness(time.Now()); !strings.HasPrefix(why, "starting") {
+		t.Errorf("readiness before the first publish = %q; want not ready, starting", why)
+	}
+}
